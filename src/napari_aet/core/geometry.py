@@ -1,0 +1,145 @@
+"""Frames, index <-> angstrom conversions and projection geometry.
+
+This is the one place that fixes the conventions of ``shared/CONTRACT.md``; every
+stage calls it instead of re-deriving them.
+
+* Lengths in angstrom (Å); angles in degrees at the API, radians inside.
+* Sample frame: right-handed (x, y, z), origin at the tilt centre.
+* Volumes are indexed ``vol[k, j, i]`` = (z, y, x); voxel ``n`` of an axis of length
+  ``N`` sits at ``(n - N // 2) * pixel_size`` (the FFT centre convention).
+* Tilt series are ``tilts[a, v, u]``; the beam runs along z at zero tilt.
+* A projection with Euler angles (phi, theta, psi), Z-Y-Z, maps a sample point ``r`` to
+  detector coordinates ``(u, v, w) = R(phi, theta, psi) @ r`` and integrates along ``w``.
+  The single-axis tilt ``t`` about y is ``(0, t, 0)``: ``u = x cos t + z sin t``, ``v = y``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "centre_index",
+    "index_to_angstrom",
+    "angstrom_to_index",
+    "voxel_coordinates",
+    "napari_scale_translate",
+    "rotation_x",
+    "rotation_y",
+    "rotation_z",
+    "euler_zyz_matrix",
+    "euler_zyz_matrices",
+    "as_euler_angles",
+    "is_single_axis",
+    "project_points",
+    "random_rotation",
+]
+
+
+def centre_index(n: int) -> int:
+    """Index of the coordinate origin on an axis of length ``n`` (``n // 2``)."""
+    return int(n) // 2
+
+
+def index_to_angstrom(index, n: int, pixel_size: float):
+    """Convert a (possibly fractional) voxel index on an axis of length ``n`` to Å."""
+    return (np.asarray(index, dtype=np.float64) - centre_index(n)) * float(pixel_size)
+
+
+def angstrom_to_index(coord, n: int, pixel_size: float):
+    """Convert a coordinate in Å to a fractional voxel index on an axis of length ``n``."""
+    return np.asarray(coord, dtype=np.float64) / float(pixel_size) + centre_index(n)
+
+
+def voxel_coordinates(n: int, pixel_size: float) -> np.ndarray:
+    """Coordinates (Å) of the voxel centres of an axis of length ``n``."""
+    return index_to_angstrom(np.arange(int(n)), n, pixel_size)
+
+
+def napari_scale_translate(shape, pixel_size: float):
+    """napari ``scale`` and ``translate`` that put a (z, y, x) volume in sample-frame Å."""
+    p = float(pixel_size)
+    scale = tuple(p for _ in shape)
+    translate = tuple(-centre_index(n) * p for n in shape)
+    return scale, translate
+
+
+def rotation_x(angle_rad: float) -> np.ndarray:
+    """Active right-handed rotation about x by ``angle_rad``."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def rotation_y(angle_rad: float) -> np.ndarray:
+    """Active right-handed rotation about y by ``angle_rad``."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def rotation_z(angle_rad: float) -> np.ndarray:
+    """Active right-handed rotation about z by ``angle_rad``."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def euler_zyz_matrix(phi: float, theta: float, psi: float) -> np.ndarray:
+    """Z-Y-Z Euler rotation (degrees) taking sample coordinates to detector (u, v, w).
+
+    ``R = Rz(phi) @ Ry(theta) @ Rz(psi)``; this is the single definition of the
+    projection geometry. ``(0, t, 0)`` is the single-axis tilt about y:
+    ``u = x cos t + z sin t``, ``v = y``.
+    """
+    p, t, s = np.deg2rad([phi, theta, psi])
+    return rotation_z(p) @ rotation_y(t) @ rotation_z(s)
+
+
+def euler_zyz_matrices(angles) -> np.ndarray:
+    """Rotation matrices, shape (n, 3, 3), for tilt angles (n,) or Euler angles (n, 3), degrees."""
+    euler = as_euler_angles(angles)
+    return np.stack([euler_zyz_matrix(*row) for row in euler]) if len(euler) else np.zeros((0, 3, 3))
+
+
+def as_euler_angles(angles) -> np.ndarray:
+    """Return (n, 3) Z-Y-Z Euler angles (degrees) from single-axis tilts (n,) or Euler (n, 3)."""
+    a = np.asarray(angles, dtype=np.float64)
+    if a.ndim == 0:
+        a = a[None]
+    if a.ndim == 1:
+        out = np.zeros((a.shape[0], 3))
+        out[:, 1] = a
+        return out
+    if a.ndim == 2 and a.shape[1] == 3:
+        return a.copy()
+    raise ValueError(
+        f"angles have shape {a.shape}; give N tilt angles or an N x 3 table of Euler angles"
+    )
+
+
+def is_single_axis(angles, atol: float = 1e-9) -> bool:
+    """True when all projections are tilts about y alone (phi = psi = 0)."""
+    e = as_euler_angles(angles)
+    return bool(np.all(np.abs(e[:, 0]) < atol) and np.all(np.abs(e[:, 2]) < atol))
+
+
+def project_points(xyz, angles) -> np.ndarray:
+    """Detector coordinates (u, v) in Å of sample points ``xyz`` (m, 3) for each projection.
+
+    Returns an array of shape (n_projections, m, 2).
+    """
+    pts = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    rot = euler_zyz_matrices(angles)
+    uvw = np.einsum("aij,mj->ami", rot, pts)
+    return uvw[..., :2]
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A rotation matrix drawn uniformly from SO(3) (unit quaternion method)."""
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )

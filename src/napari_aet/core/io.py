@@ -1,0 +1,704 @@
+"""Reading and writing tilt series, angles, volumes and atoms tables per the contract.
+
+Every reader checks what it reads and raises :class:`~napari_aet.core.errors.AETInputError`
+with one line naming the problem and the fix; every writer writes to a temporary file in the
+destination folder and renames it into place, so a failed write never leaves a half file
+where the user's data was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import AETInputError
+
+__all__ = [
+    "ATOM_COLUMNS",
+    "TiltSeries",
+    "Volume",
+    "atomic_path",
+    "read_tilt_series",
+    "write_tilt_series",
+    "read_angles",
+    "write_angles",
+    "find_angles_file",
+    "read_volume",
+    "write_volume",
+    "read_atoms",
+    "write_atoms",
+    "empty_atoms_table",
+    "atoms_metadata_path",
+    "check_pixel_size",
+    "write_json",
+]
+
+PathLike = Union[str, os.PathLike]
+
+ATOM_COLUMNS = [
+    "x", "y", "z", "intensity", "atom", "species", "fcc", "surface", "facet", "layer",
+    "ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "eyz",
+]
+_INT_COLUMNS = ("atom", "fcc", "surface")
+_STR_COLUMNS = ("species", "facet")
+
+MRC_EXTENSIONS = (".mrc", ".st", ".ali", ".rec", ".map")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+ANGLE_TEXT_EXTENSIONS = (".txt", ".csv", ".rawtlt", ".tlt")
+ANGLE_EXTENSIONS = ANGLE_TEXT_EXTENSIONS + (".npy", ".mat")
+TILT_EXTENSIONS = MRC_EXTENSIONS + TIFF_EXTENSIONS + (".npy", ".mat")
+ASE_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".cif": "cif", ".vasp": "vasp", ".poscar": "vasp"}
+
+# Plausible pixel sizes for atomic-resolution tomography, in Å.
+PIXEL_SIZE_RANGE = (0.02, 20.0)
+
+
+@dataclass
+class TiltSeries:
+    """A tilt series ``data[a, v, u]`` (float32) with its angles (degrees) and pixel size (Å).
+
+    ``pixel_size`` is None only when a viewer opened a file without one (shown in pixels).
+    """
+
+    data: np.ndarray
+    angles: Optional[np.ndarray]
+    pixel_size: Optional[float]
+    source: Optional[str] = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def n_projections(self) -> int:
+        return int(self.data.shape[0])
+
+
+@dataclass
+class Volume:
+    """A volume ``data[z, y, x]`` (float32) with its voxel size (Å)."""
+
+    data: np.ndarray
+    pixel_size: Optional[float]
+    source: Optional[str] = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fail(message: str) -> None:
+    raise AETInputError(message)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_readable(path: Path, what: str) -> None:
+    if not path.exists():
+        _fail(f"{what} file {path} does not exist; check the path")
+    if path.is_dir():
+        _fail(f"{what} path {path} is a folder; give a file")
+    if path.stat().st_size == 0:
+        _fail(f"{what} file {path} is empty (0 bytes); re-export it")
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        _fail(f"output folder {path.parent} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def check_pixel_size(pixel_size, source: str = "") -> float:
+    """Validate a pixel size in Å, rejecting zero, NaN and values that look like nm, m or pm."""
+    where = f" for {source}" if source else ""
+    try:
+        p = float(pixel_size)
+    except (TypeError, ValueError):
+        _fail(f"pixel size{where} is {pixel_size!r}, not a number; give it in Å, e.g. 0.357")
+    if not np.isfinite(p) or p <= 0:
+        _fail(f"pixel size{where} is {p}; it must be a positive number of Å, e.g. 0.357")
+    lo, hi = PIXEL_SIZE_RANGE
+    if p < lo:
+        _fail(f"pixel size{where} is {p:g} Å, too small for atomic tomography (nm or m given?); give it in Å, e.g. 0.357")
+    if p > hi:
+        _fail(f"pixel size{where} is {p:g} Å, too large for atomic tomography (pm given?); give it in Å, e.g. 0.357")
+    return p
+
+
+def _resolve_pixel_size(header_size: Optional[float], given: Optional[float], path: Path, required: bool = True):
+    if given is not None:
+        given = check_pixel_size(given, str(path))
+        if header_size and abs(header_size - given) > 1e-3 * given:
+            warnings.warn(
+                f"{path}: header pixel size {header_size:g} Å overridden by the given {given:g} Å",
+                stacklevel=3,
+            )
+        return given
+    if header_size is None or header_size <= 0:
+        if not required:
+            return None
+        _fail(f"{path} has no pixel size in its header; pass it in Å (e.g. --pixel-size 0.357)")
+    return check_pixel_size(header_size, str(path))
+
+
+def _check_values(data: np.ndarray, path, what: str) -> np.ndarray:
+    if data.size == 0:
+        _fail(f"{what} in {path} has no values (shape {data.shape}); re-export it")
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        _fail(f"{what} in {path} has data type {data.dtype}, not real numbers; export real-valued data")
+    data = np.asarray(data, dtype=np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        _fail(
+            f"{what} in {path} has {int(bad.sum())} NaN/Inf values; replace them "
+            "(e.g. with 0) before loading"
+        )
+    return data
+
+
+# ------------------------------------------------------------------------ arrays
+
+
+def _read_mrc(path: Path):
+    import mrcfile
+
+    try:
+        with mrcfile.open(path, mode="r", permissive=False) as mrc:
+            data = np.array(mrc.data)
+            vx = float(mrc.voxel_size.x)
+            ispg = int(mrc.header.ispg)
+    except Exception as exc:  # mrcfile raises ValueError/OSError on corrupt files
+        _fail(f"cannot read {path} as MRC (truncated or corrupt: {_first_line(exc)}); re-export the file")
+    return data, (vx if vx > 0 else None), {"mrc_is_stack": ispg == 0 and data.ndim == 3}
+
+
+_TIFF_UNITS = {"angstrom": 1.0, "a": 1.0, "\u00c5": 1.0, "\\u00c5": 1.0, "nm": 10.0, "nanometer": 10.0,
+               "pm": 0.01, "micron": 1e4, "um": 1e4, "\u00b5m": 1e4}
+
+
+def _read_tiff(path: Path):
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            px = None
+            unit = str((tif.imagej_metadata or {}).get("unit", "")).lower()
+            tag = tif.pages[0].tags.get("XResolution")
+            if unit in _TIFF_UNITS and tag is not None:
+                num, den = tag.value
+                if num > 0 and den > 0:
+                    px = den / num * _TIFF_UNITS[unit]
+    except Exception as exc:
+        _fail(f"cannot read {path} as TIFF (truncated or corrupt: {_first_line(exc)}); re-export the file")
+    return np.asarray(data), px, {}
+
+
+def _read_npy(path: Path):
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        _fail(f"cannot read {path} as NPY (truncated or corrupt, or pickled objects: {_first_line(exc)}); save a plain array with numpy.save")
+    return np.asarray(data), None, {}
+
+
+def _mat_variables(path: Path) -> dict:
+    """Numeric variables of a MAT file (v5 through scipy, v7.3/HDF5 through h5py), MATLAB shape."""
+    import h5py
+
+    if h5py.is_hdf5(path):
+        out = {}
+        try:
+            with h5py.File(path, "r") as f:
+
+                def visit(name, obj):
+                    if isinstance(obj, h5py.Dataset) and not name.startswith("#"):
+                        arr = np.asarray(obj[()])
+                        if np.issubdtype(arr.dtype, np.number):
+                            # HDF5 holds MATLAB's column-major array with its axes reversed.
+                            out[name] = arr.T
+                f.visititems(visit)
+        except Exception as exc:
+            _fail(f"cannot read {path} as MAT v7.3 (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
+        return out
+    import scipy.io
+
+    try:
+        raw = scipy.io.loadmat(path)
+    except Exception as exc:
+        _fail(f"cannot read {path} as a MAT file (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
+    return {
+        k: np.asarray(v)
+        for k, v in raw.items()
+        if not k.startswith("__") and isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.number)
+    }
+
+
+def _pick_mat_variable(path: Path, variables: dict, ndims: Sequence[int], names: Sequence[str], what: str, variable=None):
+    if variable is not None:
+        if variable not in variables:
+            _fail(f"{path} has no numeric variable {variable!r}; it has: {', '.join(variables) or 'none'}")
+        return variables[variable]
+    candidates = {k: v for k, v in variables.items() if np.squeeze(v).ndim in ndims or v.ndim in ndims}
+    for name in names:
+        for k in candidates:
+            if k.lower() == name:
+                return candidates[k]
+    if len(candidates) == 1:
+        return next(iter(candidates.values()))
+    if not candidates:
+        _fail(f"{path} holds no {what}-shaped numeric variable; save the {what} as one array")
+    _fail(f"{path} holds several possible {what} variables ({', '.join(candidates)}); name one (variable=...)")
+
+
+def _read_mat_stack(path: Path, variable=None):
+    variables = _mat_variables(path)
+    data = _pick_mat_variable(
+        path, variables, (3,), ("tilts", "tilt_series", "projections", "proj", "projs", "data"), "tilt series", variable
+    )
+    return np.asarray(data), None, {}
+
+
+def _read_array(path: Path, what: str, variable=None):
+    _check_readable(path, what)
+    ext = path.suffix.lower()
+    if ext in MRC_EXTENSIONS:
+        return _read_mrc(path)
+    if ext in TIFF_EXTENSIONS:
+        return _read_tiff(path)
+    if ext == ".npy":
+        return _read_npy(path)
+    if ext == ".mat":
+        return _read_mat_stack(path, variable)
+    _fail(
+        f"{path}: unknown {what} file type {ext or '(no extension)'}; use "
+        f"{', '.join(TILT_EXTENSIONS)}"
+    )
+
+
+# ------------------------------------------------------------------------ angles
+
+
+def find_angles_file(path: PathLike, include_generic: bool = True) -> Optional[Path]:
+    """Angles file beside a tilt series: same stem with .rawtlt/.tlt/.txt/.csv, else ``angles.*``."""
+    path = Path(path)
+    for ext in (".rawtlt", ".tlt", ".txt", ".csv"):
+        cand = path.with_suffix(ext)
+        if cand.exists() and cand != path:
+            return cand
+    if include_generic:
+        for ext in ANGLE_EXTENSIONS:
+            cand = path.parent / f"angles{ext}"
+            if cand.exists():
+                return cand
+    return None
+
+
+def _parse_angle_text(path: Path) -> np.ndarray:
+    rows = []
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        _fail(f"angles file {path} is not text; give one angle (or phi theta psi) per line in degrees")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [p for p in re.split(r"[,\s;]+", line) if p]
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            _fail(f"angles file {path} line {lineno} ({line!r}) is not numbers; give degrees, one or three per line")
+        if len(values) not in (1, 3):
+            _fail(f"angles file {path} line {lineno} has {len(values)} values; give one tilt angle or phi theta psi per line")
+        rows.append(values)
+    if not rows:
+        _fail(f"angles file {path} has no angles; give one angle (or phi theta psi) per line in degrees")
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        _fail(f"angles file {path} mixes lines of one and three values; use one form throughout")
+    arr = np.array(rows, dtype=np.float64)
+    return arr[:, 0] if arr.shape[1] == 1 else arr
+
+
+def _normalize_angles(arr: np.ndarray, source) -> np.ndarray:
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim == 2 and arr.shape[1] != 3 and arr.shape[0] == 3:
+        arr = arr.T  # MATLAB users often store Euler angles as 3 x N
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if not (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 3)):
+        _fail(f"angles from {source} have shape {arr.shape}; give N tilt angles or an N x 3 table of Euler angles")
+    if arr.shape[0] == 0:
+        _fail(f"angles from {source} are empty; give one angle per projection")
+    if not np.all(np.isfinite(arr)):
+        _fail(f"angles from {source} contain NaN/Inf; give finite angles in degrees")
+    return arr
+
+
+def check_angles_in_degrees(angles: np.ndarray, source="angles") -> None:
+    """Reject angles that look like radians (all within ±π/2 for tilts, ±2π for Euler)."""
+    a = np.asarray(angles, dtype=np.float64)
+    if a.size < 3:
+        return
+    biggest = float(np.max(np.abs(a)))
+    limit = np.pi / 2 + 0.05 if a.ndim == 1 else 2 * np.pi + 0.01
+    if biggest <= limit and float(np.ptp(a)) > 0.2:
+        _fail(
+            f"angles from {source} look like radians (largest |angle| {biggest:.4g}); give degrees "
+            f"(multiply by 57.2958) or state the unit as radians (--angle-units rad)"
+        )
+
+
+def read_angles(source, units: str = "deg", variable=None) -> np.ndarray:
+    """Read tilt angles (N,) or Z-Y-Z Euler angles (N, 3) in degrees.
+
+    ``source`` is a file (``.txt``/``.csv``/``.rawtlt``/``.tlt``: one value or three per line;
+    ``.npy``; ``.mat``) or an array. ``units`` is ``'deg'`` (checked against radians) or ``'rad'``.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        _check_readable(path, "angles")
+        ext = path.suffix.lower()
+        if ext in ANGLE_TEXT_EXTENSIONS or ext == "":
+            arr = _parse_angle_text(path)
+        elif ext == ".npy":
+            arr, _, _ = _read_npy(path)
+        elif ext == ".mat":
+            arr = _pick_mat_variable(
+                path, _mat_variables(path), (1, 2), ("angles", "tilt_angles", "tiltangles", "angle", "eulerangles"), "angles", variable
+            )
+        else:
+            _fail(f"{path}: unknown angles file type {ext}; use {', '.join(ANGLE_EXTENSIONS)}")
+        label = str(path)
+    else:
+        arr, label = np.asarray(source), "the given array"
+    arr = _normalize_angles(arr, label)
+    if units == "rad":
+        return np.rad2deg(arr)
+    if units != "deg":
+        _fail(f"angle units {units!r} unknown; use 'deg' or 'rad'")
+    check_angles_in_degrees(arr, label)
+    return arr
+
+
+def write_angles(path: PathLike, angles) -> None:
+    """Write angles in degrees, one (or phi theta psi) per line, atomically."""
+    a = np.asarray(angles, dtype=np.float64)
+    with atomic_path(path) as tmp:
+        np.savetxt(tmp, a.reshape(a.shape[0], -1), fmt="%.6f")
+
+
+# ------------------------------------------------------------------- tilt series
+
+
+def read_tilt_series(
+    path: PathLike,
+    angles=None,
+    pixel_size: Optional[float] = None,
+    stack_axis: int = 0,
+    angle_units: str = "deg",
+    variable: Optional[str] = None,
+    require_angles: bool = True,
+    require_pixel_size: bool = True,
+) -> TiltSeries:
+    """Read a tilt series ``[a, v, u]`` and its angles.
+
+    Parameters
+    ----------
+    path : MRC/ST/ALI, TIFF, NPY or MAT (v5 or v7.3) file, projections along ``stack_axis``.
+    angles : angles file, array, or None to look beside the file (same stem with
+        ``.rawtlt``/``.tlt``/``.txt``, else ``angles.*``).
+    pixel_size : Å; required when the file's header has none.
+    """
+    path = Path(path)
+    raw, header_px, extra = _read_array(path, "tilt series", variable)
+    if raw.ndim != 3:
+        _fail(
+            f"{path} holds an array of shape {raw.shape}, not a 3D stack of projections; "
+            "save all projections in one (n, rows, cols) stack"
+        )
+    if stack_axis not in (0, 1, 2, -1):
+        _fail(f"stack axis {stack_axis} is not 0, 1 or 2; give the axis that indexes projections")
+    data = _check_values(np.moveaxis(raw, stack_axis, 0), path, "tilt series")
+    px = _resolve_pixel_size(header_px, pixel_size, path, require_pixel_size)
+
+    angles_arr = None
+    if angles is None:
+        found = find_angles_file(path)
+        if found is None and require_angles:
+            _fail(f"no angles for {path}: put {path.stem}.rawtlt (degrees, one a line) beside it or pass --angles")
+        if found is not None:
+            angles = found
+    if angles is not None:
+        angles_arr = read_angles(angles, units=angle_units)
+        if angles_arr.shape[0] != data.shape[0]:
+            hint = ""
+            if stack_axis == 0 and angles_arr.shape[0] in raw.shape[1:]:
+                ax = raw.shape.index(angles_arr.shape[0])
+                hint = f" (axis {ax} has {angles_arr.shape[0]}: projections last, as MATLAB stores them? pass --stack-axis {ax})"
+            _fail(
+                f"{angles_arr.shape[0]} angles for {data.shape[0]} projections in {path}{hint}; "
+                "give one angle per projection"
+            )
+    return TiltSeries(np.ascontiguousarray(data), angles_arr, px, str(path), extra)
+
+
+def write_tilt_series(path: PathLike, tilt_series: TiltSeries, write_angles_file: bool = False) -> None:
+    """Write a tilt series to MRC (image stack, pixel size in the header), TIFF or NPY."""
+    path = Path(path)
+    data = np.asarray(tilt_series.data, dtype=np.float32)
+    px = check_pixel_size(tilt_series.pixel_size)
+    ext = path.suffix.lower()
+    with atomic_path(path) as tmp:
+        if ext in MRC_EXTENSIONS:
+            import mrcfile
+
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(data)
+                mrc.set_image_stack()
+                mrc.voxel_size = px
+        elif ext in TIFF_EXTENSIONS:
+            import tifffile
+
+            tifffile.imwrite(tmp, data, imagej=True, resolution=(1 / px, 1 / px), metadata={"unit": "angstrom"})
+        elif ext == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, data)
+        else:
+            _fail(f"{path}: cannot write tilt series as {ext}; use .mrc, .tif or .npy")
+    if write_angles_file and tilt_series.angles is not None:
+        write_angles(path.with_suffix(".rawtlt"), tilt_series.angles)
+
+
+# ------------------------------------------------------------------------ volumes
+
+
+def read_volume(path: PathLike, pixel_size: Optional[float] = None, require_pixel_size: bool = True) -> Volume:
+    """Read a volume ``[z, y, x]`` from MRC (voxel size from its header) or NPY/TIFF."""
+    path = Path(path)
+    raw, header_px, _ = _read_array(path, "volume")
+    if raw.ndim != 3:
+        _fail(f"{path} holds an array of shape {raw.shape}, not a 3D volume; give a (z, y, x) volume")
+    data = _check_values(raw, path, "volume")
+    px = _resolve_pixel_size(header_px, pixel_size, path, require_pixel_size)
+    return Volume(np.ascontiguousarray(data), px, str(path))
+
+
+def write_volume(path: PathLike, data, pixel_size: float) -> None:
+    """Write a float32 volume to MRC with its voxel size and a centred origin (Å), atomically."""
+    import mrcfile
+
+    path = Path(path)
+    if path.suffix.lower() not in MRC_EXTENSIONS:
+        _fail(f"{path}: volumes are written as .mrc; change the extension")
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim != 3:
+        _fail(f"volume to write has shape {data.shape}; it must be 3D (z, y, x)")
+    px = check_pixel_size(pixel_size)
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(data)
+            mrc.set_volume()
+            mrc.voxel_size = px
+            nz, ny, nx = data.shape
+            mrc.header.origin.x = -(nx // 2) * px
+            mrc.header.origin.y = -(ny // 2) * px
+            mrc.header.origin.z = -(nz // 2) * px
+
+
+# -------------------------------------------------------------------------- atoms
+
+
+def empty_atoms_table(n: int = 0):
+    """An atoms table (pandas DataFrame) with the contract's columns."""
+    import pandas as pd
+
+    return _coerce_atoms(pd.DataFrame({c: [] for c in ("x", "y", "z")}).reindex(range(n)))
+
+
+def _coerce_atoms(df):
+    """Order the contract's columns first and give each its type."""
+    import pandas as pd
+
+    df = df.copy()
+    df.columns = [str(c).strip() for c in df.columns]
+    lower = {c: c.lower() for c in df.columns if c.lower() in ATOM_COLUMNS}
+    df = df.rename(columns=lower)
+    for c in ("x", "y", "z"):
+        if c not in df.columns:
+            _fail("atoms table lacks columns x, y, z (Å); the contract's CSV starts with x,y,z")
+    for c in df.columns:
+        if c in _STR_COLUMNS:
+            df[c] = df[c].astype(object).where(df[c].notna(), "").map(_facet_str if c == "facet" else str)
+            df[c] = df[c].astype(str)
+        elif c in _INT_COLUMNS:
+            col = pd.to_numeric(df[c], errors="coerce")
+            df[c] = col.astype("int64") if not col.isna().any() else col.astype("Int64")
+        elif c == "layer":
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+        elif c in ATOM_COLUMNS:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    ordered = [c for c in ATOM_COLUMNS if c in df.columns] + [c for c in df.columns if c not in ATOM_COLUMNS]
+    df = df[ordered].reset_index(drop=True)
+    if not np.all(np.isfinite(df[["x", "y", "z"]].to_numpy(dtype=float))):
+        _fail("atoms table has NaN/Inf in x, y, z; every atom needs a finite position in Å")
+    return df
+
+
+def _facet_str(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def atoms_metadata_path(path: PathLike) -> Path:
+    """The JSON sidecar of an atoms table (crystal rotation, lattice, settings)."""
+    return Path(path).with_suffix(".json")
+
+
+def _ase_format(path: Path) -> Optional[str]:
+    name = path.name.upper()
+    if name.startswith("POSCAR") or name.startswith("CONTCAR"):
+        return "vasp"
+    return ASE_FORMATS.get(path.suffix.lower())
+
+
+def write_atoms(path: PathLike, table, metadata: Optional[dict] = None) -> None:
+    """Write an atoms table: CSV (lossless, with a JSON sidecar for ``metadata``) or via ASE."""
+    path = Path(path)
+    df = _coerce_atoms(table)
+    if path.suffix.lower() == ".csv":
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+        if metadata is not None:
+            write_json(atoms_metadata_path(path), metadata)
+        return
+    fmt = _ase_format(path)
+    if fmt is None:
+        _fail(f"{path}: unknown atoms file type; use .csv (lossless), .xyz, .extxyz, .cif or POSCAR")
+    import ase
+    import ase.io
+
+    atoms = _to_ase(df, metadata, fmt)
+    with atomic_path(path) as tmp:
+        ase.io.write(tmp, atoms, format=fmt)
+
+
+# Periodic formats (CIF, POSCAR) wrap coordinates into their cell: there the sample-frame
+# origin is put at the cell's centre, and reading such a file subtracts the centre again.
+_CELL_CENTRED = ("cif", "vasp")
+
+
+def _to_ase(df, metadata: Optional[dict], fmt: str):
+    import ase
+    from ase.data import chemical_symbols
+
+    symbols = [s if s in chemical_symbols else "X" for s in df.get("species", [""] * len(df))]
+    pos = df[["x", "y", "z"]].to_numpy(dtype=float)
+    half = float(np.abs(pos).max()) + 5.0 if len(pos) else 5.0
+    cell = np.eye(3) * 2 * half
+    if fmt in _CELL_CENTRED:
+        atoms = ase.Atoms(symbols=symbols, positions=pos + half, cell=cell, pbc=True)
+    else:
+        atoms = ase.Atoms(symbols=symbols, positions=pos, cell=cell, pbc=False)
+    for c in df.columns:
+        if c in ("x", "y", "z", "species"):
+            continue
+        if c == "facet":
+            atoms.new_array("facet", np.array([s or "-" for s in df[c]], dtype="U8"))
+            continue
+        col = df[c].to_numpy(dtype=float, na_value=np.nan)
+        atoms.new_array(c, col)
+    if metadata:
+        atoms.info["napari_aet"] = json.dumps(metadata, default=_json_default)
+    return atoms
+
+
+def read_atoms(path: PathLike):
+    """Read an atoms table and its metadata: ``(DataFrame, dict)``.
+
+    CSV restores every column exactly; XYZ/extXYZ/CIF/POSCAR are read through ASE.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    _check_readable(path, "atoms")
+    meta: dict = {}
+    if path.suffix.lower() == ".csv":
+        try:
+            df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in _STR_COLUMNS})
+        except Exception as exc:
+            _fail(f"cannot read {path} as an atoms CSV ({_first_line(exc)}); give columns x,y,z,... per the contract")
+        side = atoms_metadata_path(path)
+        if side.exists():
+            try:
+                meta = json.loads(side.read_text())
+            except json.JSONDecodeError as exc:
+                _fail(f"sidecar {side} is not valid JSON ({exc.msg}); fix or remove it")
+        return _coerce_atoms(df), meta
+    fmt = _ase_format(path)
+    if fmt is None:
+        _fail(f"{path}: unknown atoms file type; use .csv (lossless), .xyz, .extxyz, .cif or POSCAR")
+    import ase.io
+
+    try:
+        atoms = ase.io.read(path, format=fmt)
+    except Exception as exc:
+        _fail(f"cannot read {path} as {fmt} ({_first_line(exc)}); re-export it")
+    pos = atoms.positions.copy()
+    if fmt in _CELL_CENTRED and atoms.cell.rank == 3:
+        pos -= atoms.cell.array.sum(0) / 2
+    cols = {"x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2]}
+    for name, arr in atoms.arrays.items():
+        if name in ("positions", "numbers"):
+            continue
+        if name == "facet":
+            cols["facet"] = ["" if s == "-" else str(s) for s in arr]
+        elif np.asarray(arr).ndim == 1:
+            cols[name] = arr
+    syms = atoms.get_chemical_symbols()
+    cols["species"] = ["" if s == "X" else s for s in syms]
+    if "napari_aet" in atoms.info:
+        try:
+            meta = json.loads(atoms.info["napari_aet"])
+        except (TypeError, json.JSONDecodeError):
+            meta = {}
+    return _coerce_atoms(pd.DataFrame(cols)), meta

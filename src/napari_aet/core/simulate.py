@@ -1,0 +1,593 @@
+"""Simulated nanoparticles, ideal tomograms and HAADF-STEM tilt series with ground truth.
+
+What the network trains on and every test measures against. The forward model:
+
+* Atoms are 3D Gaussians with the Debye-Waller width ``sigma = sqrt(B / (8 pi^2))`` (Å),
+  each integrated exactly over its voxels (erf), so intensity is conserved at any pixel
+  size, even for atoms narrower than a voxel.
+* An atom's integrated intensity is ``(Z / 78) ** z_exponent`` (HAADF Z-contrast; one Pt
+  atom = 1). Volumes and tilt series share this unit, so a noise-free projection at zero tilt
+  equals the ideal tomogram summed along z.
+* Projections are analytic: the line integral of a Gaussian is a 2D Gaussian of the same
+  width at the projected centre (a Gaussian probe adds in quadrature), so the tilt series has
+  no interpolation error.
+* Poisson noise: an atom sends ``dose * cross_section`` electrons (dose in e/Å² per
+  projection, HAADF cross-section in Å², Pt-equivalent) to the detector; counts are drawn
+  and scaled back into the same unit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy.special import erf
+
+from . import geometry
+from .errors import AETInputError, Reporter
+from .io import TiltSeries, Volume, check_pixel_size
+
+__all__ = [
+    "SimulationConfig",
+    "Particle",
+    "Simulation",
+    "reference_config",
+    "tilt_angles",
+    "make_particle",
+    "atom_weights",
+    "ideal_tomogram",
+    "project_atoms",
+    "add_poisson_noise",
+    "simulate",
+    "b_factor_to_sigma",
+    "FACET_FAMILIES",
+]
+
+Z_REFERENCE = 78  # Pt: one Pt atom has unit intensity
+
+# Miller families and their interplanar spacing (in lattice constants) for f.c.c.
+FACET_FAMILIES = {
+    "100": (np.array([1, 0, 0]), 0.5),
+    "111": (np.array([1, 1, 1]), 1 / math.sqrt(3)),
+    "110": (np.array([1, 1, 0]), 1 / (2 * math.sqrt(2))),
+}
+
+# Relative surface energies of Pt (DFT, Vitos et al. 1998: 2.299, 2.734, 2.819 J/m²).
+PT_SURFACE_ENERGIES = {"111": 1.0, "100": 1.19, "110": 1.23}
+
+SHAPES = ("wulff", "octahedron", "spheres", "sphere")
+
+
+@dataclass
+class SimulationConfig:
+    """Every setting of a simulation; lengths in Å unless named otherwise, angles in degrees."""
+
+    element: str = "Pt"
+    lattice_constant: Optional[float] = None  # Å; None: ASE's reference value (Pt: 3.924)
+    shape: str = "wulff"  # wulff | octahedron | spheres | sphere
+    size: float = 3.5  # particle diameter, nm
+    surface_energies: dict = field(default_factory=lambda: dict(PT_SURFACE_ENERGIES))
+    orientation: str = "random"  # random | aligned (crystal axes along x, y, z)
+    vacancy_fraction: float = 0.0  # share of surface atoms removed
+    strain: float = 0.0  # amplitude of the imposed smooth strain field (fraction)
+    surface_relaxation: float = 0.0  # Å, outward (+) / inward (-) shift of surface atoms
+    offsite_fraction: float = 0.0  # share of atoms moved off their sites
+    offsite_distance: float = 1.0  # Å, along a random <100> direction
+    substrate: bool = False  # amorphous light-element film under the particle
+    substrate_element: str = "C"
+    substrate_thickness: float = 6.0  # Å
+    substrate_density: float = 0.10  # atoms / Å³ (amorphous carbon ~2 g/cm³)
+    b_factor: float = 5.0  # Å²
+    z_exponent: float = 1.7
+    pixel_size: float = 0.357  # Å
+    n_voxels: int = 144
+    tilt_range: float = 65.0  # ± degrees
+    tilt_step: float = 6.5  # degrees
+    angles: Optional[list] = None  # explicit tilts (N) or Euler (N x 3); overrides range/step
+    probe_sigma: float = 0.0  # Å, Gaussian probe blur
+    dose: Optional[float] = None  # e/Å² per projection; None: noise-free
+    cross_section: float = 0.02  # Å², HAADF cross-section of one Pt atom
+    angle_error: float = 0.0  # degrees, std of random errors on each Euler angle in use
+    shift_error: float = 0.0  # pixels, max |shift| of each projection (uniform)
+    centre_offset: float = 1.0  # pixels, max random offset of the particle from the centre
+    seed: int = 0
+
+    def replace(self, **changes) -> "SimulationConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def reference_config(**changes) -> SimulationConfig:
+    """The reference regime: Pt, 0.357 Å pixels, 144³, ±65° in 6.5° steps, Poisson noise."""
+    return SimulationConfig(dose=1e5).replace(**changes)
+
+
+def tilt_angles(tilt_range: float, tilt_step: float) -> np.ndarray:
+    """Tilt angles from -range to +range (degrees) in ``tilt_step`` steps."""
+    if tilt_step <= 0 or tilt_range <= 0 or tilt_range >= 90:
+        raise AETInputError(f"tilt range ±{tilt_range}° in {tilt_step}° steps is invalid; use 0 < range < 90 and step > 0")
+    n = int(round(2 * tilt_range / tilt_step)) + 1
+    return np.linspace(-tilt_range, tilt_range, n)
+
+
+def b_factor_to_sigma(b_factor: float) -> float:
+    """Gaussian width (Å) of an atom with Debye-Waller factor ``b_factor`` (Å²)."""
+    return math.sqrt(max(b_factor, 1e-6) / (8 * math.pi**2))
+
+
+@dataclass
+class Particle:
+    """A particle's atoms with ground truth, in the sample frame (Å)."""
+
+    positions: np.ndarray  # (n, 3) x, y, z in Å
+    species: np.ndarray  # (n,) element symbols
+    on_site: np.ndarray  # (n,) bool: at (or displaced by the smooth field from) an fcc site
+    surface: np.ndarray  # (n,) bool
+    facet: np.ndarray  # (n,) str: '100', '111', '110' or ''
+    layer: np.ndarray  # (n,) int, -1 for non-particle atoms
+    displacement: np.ndarray  # (n, 3) crystal frame, Å (NaN off-site / substrate)
+    strain: np.ndarray  # (n, 6) exx, eyy, ezz, exy, exz, eyz (NaN off-site / substrate)
+    is_particle: np.ndarray  # (n,) bool: metal atom of the particle (not substrate)
+    rotation: np.ndarray  # (3, 3) crystal -> sample frame
+    lattice_constant: float
+    origin: np.ndarray  # (3,) sample-frame position of the lattice site at the crystal origin
+
+
+@dataclass
+class Simulation:
+    """A simulated measurement with ground truth."""
+
+    config: SimulationConfig
+    particle: Particle
+    tilt_series: TiltSeries  # nominal angles, as a user would have them
+    ideal: Volume
+    true_angles: np.ndarray  # Euler (N, 3), with the applied angle errors
+    shifts: np.ndarray  # (N, 2) applied (du, dv) shifts, pixels
+
+    def truth_table(self):
+        """Ground truth as an atoms table with the contract's columns the simulator knows."""
+        return particle_table(self.particle, self.config)
+
+    def metadata(self) -> dict:
+        p = self.particle
+        return {
+            "config": self.config.to_dict(),
+            "n_atoms": int(p.is_particle.sum()),
+            "n_substrate_atoms": int((~p.is_particle).sum()),
+            "crystal_rotation": p.rotation.tolist(),
+            "crystal_rotation_note": "columns are the crystal [100], [010], [001] axes in the sample frame",
+            "lattice_constant": p.lattice_constant,
+            "lattice_origin": p.origin.tolist(),
+            "nominal_angles": np.asarray(self.tilt_series.angles).tolist(),
+            "true_euler_angles": self.true_angles.tolist(),
+            "shifts_px": self.shifts.tolist(),
+            "pixel_size": self.config.pixel_size,
+            "units": {"length": "angstrom", "angles": "degrees", "intensity": "Pt-atom equivalents"},
+        }
+
+
+# ----------------------------------------------------------------------- particles
+
+
+def _lattice_constant(element: str, given: Optional[float]) -> float:
+    if given is not None:
+        if not 2.0 < given < 7.0:
+            raise AETInputError(f"lattice constant {given} Å is not plausible for an fcc metal; give it in Å (Pt: 3.924)")
+        return float(given)
+    from ase.data import atomic_numbers, reference_states
+
+    if element not in atomic_numbers:
+        raise AETInputError(f"unknown element {element!r}; give a chemical symbol such as Pt, Au, Pd")
+    state = reference_states[atomic_numbers[element]]
+    if not state or state.get("symmetry") != "fcc":
+        raise AETInputError(f"{element} is not fcc in ASE's reference data; give --lattice-constant for an fcc {element}")
+    return float(state["a"])
+
+
+def _family_normals(family: str) -> np.ndarray:
+    hkl, _ = FACET_FAMILIES[family]
+    from itertools import permutations, product
+
+    out = set()
+    for perm in set(permutations(hkl)):
+        for signs in product((1, -1), repeat=3):
+            v = tuple(int(s * c) for s, c in zip(signs, perm))
+            if any(v):
+                out.add(v)
+    arr = np.array(sorted(out), dtype=float)
+    return arr / np.linalg.norm(arr, axis=1, keepdims=True)
+
+
+def _fcc_sites(radius: float, a: float) -> np.ndarray:
+    n = int(math.ceil(radius / a)) + 1
+    r = np.arange(-n, n + 1)
+    g = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3).astype(float)
+    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    sites = (g[:, None, :] + basis[None]).reshape(-1, 3) * a
+    return sites[np.linalg.norm(sites, axis=1) <= radius]
+
+
+def _shape_sites(cfg: SimulationConfig, a: float, rng: np.random.Generator) -> np.ndarray:
+    """Lattice sites of the particle in the crystal frame (Å), a site at the origin."""
+    diameter = cfg.size * 10.0
+    if not 0.5 <= cfg.size <= 12:
+        raise AETInputError(f"particle size {cfg.size} nm is outside 0.5-12 nm; give the diameter in nm")
+    if cfg.shape == "wulff":
+        from ase.cluster import wulff_construction
+
+        fams = [f for f in ("100", "111", "110") if f in cfg.surface_energies]
+        n_target = max(13, int(round(4 / a**3 * math.pi / 6 * diameter**3)))
+        cluster = wulff_construction(
+            cfg.element, [tuple(FACET_FAMILIES[f][0]) for f in fams],
+            [float(cfg.surface_energies[f]) for f in fams], n_target, "fcc", latticeconstant=a,
+        )
+        sites = cluster.positions
+    elif cfg.shape == "octahedron":
+        from ase.cluster import Octahedron
+
+        best = None
+        for length in range(2, 80):
+            cut = max(0, (length - 1) // 3)
+            if 2 * cut >= length:
+                continue
+            pos = Octahedron(cfg.element, length, cutoff=cut, latticeconstant=a).positions
+            extent = 2 * np.linalg.norm(pos - pos.mean(0), axis=1).max()
+            if best is None or abs(extent - diameter) < best[0]:
+                best = (abs(extent - diameter), pos)
+            if extent > diameter * 1.3:
+                break
+        sites = best[1]
+    elif cfg.shape in ("sphere", "spheres"):
+        lattice = _fcc_sites(diameter / 2, a)
+        if cfg.shape == "sphere":
+            keep = np.linalg.norm(lattice, axis=1) <= diameter / 2
+        else:
+            keep = np.zeros(len(lattice), bool)
+            for k in range(rng.integers(2, 5)):
+                r = diameter * (rng.uniform(0.3, 0.45) if k == 0 else rng.uniform(0.18, 0.35))
+                direction = rng.normal(size=3)
+                direction /= np.linalg.norm(direction)
+                centre = direction * rng.uniform(0, diameter / 2 - r) if k else np.zeros(3)
+                keep |= np.linalg.norm(lattice - centre, axis=1) <= r
+        sites = _largest_cluster(lattice[keep], a)
+    else:
+        raise AETInputError(f"unknown particle shape {cfg.shape!r}; use one of {', '.join(SHAPES)}")
+    # Put the lattice site nearest the centroid at the origin, so sites are lattice points.
+    centre = sites[np.argmin(np.linalg.norm(sites - sites.mean(0), axis=1))]
+    sites = sites - centre
+    return np.round(sites / (a / 2)) * (a / 2)
+
+
+def _largest_cluster(sites: np.ndarray, a: float) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(sites).query_pairs(a / math.sqrt(2) * 1.1, output_type="ndarray")
+    n = len(sites)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return sites[labels == np.bincount(labels).argmax()]
+
+
+def _coordination(sites: np.ndarray, a: float) -> np.ndarray:
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(sites)
+    counts = tree.query_ball_point(sites, a / math.sqrt(2) * 1.15, return_length=True)
+    return np.asarray(counts) - 1
+
+
+def facet_labels(sites: np.ndarray, surface: np.ndarray, a: float, min_atoms: int = 4) -> np.ndarray:
+    """Miller family of each surface atom's facet, from ideal sites (crystal frame, Å).
+
+    An atom is on the facet of normal n when it lies in the outermost atomic plane along n
+    (within half the interplanar spacing), the plane holding at least ``min_atoms`` atoms.
+    Atoms on planes of two or more normals (edges, corners) and atoms on none get ''.
+    """
+    n = len(sites)
+    hits = np.zeros(n, dtype=int)
+    label = np.full(n, "", dtype=object)
+    for fam, (_, spacing) in FACET_FAMILIES.items():
+        d = spacing * a
+        for normal in _family_normals(fam):
+            h = sites @ normal
+            on = surface & (h > h.max() - 0.5 * d)
+            if on.sum() < min_atoms:
+                continue
+            hits[on] += 1
+            label[on] = fam
+    label[hits != 1] = ""
+    return label.astype(str)
+
+
+def _smooth_field(r: np.ndarray, amplitude: float, radius: float, rng: np.random.Generator):
+    """Displacement u (Å) and strain (6 comps) of a smooth field in the crystal frame.
+
+    u = E r + c r |r|² / R²: a homogeneous strain E (random symmetric, entries ~ amplitude)
+    plus a radial term whose strain grows towards the surface (c = amplitude).
+    """
+    if amplitude == 0:
+        return np.zeros_like(r), np.zeros((len(r), 6))
+    e = rng.normal(scale=amplitude, size=(3, 3))
+    e = (e + e.T) / 2
+    c = amplitude * rng.choice([-1.0, 1.0])
+    rho2 = (r**2).sum(1, keepdims=True) / radius**2
+    u = r @ e.T + c * r * rho2
+    grad = e[None] + c * (np.eye(3)[None] * rho2[:, :, None] + 2 * r[:, :, None] * r[:, None, :] / radius**2)
+    eps = 0.5 * (grad + grad.transpose(0, 2, 1))
+    strain = np.stack([eps[:, 0, 0], eps[:, 1, 1], eps[:, 2, 2], eps[:, 0, 1], eps[:, 0, 2], eps[:, 1, 2]], 1)
+    return u, strain
+
+
+def _amorphous_slab(lo: np.ndarray, hi: np.ndarray, density: float, min_dist: float, rng) -> np.ndarray:
+    from scipy.spatial import cKDTree
+
+    volume = float(np.prod(hi - lo))
+    pts = rng.uniform(lo, hi, size=(int(volume * density * 1.6), 3))
+    tree = cKDTree(pts)
+    keep = np.ones(len(pts), bool)
+    for i, j in tree.query_pairs(min_dist, output_type="ndarray"):
+        if keep[i] and keep[j]:
+            keep[j] = False
+    pts = pts[keep]
+    n_target = int(volume * density)
+    return pts[rng.permutation(len(pts))[:n_target]]
+
+
+def _move_off_site(sites, disp, on_site, cfg: SimulationConfig, rng, min_distance: float = 2.0):
+    """Move a share of atoms ``offsite_distance`` along a random <100> direction.
+
+    A move is kept only if the atom stays ``min_distance`` Å from every other atom, so
+    off-site atoms are resolvable, never overlapping neighbours.
+    """
+    from scipy.spatial import cKDTree
+
+    n_off = int(round(cfg.offsite_fraction * len(sites)))
+    pos = sites + disp
+    tree = cKDTree(pos)
+    directions = np.vstack([np.eye(3), -np.eye(3)])
+    moved = 0
+    for i in rng.permutation(len(sites)):
+        if moved == n_off:
+            break
+        near = [j for j in tree.query_ball_point(pos[i], cfg.offsite_distance + min_distance + 0.5) if j != i]
+        for d in directions[rng.permutation(6)]:
+            new = pos[i] + d * cfg.offsite_distance
+            if not near or np.linalg.norm(pos[near] - new, axis=1).min() >= min_distance:
+                disp[i] = new - sites[i]
+                pos[i] = new
+                on_site[i] = False
+                moved += 1
+                break
+    return disp, on_site
+
+
+def make_particle(cfg: SimulationConfig, rng: Optional[np.random.Generator] = None) -> Particle:
+    """Build a particle (and optional substrate) with its ground truth, in the sample frame."""
+    rng = np.random.default_rng(cfg.seed) if rng is None else rng
+    a = _lattice_constant(cfg.element, cfg.lattice_constant)
+    sites = _shape_sites(cfg, a, rng)
+    cn = _coordination(sites, a)
+    surface = cn < 12
+    if cfg.vacancy_fraction > 0:
+        idx = np.flatnonzero(surface)
+        drop = rng.choice(idx, size=int(round(cfg.vacancy_fraction * len(idx))), replace=False)
+        keep = np.ones(len(sites), bool)
+        keep[drop] = False
+        sites = sites[keep]
+        surface = _coordination(sites, a) < 12
+    facet = facet_labels(sites, surface, a)
+    radius = float(np.linalg.norm(sites, axis=1).max()) or a
+    disp, strain = _smooth_field(sites, cfg.strain, radius, rng)
+    if cfg.surface_relaxation:
+        outward = sites[surface] / np.maximum(np.linalg.norm(sites[surface], axis=1, keepdims=True), 1e-9)
+        disp[surface] += cfg.surface_relaxation * outward
+    on_site = np.ones(len(sites), bool)
+    if cfg.offsite_fraction > 0:
+        disp, on_site = _move_off_site(sites, disp, on_site, cfg, rng)
+    layer = np.floor((sites[:, 2] - sites[:, 2].min()) / a + 1e-6).astype(int)
+
+    rot = geometry.random_rotation(rng) if cfg.orientation == "random" else np.eye(3)
+    if cfg.orientation not in ("random", "aligned"):
+        raise AETInputError(f"orientation {cfg.orientation!r} unknown; use random or aligned")
+    offset = rng.uniform(-1, 1, 3) * cfg.centre_offset * cfg.pixel_size
+    positions = (sites + disp) @ rot.T + offset
+
+    n = len(sites)
+    nan_off = ~on_site
+    disp_out = disp.copy()
+    disp_out[nan_off] = np.nan
+    strain_out = strain.copy()
+    strain_out[nan_off] = np.nan
+    species = np.full(n, cfg.element, dtype=object)
+    particle = Particle(
+        positions=positions, species=species, on_site=on_site, surface=surface, facet=facet,
+        layer=layer, displacement=disp_out, strain=strain_out, is_particle=np.ones(n, bool),
+        rotation=rot, lattice_constant=a, origin=offset,
+    )
+    if cfg.substrate:
+        particle = _add_substrate(particle, cfg, rng)
+    _check_fits(particle, cfg)
+    return particle
+
+
+def _add_substrate(p: Particle, cfg: SimulationConfig, rng) -> Particle:
+    half = (cfg.n_voxels // 2 - 3) * cfg.pixel_size
+    top = p.positions[:, 2].min() - 2.0
+    lo = np.array([-half, -half, top - cfg.substrate_thickness])
+    hi = np.array([half, half, top])
+    sub = _amorphous_slab(lo, hi, cfg.substrate_density, 1.4, rng)
+    m = len(sub)
+    nan3 = np.full((m, 3), np.nan)
+    return Particle(
+        positions=np.vstack([p.positions, sub]),
+        species=np.concatenate([p.species, np.full(m, cfg.substrate_element, dtype=object)]),
+        on_site=np.concatenate([p.on_site, np.zeros(m, bool)]),
+        surface=np.concatenate([p.surface, np.zeros(m, bool)]),
+        facet=np.concatenate([p.facet, np.full(m, "", dtype=object)]).astype(str),
+        layer=np.concatenate([p.layer, np.full(m, -1)]),
+        displacement=np.vstack([p.displacement, nan3]),
+        strain=np.vstack([p.strain, np.full((m, 6), np.nan)]),
+        is_particle=np.concatenate([p.is_particle, np.zeros(m, bool)]),
+        rotation=p.rotation, lattice_constant=p.lattice_constant, origin=p.origin,
+    )
+
+
+def _check_fits(p: Particle, cfg: SimulationConfig) -> None:
+    sigma = b_factor_to_sigma(cfg.b_factor)
+    half = (cfg.n_voxels // 2 - 1) * cfg.pixel_size - 4 * sigma - cfg.shift_error * cfg.pixel_size
+    extent = float(np.linalg.norm(p.positions[p.is_particle], axis=1).max())
+    if extent > half:
+        box = cfg.n_voxels * cfg.pixel_size
+        raise AETInputError(
+            f"a {cfg.size:g} nm particle (radius {extent:.1f} Å) does not fit the {cfg.n_voxels}-voxel "
+            f"box of {box:.1f} Å at every tilt; use a smaller --size or more --voxels"
+        )
+
+
+def particle_table(p: Particle, cfg: Optional[SimulationConfig] = None):
+    """Atoms table (contract columns) of a particle's ground truth."""
+    import pandas as pd
+
+    weights = atom_weights(p.species, cfg.z_exponent if cfg else 1.7)
+    df = pd.DataFrame(
+        {
+            "x": p.positions[:, 0], "y": p.positions[:, 1], "z": p.positions[:, 2],
+            "intensity": weights,
+            "atom": p.is_particle.astype(int),
+            "species": p.species.astype(str),
+            "fcc": (p.on_site & p.is_particle).astype(int),
+            "surface": p.surface.astype(int),
+            "facet": p.facet,
+            "layer": pd.array(np.where(p.layer >= 0, p.layer, 0), dtype="Int64"),
+            "ux": p.displacement[:, 0], "uy": p.displacement[:, 1], "uz": p.displacement[:, 2],
+            "exx": p.strain[:, 0], "eyy": p.strain[:, 1], "ezz": p.strain[:, 2],
+            "exy": p.strain[:, 3], "exz": p.strain[:, 4], "eyz": p.strain[:, 5],
+        }
+    )
+    df.loc[p.layer < 0, "layer"] = pd.NA
+    return df
+
+
+# ------------------------------------------------------------------ forward model
+
+
+def atom_weights(species: Sequence[str], z_exponent: float = 1.7) -> np.ndarray:
+    """Integrated HAADF intensity of each atom, ``(Z / 78) ** z_exponent`` (Pt = 1)."""
+    from ase.data import atomic_numbers
+
+    z = np.array([atomic_numbers[str(s)] for s in species], dtype=float)
+    return (z / Z_REFERENCE) ** z_exponent
+
+
+def _pixel_weights(centres: np.ndarray, sigma_px: float, half: int):
+    """Exact pixel integrals of unit 1D Gaussians: first index (m,) and weights (m, 2*half+1)."""
+    idx = (np.floor(centres + 0.5).astype(np.int64) - half)[:, None] + np.arange(2 * half + 1)[None]
+    s = sigma_px * math.sqrt(2)
+    w = 0.5 * (erf((idx + 0.5 - centres[:, None]) / s) - erf((idx - 0.5 - centres[:, None]) / s))
+    return idx, w
+
+
+def _splat(shape, centres_idx: np.ndarray, weights: np.ndarray, sigma_px: float, chunk: int = 2048) -> np.ndarray:
+    """Sum of Gaussians (unit integral x weight) integrated over the pixels of an nD grid."""
+    ndim = len(shape)
+    half = max(1, int(math.ceil(4 * sigma_px)) + 1)
+    out = np.zeros(int(np.prod(shape)), dtype=np.float64)
+    w1 = 2 * half + 1
+    for start in range(0, len(weights), chunk):
+        c = centres_idx[start:start + chunk]
+        wt = weights[start:start + chunk]
+        flat = np.zeros((len(c),) + (w1,) * ndim, dtype=np.int64)
+        val = wt.reshape((-1,) + (1,) * ndim).astype(np.float64)
+        valid = np.ones_like(flat, dtype=bool)
+        stride = 1
+        for ax in reversed(range(ndim)):
+            idx, w = _pixel_weights(c[:, ax], sigma_px, half)
+            sh = [len(c)] + [1] * ndim
+            sh[ax + 1] = w1
+            flat = flat + (idx * stride).reshape(sh)
+            val = val * w.reshape(sh)
+            valid = valid & ((idx >= 0) & (idx < shape[ax])).reshape(sh)
+            stride *= shape[ax]
+        out += np.bincount(flat[valid], weights=val[valid], minlength=out.size)
+    return out.reshape(shape)
+
+
+def ideal_tomogram(positions, weights, shape, pixel_size: float, b_factor: float = 5.0) -> np.ndarray:
+    """The ideal tomogram ``[z, y, x]`` (float32): each atom a voxel-integrated 3D Gaussian."""
+    shape = tuple(int(s) for s in shape)
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    zyx = np.stack([geometry.angstrom_to_index(pos[:, 2 - k], shape[k], pixel_size) for k in range(3)], 1)
+    sigma_px = b_factor_to_sigma(b_factor) / pixel_size
+    return _splat(shape, zyx, np.asarray(weights, float), sigma_px).astype(np.float32)
+
+
+def project_atoms(
+    positions, weights, angles, shape, pixel_size: float, b_factor: float = 5.0,
+    probe_sigma: float = 0.0, shifts=None, progress=None, cancel=None,
+) -> np.ndarray:
+    """Noise-free tilt series ``[a, v, u]`` of Gaussian atoms (analytic line integrals).
+
+    ``angles``: tilts (N,) or Z-Y-Z Euler (N, 3), degrees; ``shape``: (rows, cols) of each
+    projection; ``shifts``: (N, 2) detector shifts (du, dv) in pixels.
+    """
+    rot = geometry.euler_zyz_matrices(angles)
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    nv, nu = (int(s) for s in shape)
+    sigma_px = math.hypot(b_factor_to_sigma(b_factor), probe_sigma) / pixel_size
+    shifts = np.zeros((len(rot), 2)) if shifts is None else np.asarray(shifts, float)
+    out = np.empty((len(rot), nv, nu), dtype=np.float32)
+    rep = Reporter(len(rot), progress, cancel)
+    for a, r in enumerate(rot):
+        uvw = pos @ r.T
+        vu = np.stack(
+            [geometry.angstrom_to_index(uvw[:, 1], nv, pixel_size) + shifts[a, 1],
+             geometry.angstrom_to_index(uvw[:, 0], nu, pixel_size) + shifts[a, 0]], 1,
+        )
+        out[a] = _splat((nv, nu), vu, np.asarray(weights, float), sigma_px)
+        rep.step(f"projection {a + 1}/{len(rot)}")
+    return out
+
+
+def add_poisson_noise(tilts: np.ndarray, dose: float, cross_section: float, rng) -> np.ndarray:
+    """Poisson counts for ``dose`` e/Å² per projection, scaled back to Pt-atom units."""
+    if dose <= 0:
+        raise AETInputError(f"dose {dose} e/Å² must be positive; give electrons per Å² per projection")
+    scale = float(dose) * float(cross_section)
+    counts = rng.poisson(np.clip(tilts, 0, None).astype(np.float64) * scale)
+    return (counts / scale).astype(np.float32)
+
+
+def simulate(cfg: Optional[SimulationConfig] = None, progress=None, cancel=None, **changes) -> Simulation:
+    """Simulate a particle, its ideal tomogram and its tilt series (one call, seeded)."""
+    cfg = (cfg or SimulationConfig()).replace(**changes) if changes else (cfg or SimulationConfig())
+    if cfg.n_voxels < 16:
+        raise AETInputError(f"{cfg.n_voxels} voxels is too few; use at least 16")
+    check_pixel_size(cfg.pixel_size)
+    rng = np.random.default_rng(cfg.seed)
+    particle = make_particle(cfg, rng)
+    nominal = np.asarray(cfg.angles, float) if cfg.angles is not None else tilt_angles(cfg.tilt_range, cfg.tilt_step)
+    euler = geometry.as_euler_angles(nominal)
+    true = euler.copy()
+    if cfg.angle_error > 0:
+        used = [1] if nominal.ndim == 1 else [0, 1, 2]
+        true[:, used] += rng.normal(scale=cfg.angle_error, size=(len(true), len(used)))
+    shifts = rng.uniform(-cfg.shift_error, cfg.shift_error, size=(len(true), 2)) if cfg.shift_error > 0 else np.zeros((len(true), 2))
+
+    weights = atom_weights(particle.species, cfg.z_exponent)
+    n = cfg.n_voxels
+    ideal = ideal_tomogram(particle.positions, weights, (n, n, n), cfg.pixel_size, cfg.b_factor)
+    tilts = project_atoms(
+        particle.positions, weights, true, (n, n), cfg.pixel_size, cfg.b_factor,
+        cfg.probe_sigma, shifts, progress, cancel,
+    )
+    if cfg.dose is not None:
+        tilts = add_poisson_noise(tilts, cfg.dose, cfg.cross_section, rng)
+    ts = TiltSeries(tilts, nominal, cfg.pixel_size, metadata={"simulated": True})
+    return Simulation(cfg, particle, ts, Volume(ideal, cfg.pixel_size), true, shifts)

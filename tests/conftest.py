@@ -1,0 +1,16 @@
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def small_sim():
+    """A small noise-free simulation (64³, 0.4 Å, ±60° in 10° steps) shared by tests."""
+    from napari_aet.core.simulate import SimulationConfig, simulate
+
+    return simulate(SimulationConfig(size=1.6, n_voxels=64, pixel_size=0.4, tilt_range=60, tilt_step=10, seed=11))
+
+
+@pytest.fixture
+def tilts_array():
+    rng = np.random.default_rng(0)
+    return rng.random((5, 12, 10)).astype(np.float32)

@@ -1,0 +1,63 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_aet.cli import main
+from napari_aet.core import io
+
+
+def test_simulate_writes_contract_files(tmp_path, capsys):
+    out = tmp_path / "sim"
+    rc = main(["simulate", str(out), "--seed", "4", "--size", "2", "--voxels", "80", "--tilt-step", "13",
+               "--strain", "0.01", "--substrate"])
+    assert rc == 0
+    for name in ("tilts.mrc", "angles.txt", "truth.csv", "truth.json", "ideal.mrc", "meta.json"):
+        assert (out / name).stat().st_size > 0
+    ts = io.read_tilt_series(out / "tilts.mrc")  # angles.txt found beside, pixel size from header
+    assert ts.data.shape == (11, 80, 80) and ts.pixel_size == pytest.approx(0.357)
+    vol = io.read_volume(out / "ideal.mrc")
+    assert vol.pixel_size == pytest.approx(0.357) and vol.data.shape == (80, 80, 80)
+    truth, meta = io.read_atoms(out / "truth.csv")
+    assert np.array(meta["crystal_rotation"]).shape == (3, 3)
+    assert {"x", "fcc", "surface", "facet", "exx"} <= set(truth.columns)
+    full = json.loads((out / "meta.json").read_text())
+    assert full["config"]["seed"] == 4 and full["config"]["substrate"] is True
+    assert "simulated" in capsys.readouterr().err
+
+
+def test_simulate_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert main(["simulate", str(out), "--size", "1.5", "--voxels", "64"]) == 0
+    before = (out / "tilts.mrc").read_bytes()
+    assert main(["simulate", str(out), "--size", "1.5", "--voxels", "64", "--seed", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--overwrite" in err
+    assert (out / "tilts.mrc").read_bytes() == before
+    assert main(["simulate", str(out), "--size", "1.5", "--voxels", "64", "--seed", "9", "--overwrite"]) == 0
+    assert (out / "tilts.mrc").read_bytes() != before
+
+
+def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
+    assert main(["simulate", str(tmp_path / "x"), "--size", "9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not fit" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_documents_units():
+    out = subprocess.run([sys.executable, "-m", "napari_aet.cli", "simulate", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for text in ("--pixel-size Å", "--tilt-step DEG", "--dose E/Å²", "--size NM", "--b-factor Å²"):
+        assert text in out.stdout
+
+
+def test_demo_without_display(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["demo", "-o", str(tmp_path / "d")]) == 0
+    assert "built-in sample" in capsys.readouterr().out
+    truth, _ = io.read_atoms(tmp_path / "d" / "truth.csv")
+    assert len(truth) > 1000

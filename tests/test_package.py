@@ -1,0 +1,64 @@
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "napari_aet"
+ROOT = SRC.parents[1]
+
+
+def test_import_is_light():
+    code = (
+        "import sys, napari_aet, napari_aet.core.io, napari_aet.core.simulate, napari_aet.core.geometry, "
+        "napari_aet._reader, napari_aet._writer, napari_aet._sample_data, napari_aet.cli\n"
+        "heavy = [m for m in ('torch', 'napari', 'qtpy', 'PyQt6', 'PyQt5', 'PySide6') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_core_never_imports_qt_or_napari():
+    for path in (SRC / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                root = name.split(".")[0]
+                assert root not in ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "vispy"), path
+
+
+def test_npe2_manifest_validates():
+    out = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-aet"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_manifest_is_the_top_level_file():
+    from npe2 import PluginManifest
+
+    mf = PluginManifest.from_distribution("napari-aet")
+    top = PluginManifest.from_file(ROOT / "napari.yaml")
+    assert mf.name == top.name == "napari-aet"
+    assert [c.id for c in mf.contributions.commands] == [c.id for c in top.contributions.commands]
+    assert mf.contributions.sample_data[0].display_name == "Pt nanoparticle (simulated)"
+
+
+@pytest.mark.slow
+def test_wheel_carries_manifest_and_resources(tmp_path):
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    wheel = next(tmp_path.glob("napari_aet-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "napari_aet/napari.yaml" in names
+    assert "napari_aet/resources/sample_pt.json" in names
+    text = zipfile.ZipFile(wheel).read("napari_aet/napari.yaml").decode()
+    assert text == (ROOT / "napari.yaml").read_text()
+    eps = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "napari_aet:napari.yaml" in zipfile.ZipFile(wheel).read(eps).decode()
