@@ -1,0 +1,81 @@
+"""Figures of merit against ground truth: atom matching, recall, precision, position error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["AtomMatch", "match_atoms", "normalized_error"]
+
+
+@dataclass
+class AtomMatch:
+    """One-to-one matching of found atoms to true atoms within ``max_distance`` Å."""
+
+    recall: float
+    precision: float
+    rmsd_pm: float  # root-mean-square position error of matched atoms, picometres
+    n_true: int
+    n_found: int
+    n_matched: int
+    found_index: np.ndarray  # matched pairs: found[i] <-> true[j]
+    true_index: np.ndarray
+
+    def as_dict(self) -> dict:
+        return {
+            "recall": self.recall, "precision": self.precision, "rmsd_pm": self.rmsd_pm,
+            "n_true": self.n_true, "n_found": self.n_found, "n_matched": self.n_matched,
+        }
+
+
+def match_atoms(found, true, max_distance: float = 1.0) -> AtomMatch:
+    """Match found to true positions (Å), each at most once, minimising total distance."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+    from scipy.spatial import cKDTree
+
+    found = np.asarray(found, float).reshape(-1, 3)
+    true = np.asarray(true, float).reshape(-1, 3)
+    nf, nt = len(found), len(true)
+    if nf == 0 or nt == 0:
+        return AtomMatch(0.0, 0.0, float("nan"), nt, nf, 0, np.zeros(0, int), np.zeros(0, int))
+    pairs = cKDTree(found).sparse_distance_matrix(cKDTree(true), max_distance, output_type="coo_matrix")
+    if pairs.nnz == 0:
+        return AtomMatch(0.0, 0.0, float("nan"), nt, nf, 0, np.zeros(0, int), np.zeros(0, int))
+    # Allow "unmatched" with a dummy cost so the matching is full: pad with a large cost.
+    big = 10.0 * max_distance
+    try:
+        from scipy.sparse import bmat, identity
+
+        dist = csr_matrix((pairs.data + 1e-9, (pairs.row, pairs.col)), shape=(nf, nt))
+        dummy_f = identity(nf, format="csr") * big
+        dummy_t = identity(nt, format="csr") * big
+        zeros = csr_matrix((np.full(pairs.nnz, 1e-9), (pairs.col, pairs.row)), shape=(nt, nf))
+        full = bmat([[dist, dummy_f], [dummy_t, zeros]], format="csr")
+        rows, cols = min_weight_full_bipartite_matching(full)
+        keep = (rows < nf) & (cols < nt)
+        fi, ti = rows[keep], cols[keep]
+    except ValueError:
+        dense = np.full((nf, nt), big)
+        dense[pairs.row, pairs.col] = pairs.data
+        fi, ti = linear_sum_assignment(dense)
+        ok = dense[fi, ti] <= max_distance
+        fi, ti = fi[ok], ti[ok]
+    d = np.linalg.norm(found[fi] - true[ti], axis=1)
+    ok = d <= max_distance
+    fi, ti, d = fi[ok], ti[ok], d[ok]
+    m = len(fi)
+    return AtomMatch(
+        recall=m / nt, precision=m / nf, rmsd_pm=float(np.sqrt(np.mean(d**2)) * 100) if m else float("nan"),
+        n_true=nt, n_found=nf, n_matched=m, found_index=fi, true_index=ti,
+    )
+
+
+def normalized_error(volume, reference) -> float:
+    """``|v - ref|_2 / |ref|_2`` after the least-squares intensity scale of ``v``."""
+    v = np.asarray(volume, np.float64).ravel()
+    r = np.asarray(reference, np.float64).ravel()
+    scale = float(v @ r) / max(float(v @ v), 1e-30)
+    return float(np.linalg.norm(scale * v - r) / max(np.linalg.norm(r), 1e-30))
