@@ -94,7 +94,7 @@ def _add_simulation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cross-section", type=float, default=0.02, metavar="Å²",
                    help="HAADF cross-section of one Pt atom in Å² (default 0.02)")
     g.add_argument("--angle-error", type=float, default=0.0, metavar="DEG",
-                   help="std of random errors added to the true angles, degrees (default 0)")
+                   help="max random error (uniform) added to the true angles, degrees (default 0)")
     g.add_argument("--shift-error", type=float, default=0.0, metavar="PX",
                    help="max random shift of each projection, pixels (default 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -90,7 +90,7 @@ class SimulationConfig:
     probe_sigma: float = 0.0  # Å, Gaussian probe blur
     dose: Optional[float] = None  # e/Å² per projection; None: noise-free
     cross_section: float = 0.02  # Å², HAADF cross-section of one Pt atom
-    angle_error: float = 0.0  # degrees, std of random errors on each Euler angle in use
+    angle_error: float = 0.0  # degrees, max |random error| (uniform) on each Euler angle in use
     shift_error: float = 0.0  # pixels, max |shift| of each projection (uniform)
     centre_offset: float = 1.0  # pixels, max random offset of the particle from the centre
     seed: int = 0
@@ -577,7 +577,7 @@ def simulate(cfg: Optional[SimulationConfig] = None, progress=None, cancel=None,
     true = euler.copy()
     if cfg.angle_error > 0:
         used = [1] if nominal.ndim == 1 else [0, 1, 2]
-        true[:, used] += rng.normal(scale=cfg.angle_error, size=(len(true), len(used)))
+        true[:, used] += rng.uniform(-cfg.angle_error, cfg.angle_error, size=(len(true), len(used)))
     shifts = rng.uniform(-cfg.shift_error, cfg.shift_error, size=(len(true), 2)) if cfg.shift_error > 0 else np.zeros((len(true), 2))
 
     weights = atom_weights(particle.species, cfg.z_exponent)
