@@ -14,3 +14,16 @@ def small_sim():
 def tilts_array():
     rng = np.random.default_rng(0)
     return rng.random((5, 12, 10)).astype(np.float32)
+
+
+import os
+import sys
+
+# napari's image layers need a real GL context: GUI tests run under xvfb-run (scripts/test.sh).
+_NO_DISPLAY = sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
+collect_ignore = ["gui"] if _NO_DISPLAY else []
+
+
+def pytest_report_header(config):
+    if _NO_DISPLAY:
+        return "GUI tests (tests/gui) not collected: no DISPLAY; run scripts/test.sh (xvfb-run) for the full suite"

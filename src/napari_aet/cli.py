@@ -11,6 +11,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 from typing import Optional, Sequence
 
 from .core.errors import AETInputError, Cancelled
@@ -152,6 +154,68 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ reconstruct
+
+
+def _add_tilt_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("tilts", type=Path, metavar="TILTS", help="tilt series: .mrc/.st/.ali, .tif, .npy or .mat")
+    p.add_argument("--angles", type=Path, default=None, metavar="FILE",
+                   help="angles in degrees (.txt/.csv/.rawtlt/.tlt, .npy, .mat); default: found beside TILTS")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="Å",
+                   help="pixel size in Å (default: from the file header; required when it has none)")
+    p.add_argument("--angle-units", choices=("deg", "rad"), default="deg", help="unit of the angles file (default deg)")
+    p.add_argument("--stack-axis", type=int, default=0, metavar="AXIS",
+                   help="axis of TILTS that indexes projections (default 0; MATLAB files often use 2)")
+
+
+def _read_tilts_args(args):
+    from .core import io
+
+    return io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.pixel_size,
+                               stack_axis=args.stack_axis, angle_units=args.angle_units)
+
+
+def _check_output_file(path: Path, overwrite: bool, suffixes=(".mrc",)) -> None:
+    if path.suffix.lower() not in suffixes:
+        raise AETInputError(f"output {path} must end in {' or '.join(suffixes)}")
+    if not path.parent.exists():
+        raise AETInputError(f"output folder {path.parent} does not exist; create it first")
+    if path.exists() and not overwrite:
+        raise AETInputError(f"{path} exists; choose another name or pass --overwrite")
+
+
+def cmd_reconstruct(args) -> int:
+    from .core import io
+    from .core.align import align, apply_shifts
+    from .core.reconstruct import reconstruct
+
+    _check_output_file(args.output, args.overwrite)
+    ts = _read_tilts_args(args)
+    data, angles, alignment = ts.data, ts.angles, None
+    if args.align:
+        t0 = time.perf_counter()
+        res = align(data, angles, pixel_size=ts.pixel_size, device=args.device, progress=progress_bar("align"))
+        data, angles, alignment = apply_shifts(data, -res.shifts), res.angles, res.summary()
+        _info(f"aligned in {time.perf_counter() - t0:.1f} s: mean |shift| {abs(res.shifts).mean():.2f} px, "
+              f"tilt axis at {res.tilt_axis_offset:+.2f} px")
+    shape = None
+    if args.thickness:
+        _, nv, nu = data.shape
+        shape = (args.thickness, nv, nu)
+    result = reconstruct(
+        data, angles, ts.pixel_size, method=args.method, iterations=args.iterations, volume_shape=shape,
+        device=args.device, seed=args.seed, oversampling=args.oversampling, r_free_fraction=args.r_free,
+        progress=progress_bar(f"reconstruct ({args.method})"),
+    )
+    io.write_volume(args.output, result.volume, result.pixel_size)
+    side = result.summary()
+    side.update(tilts=str(args.tilts), angles_deg=np.asarray(angles).tolist(), alignment=alignment)
+    io.write_json(args.output.with_suffix(".json"), side)
+    _info(f"{args.method}: {result.iterations} iterations on {result.device} in {result.seconds:.1f} s, "
+          f"R = {result.r_factors[-1]:.4f} -> {args.output}")
+    return 0
+
+
 # ------------------------------------------------------------------------- demo
 
 
@@ -208,6 +272,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulation_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT_DIR")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("reconstruct", help="reconstruct a tomogram from a tilt series",
+                       description="Iterative reconstruction (RESIRE by default, SIRT, or GENFIRE-style Fourier). "
+                       "Writes VOL.mrc (voxel size = pixel size) and VOL.json (per-iteration R-factor, settings).")
+    _add_tilt_input(p)
+    from .core.reconstruct import METHODS
+
+    p.add_argument("--method", choices=METHODS, default="resire", help="reconstruction method (default resire)")
+    p.add_argument("--iterations", type=int, default=None, metavar="N",
+                   help="iterations (default 100)")
+    p.add_argument("--align", action="store_true",
+                   help="align first: centre of mass, then projection matching of shifts and tilt angles")
+    p.add_argument("--thickness", type=int, default=None, metavar="VOXELS", help="volume size along z (default: as wide as the projections)")
+    p.add_argument("--oversampling", type=int, default=2, help="genfire: Fourier grid oversampling (default 2)")
+    p.add_argument("--r-free", type=float, default=0.0, metavar="FRACTION",
+                   help="genfire: share of Fourier points held out for R-free (default 0: off)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="VOL.mrc", help="output tomogram")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("demo", help="run on the built-in simulated Pt sample (no data needed)",
                        description="Simulate the built-in Pt sample, write it to OUT_DIR and open it in napari "

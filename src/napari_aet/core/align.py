@@ -95,13 +95,19 @@ def _phase_shift(reference: np.ndarray, moving: np.ndarray, upsample: int = 50) 
     return -np.array([shift[1], shift[0]])
 
 
-def cross_correlation_shifts(tilts: np.ndarray, angles) -> np.ndarray:
+def cross_correlation_shifts(tilts: np.ndarray, angles, blur: float = 3.0) -> np.ndarray:
     """Shifts from cross-correlating neighbouring projections, chained from the lowest tilt.
 
-    Neighbours look alike, so each pair gives a reliable relative shift; the chain's
-    arbitrary origin is then removed with the centre-of-mass shifts' mean.
+    Neighbours look alike, so each pair gives a reliable relative shift, but the chain also
+    picks up the object's own apparent motion (``x cos t + z sin t`` along u) and drifts;
+    that smooth part is taken from the centre-of-mass shifts instead (a fit of their
+    difference to ``cos t, sin t, 1`` along u and a constant along v). Projections are
+    low-passed by ``blur`` pixels first, so that atomic lattice fringes (which repeat every
+    few pixels) cannot lock the correlation onto a wrong lattice offset.
     """
-    tilts = np.asarray(tilts, np.float32)
+    from scipy import ndimage
+
+    tilts = np.stack([ndimage.gaussian_filter(np.asarray(p, np.float32), blur) for p in tilts])
     tilt = geometry.as_euler_angles(angles)[:, 1]
     order = np.argsort(tilt)
     start = int(np.argmin(np.abs(tilt[order])))
@@ -112,7 +118,12 @@ def cross_correlation_shifts(tilts: np.ndarray, angles) -> np.ndarray:
             a, b = order[k], order[k + direction]
             shifts[b] = shifts[a] + _phase_shift(tilts[a], tilts[b])
             k += direction
-    shifts += (centre_of_mass_shifts(tilts) - shifts).mean(0)
+    diff = centre_of_mass_shifts(tilts) - shifts
+    t = np.deg2rad(tilt)
+    design = np.stack([np.cos(t), np.sin(t), np.ones_like(t)], 1) if np.ptp(t) > np.deg2rad(20) else np.ones((len(t), 1))
+    coef, *_ = np.linalg.lstsq(design, diff[:, 0], rcond=None)
+    shifts[:, 0] += design @ coef
+    shifts[:, 1] += diff[:, 1].mean()
     return shifts
 
 

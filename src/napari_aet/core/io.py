@@ -216,6 +216,13 @@ def _read_tiff(path: Path):
 
     try:
         with tifffile.TiffFile(path) as tif:
+            shapes = [tuple(pg.shape) for pg in tif.pages]
+            odd = next((i for i, sh in enumerate(shapes) if sh != shapes[0]), None)
+            if odd is not None:
+                _fail(
+                    f"{path}: projections of unequal size (page 0 is {'x'.join(map(str, shapes[0]))}, page {odd} is "
+                    f"{'x'.join(map(str, shapes[odd]))}); crop or pad all projections to one size"
+                )
             data = tif.asarray()
             px = None
             unit = str((tif.imagej_metadata or {}).get("unit", "")).lower()
@@ -224,6 +231,8 @@ def _read_tiff(path: Path):
                 num, den = tag.value
                 if num > 0 and den > 0:
                     px = den / num * _TIFF_UNITS[unit]
+    except AETInputError:
+        raise
     except Exception as exc:
         _fail(f"cannot read {path} as TIFF (truncated or corrupt: {_first_line(exc)}); re-export the file")
     return np.asarray(data), px, {}

@@ -1,0 +1,120 @@
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from napari_aet.cli import main
+from napari_aet.core import io
+from napari_aet.core.errors import AETInputError, Cancelled
+from napari_aet.core.metrics import match_atoms, normalized_error
+from napari_aet.core.reconstruct import estimate_memory, reconstruct
+from napari_aet.core.simulate import SimulationConfig, reference_config, simulate
+from napari_aet.core.trace import local_maxima
+
+
+@pytest.fixture(scope="module")
+def reference_sim():
+    # seed 21: not used while tuning (tuning used seeds 1-5)
+    return simulate(reference_config(seed=21))
+
+
+def test_resire_on_reference_regime_finds_every_atom(reference_sim):
+    sim = reference_sim
+    steps = []
+    res = reconstruct(sim.tilt_series, device="cpu", progress=lambda d, t, m: steps.append((d, t, m)))
+    assert res.volume.shape == (144, 144, 144) and res.volume.dtype == np.float32
+    assert res.pixel_size == 0.357 and res.iterations == 100
+    assert len(res.r_factors) == 100 and len(steps) == 100 and steps[-1][0] == 100
+    assert res.r_factors[-1] < 0.1 < res.r_factors[0]
+    assert np.all(res.volume >= 0)
+    assert normalized_error(res.volume, sim.ideal.data) < 0.3
+    xyz, _ = local_maxima(res.volume, res.pixel_size)
+    m = match_atoms(xyz, sim.particle.positions)
+    assert m.recall >= 0.99 and m.precision >= 0.99
+    assert m.rmsd_pm < 10
+
+
+@pytest.mark.parametrize("method, iterations, max_error", [("sirt", 60, 0.6), ("genfire", 30, 0.5)])
+def test_sirt_and_genfire_reconstruct_the_particle(method, iterations, max_error):
+    sim = simulate(SimulationConfig(size=2.0, n_voxels=72, tilt_step=10, dose=1e5, seed=22))
+    res = reconstruct(sim.tilt_series, method=method, iterations=iterations, device="cpu",
+                      r_free_fraction=0.05 if method == "genfire" else 0.0)
+    assert res.r_factors[-1] < res.r_factors[0]
+    assert normalized_error(res.volume, sim.ideal.data) < max_error
+    xyz, _ = local_maxima(res.volume, res.pixel_size)
+    m = match_atoms(xyz, sim.particle.positions)
+    assert m.recall >= 0.98 and m.precision >= 0.98
+    if method == "genfire":
+        assert len(res.r_free) == iterations and 0 < res.r_free[-1] < 1
+
+
+def test_seeded_and_deterministic():
+    sim = simulate(SimulationConfig(size=1.2, n_voxels=48, tilt_step=13, seed=23))
+    a = reconstruct(sim.tilt_series, iterations=10, device="cpu", seed=1)
+    b = reconstruct(sim.tilt_series, iterations=10, device="cpu", seed=1)
+    np.testing.assert_array_equal(a.volume, b.volume)
+
+
+def test_support_keeps_outside_at_zero():
+    sim = simulate(SimulationConfig(size=1.2, n_voxels=48, tilt_step=13, seed=24))
+    support = np.zeros((48, 48, 48), bool)
+    support[10:38, 10:38, 10:38] = True
+    res = reconstruct(sim.tilt_series, iterations=10, support=support, device="cpu")
+    assert np.all(res.volume[~support] == 0) and res.volume[support].max() > 0
+
+
+def test_cancel_between_iterations():
+    sim = simulate(SimulationConfig(size=1.2, n_voxels=48, tilt_step=13, seed=25))
+    flag = threading.Event()
+
+    def progress(done, total, msg):
+        if done == 3:
+            flag.set()
+
+    with pytest.raises(Cancelled):
+        reconstruct(sim.tilt_series, iterations=50, device="cpu", progress=progress, cancel=flag)
+
+
+def test_256_cubed_60_projections_fits_in_4_gib():
+    need = estimate_memory((256, 256, 256), 60, (256, 256), "resire")
+    assert need < 4 * 2**30
+    assert estimate_memory((256, 256, 256), 60, (256, 256), "genfire", oversampling=2) < 4 * 2**30
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"angles": np.arange(5.0)}, "5 angles for 11 projections"),
+    ({"method": "art"}, "unknown"),
+    ({"iterations": 0}, "at least 1"),
+    ({"volume_shape": (4096, 4096, 4096)}, "GiB"),
+])
+def test_bad_input(kwargs, match):
+    sim = simulate(SimulationConfig(size=1.2, n_voxels=48, tilt_step=13, seed=26))
+    with pytest.raises(AETInputError, match=match):
+        reconstruct(sim.tilt_series, device="cpu", **kwargs)
+
+
+def test_nan_in_tilts_is_refused():
+    sim = simulate(SimulationConfig(size=1.2, n_voxels=48, tilt_step=13, seed=26))
+    data = sim.tilt_series.data.copy()
+    data[0, 0, 0] = np.nan
+    with pytest.raises(AETInputError, match="NaN"):
+        reconstruct(data, sim.tilt_series.angles, 0.357, device="cpu")
+
+
+def test_cli_reconstruct(tmp_path, capsys):
+    sim_dir = tmp_path / "sim"
+    assert main(["simulate", str(sim_dir), "--size", "1.2", "--voxels", "48", "--tilt-step", "13"]) == 0
+    out = tmp_path / "vol.mrc"
+    assert main(["reconstruct", str(sim_dir / "tilts.mrc"), "--iterations", "20", "--device", "cpu", "-o", str(out)]) == 0
+    vol = io.read_volume(out)
+    assert vol.pixel_size == pytest.approx(0.357) and vol.data.shape == (48, 48, 48)
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert len(side["r_factors"]) == 20 and side["method"] == "resire"
+    # angle count mismatch: one line, non-zero, nothing written
+    (tmp_path / "bad.txt").write_text("\n".join(["0"] * 4))
+    bad_out = tmp_path / "bad.mrc"
+    rc = main(["reconstruct", str(sim_dir / "tilts.mrc"), "--angles", str(tmp_path / "bad.txt"), "-o", str(bad_out)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "4 angles for 11 projections" in err and not bad_out.exists()
+    assert main(["reconstruct", str(sim_dir / "tilts.mrc"), "-o", str(out)]) == 2  # exists, no --overwrite
