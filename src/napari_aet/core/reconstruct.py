@@ -311,7 +311,7 @@ def _genfire(b, angles, volume_shape, iterations, mask, positivity, dev, seed, o
     r_factors, r_free = [], ([] if free_sel is not None else None)
     fourier = torch.zeros((big, big, half), dtype=torch.complex64, device=dev)
     for k in range(iterations):
-        fourier = torch.fft.rfftn(torch.fft.ifftshift(x))
+        fourier = torch.fft.rfftn(torch.fft.ifftshift(x)).contiguous()
         flat = fourier.view(-1)
         if r_free is not None:
             r_free.append(float((flat[free_idx] - free_vals).abs().sum() / free_vals.abs().sum()))
