@@ -21,11 +21,14 @@ import argparse
 import json
 import os
 import platform
-import threading
 import time
 
 import numpy as np
 import psutil
+import torch  # noqa: F401  (imported before the memory baseline: its libraries are not the method's memory)
+import resource
+import subprocess
+import sys
 
 from napari_aet.core.metrics import match_atoms, normalized_error
 from napari_aet.core.reconstruct import reconstruct
@@ -36,27 +39,16 @@ TARGET_ERROR = 0.35
 
 
 class PeakMemory:
-    """Peak resident memory above the starting level while the block runs (sampled)."""
+    """Peak resident memory of this process above its level at entry (each method runs in a
+    fresh process, so the peak is the method's own)."""
 
     def __enter__(self):
-        self.proc = psutil.Process()
-        self.base = self.proc.memory_info().rss
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
+        self.base = psutil.Process().memory_info().rss
         return self
 
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.02)
-
     def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-        self.gib = (self.peak - self.base) / 2**30
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.gib = max(0, peak - self.base) / 2**30
 
 
 def _pad_odd(data):
@@ -97,7 +89,6 @@ def run_astra(data, angles, n_iter, errors_every=None, ideal=None):
             for j, (_, rid, _) in enumerate(slices):
                 out[:, j, :] = astra.data2d.get(rid)[:nu, :nu]
             history.append((done, time.perf_counter() - t0, normalized_error(out, ideal)))
-            t0 -= 0  # error evaluation time is excluded below by subtracting it
     for j, (sid, rid, alg) in enumerate(slices):
         out[:, j, :] = astra.data2d.get(rid)[:nu, :nu]
         astra.algorithm.delete(alg)
@@ -135,50 +126,62 @@ def time_to_error(sim, method, iteration_grid):
     return float("nan"), None
 
 
+def run_one(method: str, seed: int) -> dict:
+    """One method on one seed (called in a fresh process)."""
+    sim = simulate(reference_config(seed=seed))
+    angles = sim.tilt_series.angles
+    if method in ("resire", "sirt", "genfire"):
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            res = reconstruct(sim.tilt_series, method=method, iterations=100, device="cpu")
+            dt = time.perf_counter() - t0
+        row = {"seed": seed, "method": f"napari-aet {method}", "iterations": 100, "seconds": dt,
+               "s_per_iter": dt / 100, "peak_gib": mem.gib, **figures(res.volume, sim)}
+        if method in ("resire", "sirt"):
+            grid = [10, 20, 30, 40, 60, 80, 100, 150, 200, 300]
+            row["s_to_error"], row["iters_to_error"] = time_to_error(sim, method, grid)
+        return row
+    if method == "astra":
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            vol, _ = run_astra(sim.tilt_series.data, angles, 100)
+            dt = time.perf_counter() - t0
+        row = {"seed": seed, "method": "ASTRA SIRT (CPU, 2D slices)", "iterations": 100, "seconds": dt,
+               "s_per_iter": dt / 100, "peak_gib": mem.gib, **figures(vol, sim)}
+        _, hist = run_astra(sim.tilt_series.data, angles, 300, errors_every=10, ideal=sim.ideal.data)
+        hit = next((h for h in hist if h[2] <= TARGET_ERROR), None)
+        row["iters_to_error"] = hit[0] if hit else None
+        row["s_to_error"] = hit[0] * row["s_per_iter"] if hit else float("nan")
+        return row
+    if method == "svmbir":
+        run_svmbir(sim.tilt_series.data[:, 70:72], angles)  # builds svmbir's system-matrix cache
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            vol = run_svmbir(sim.tilt_series.data, angles)
+            dt = time.perf_counter() - t0
+        return {"seed": seed, "method": "svmbir (MBIR, qGGMRF)", "iterations": None, "seconds": dt,
+                "s_per_iter": None, "peak_gib": mem.gib, **figures(vol, sim)}
+    raise ValueError(method)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103])
-    ap.add_argument("--peers", nargs="*", default=["astra", "svmbir"])
+    ap.add_argument("--methods", nargs="*", default=["resire", "sirt", "genfire", "astra", "svmbir"])
+    ap.add_argument("--one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one[0], int(args.one[1]))))
+        return
     rows = []
     for seed in args.seeds:
-        sim = simulate(reference_config(seed=seed))
-        angles = sim.tilt_series.angles
-        cases = [("resire", 100), ("sirt", 100), ("genfire", 100)]
-        for method, n_iter in cases:
-            with PeakMemory() as mem:
-                t0 = time.perf_counter()
-                res = reconstruct(sim.tilt_series, method=method, iterations=n_iter, device="cpu")
-                dt = time.perf_counter() - t0
-            row = {"seed": seed, "method": f"napari-aet {method}", "iterations": n_iter, "seconds": dt,
-                   "s_per_iter": dt / n_iter, "peak_gib": mem.gib, **figures(res.volume, sim)}
-            if method in ("resire", "sirt"):
-                grid = [10, 20, 30, 40, 60, 80, 100, 150, 200, 300]
-                row["s_to_error"], row["iters_to_error"] = time_to_error(sim, method, grid)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        if "astra" in args.peers:
-            with PeakMemory() as mem:
-                t0 = time.perf_counter()
-                vol, _ = run_astra(sim.tilt_series.data, angles, 100)
-                dt = time.perf_counter() - t0
-            row = {"seed": seed, "method": "ASTRA SIRT (CPU, 2D slices)", "iterations": 100, "seconds": dt,
-                   "s_per_iter": dt / 100, "peak_gib": mem.gib, **figures(vol, sim)}
-            _, hist = run_astra(sim.tilt_series.data, angles, 300, errors_every=10, ideal=sim.ideal.data)
-            hit = next((h for h in hist if h[2] <= TARGET_ERROR), None)
-            row["iters_to_error"] = hit[0] if hit else None
-            row["s_to_error"] = hit[0] * row["s_per_iter"] if hit else float("nan")
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        if "svmbir" in args.peers:
-            run_svmbir(sim.tilt_series.data[:, :2], angles)  # builds svmbir's system-matrix cache
-            with PeakMemory() as mem:
-                t0 = time.perf_counter()
-                vol = run_svmbir(sim.tilt_series.data, angles)
-                dt = time.perf_counter() - t0
-            row = {"seed": seed, "method": "svmbir (MBIR, qGGMRF)", "iterations": None, "seconds": dt,
-                   "s_per_iter": None, "peak_gib": mem.gib, **figures(vol, sim)}
+        for method in args.methods:
+            out = subprocess.run([sys.executable, __file__, "--one", method, str(seed)], capture_output=True, text=True)
+            if out.returncode:
+                print(f"{method} seed {seed} failed: {out.stderr.strip().splitlines()[-1:]}", flush=True)
+                continue
+            row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "

@@ -216,6 +216,91 @@ def cmd_reconstruct(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ trace
+
+
+def _alignment_from_sidecar(vol_path: Path):
+    """Shifts and refined angles saved by ``reconstruct --align`` beside the volume, if any."""
+    import json
+
+    side = vol_path.with_suffix(".json")
+    if not side.exists():
+        return None
+    try:
+        info = json.loads(side.read_text())
+    except json.JSONDecodeError:
+        return None
+    al = info.get("alignment")
+    if not al:
+        return None
+    return np.asarray(al["shifts_px"], float), np.asarray(al["angles_deg"], float)
+
+
+def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes=2, species=(), fit="gaussian",
+                 upsample=1, refine=True, refine_iterations=60, device="auto", progress_factory=None):
+    """Trace (and refine against the tilt series when given): atoms table and sidecar metadata."""
+    from .core.align import apply_shifts
+    from .core.refine import refine_positions
+    from .core.trace import trace_atoms
+
+    make = progress_factory or (lambda name: None)
+    res = trace_atoms(vol.data, vol.pixel_size, min_distance=min_distance, n_classes=n_classes,
+                      species_names=species, fit=fit, upsample=upsample, progress=make("trace"))
+    table, meta = res.table, {"trace": res.metadata}
+    if tilts_ts is not None and refine:
+        nz, ny, nx = vol.data.shape
+        _, nv, nu = tilts_ts.data.shape
+        if (nv, nu) != (ny, nx):
+            raise AETInputError(
+                f"tilt series projections are {nv}x{nu} but the volume is {ny}x{nx} in y, x; "
+                "give the tilt series this volume was reconstructed from"
+            )
+        if abs(tilts_ts.pixel_size - vol.pixel_size) > 1e-3 * vol.pixel_size:
+            raise AETInputError(
+                f"tilt series pixel size {tilts_ts.pixel_size:g} Å differs from the volume's voxel size "
+                f"{vol.pixel_size:g} Å; give matching files or --pixel-size"
+            )
+        data, angles = tilts_ts.data, tilts_ts.angles
+        if alignment is not None:
+            shifts, angles = alignment
+            data = apply_shifts(data, -shifts)
+        atoms = table["atom"].to_numpy() == 1
+        if atoms.any():
+            classes = table.loc[atoms, "species"].astype(str).to_numpy()
+            ref = refine_positions(table.loc[atoms, ["x", "y", "z"]].to_numpy(), np.unique(classes, return_inverse=True)[1],
+                                   data, angles, vol.pixel_size, iterations=refine_iterations, device=device,
+                                   progress=make("refine"))
+            table.loc[atoms, ["x", "y", "z"]] = ref.positions
+            meta["refinement"] = ref.summary()
+            meta["refinement"]["alignment_applied"] = alignment is not None
+    return table, meta
+
+
+def cmd_trace(args) -> int:
+    from .core import io
+
+    _check_output_file(args.output, args.overwrite, suffixes=(".csv",))
+    vol = io.read_volume(args.volume, pixel_size=args.pixel_size)
+    tilts_ts, alignment = None, None
+    if args.tilts is not None:
+        tilts_ts = io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.tilts_pixel_size or vol.pixel_size,
+                                       stack_axis=args.stack_axis, angle_units=args.angle_units)
+        alignment = _alignment_from_sidecar(args.volume)
+    t0 = time.perf_counter()
+    table, meta = trace_volume(vol, tilts_ts, alignment, args.min_distance, args.classes, args.species, args.fit,
+                               args.upsample, not args.no_refine, args.refine_iterations, args.device, progress_bar)
+    meta.update(volume=str(args.volume), tilts=str(args.tilts) if args.tilts else None,
+                seconds=round(time.perf_counter() - t0, 3))
+    io.write_atoms(args.output, table, metadata=meta)
+    n_atoms = int(table["atom"].sum())
+    msg = f"traced {n_atoms} atoms ({len(table) - n_atoms} non-atom peaks) in {meta['seconds']:.1f} s"
+    if "refinement" in meta:
+        r = meta["refinement"]
+        msg += f"; refined against the tilt series: R {r['r_factor_before']:.4f} -> {r['r_factor_after']:.4f}"
+    _info(msg + f" -> {args.output}")
+    return 0
+
+
 # ------------------------------------------------------------------------- demo
 
 
@@ -293,6 +378,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="VOL.mrc", help="output tomogram")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("trace", help="trace atoms in a tomogram (and refine them against the tilt series)",
+                       description="Find atoms (local maxima, sub-voxel Gaussian fit), tell atoms from noise "
+                       "(k-means on integrated intensity) and, given the tilt series, refine positions against it. "
+                       "Writes ATOMS.csv (x, y, z, intensity, atom, species) and ATOMS.json (settings, R-factors).")
+    p.add_argument("volume", type=Path, metavar="VOL.mrc", help="tomogram (voxel size from its header)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="Å", help="voxel size in Å when the header has none")
+    p.add_argument("--tilts", type=Path, default=None, metavar="TILTS",
+                   help="the tilt series the tomogram came from: positions are refined against it")
+    p.add_argument("--angles", type=Path, default=None, metavar="FILE", help="angles of --tilts (default: found beside it)")
+    p.add_argument("--tilts-pixel-size", type=float, default=None, metavar="Å", help="pixel size of --tilts if its header has none")
+    p.add_argument("--angle-units", choices=("deg", "rad"), default="deg", help="unit of the angles file (default deg)")
+    p.add_argument("--stack-axis", type=int, default=0, metavar="AXIS", help="axis of --tilts that indexes projections")
+    p.add_argument("--min-distance", type=float, default=2.0, metavar="Å", help="minimum distance between atoms, Å (default 2.0)")
+    p.add_argument("--classes", type=int, default=2, metavar="N", help="intensity classes incl. noise (default 2)")
+    p.add_argument("--species", nargs="*", default=[], metavar="NAME", help="names of the atom classes, faint to bright (e.g. Pt)")
+    p.add_argument("--fit", choices=("gaussian", "parabola"), default="gaussian", help="sub-voxel fit (default gaussian)")
+    p.add_argument("--upsample", type=int, default=1, metavar="F", help="trace on a volume upsampled F times (default 1)")
+    p.add_argument("--no-refine", action="store_true", help="skip refinement against the tilt series")
+    p.add_argument("--refine-iterations", type=int, default=60, metavar="N", help="L-BFGS iterations (default 60)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="ATOMS.csv", help="atoms table")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("demo", help="run on the built-in simulated Pt sample (no data needed)",
                        description="Simulate the built-in Pt sample, write it to OUT_DIR and open it in napari "
