@@ -57,7 +57,15 @@ def test_help_documents_units():
 def test_demo_without_display(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert main(["demo", "-o", str(tmp_path / "d")]) == 0
-    assert "built-in sample" in capsys.readouterr().out
+    assert main(["demo", "-o", str(tmp_path / "d"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "built-in sample" in out and "recall" in out
     truth, _ = io.read_atoms(tmp_path / "d" / "truth.csv")
+    atoms, meta = io.read_atoms(tmp_path / "d" / "atoms.csv")
     assert len(truth) > 1000
+    from napari_aet.core.metrics import match_atoms
+
+    m = match_atoms(atoms.loc[atoms["atom"] == 1, ["x", "y", "z"]].to_numpy(), truth[["x", "y", "z"]].to_numpy())
+    assert m.recall >= 0.998 and m.precision >= 0.998 and m.rmsd_pm < 10
+    assert meta["refinement"]["r_factor_after"] < meta["refinement"]["r_factor_before"]
+    assert io.read_volume(tmp_path / "d" / "tomogram.mrc").pixel_size > 0
