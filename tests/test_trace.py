@@ -43,7 +43,7 @@ def test_reference_regime_recall_precision_and_precision_after_refinement(ref_ca
     before = match_atoms(atoms[["x", "y", "z"]].to_numpy(), sim.particle.positions)
     assert before.recall >= 0.998 and before.precision >= 0.998
     ref = refine_positions(atoms[["x", "y", "z"]].to_numpy(), np.zeros(len(atoms), int), sim.tilt_series.data,
-                           sim.tilt_series.angles, 0.357, iterations=40, device="cpu")
+                           sim.tilt_series.angles, 0.357, device="cpu")
     after = match_atoms(ref.positions, sim.particle.positions)
     assert after.recall >= 0.998 and after.precision >= 0.998
     assert after.rmsd_pm <= 10.0
@@ -70,7 +70,7 @@ def test_misaligned_series_with_alignment_recall(tmp_path):
 
     write_simulation(sim, d)
     assert main(["reconstruct", str(d / "tilts.mrc"), "--align", "--device", "cpu", "-o", str(d / "vol.mrc")]) == 0
-    assert main(["trace", str(d / "vol.mrc"), "--tilts", str(d / "tilts.mrc"), "--refine-iterations", "20",
+    assert main(["trace", str(d / "vol.mrc"), "--tilts", str(d / "tilts.mrc"), "--refine-iterations", "60",
                  "--device", "cpu", "-o", str(d / "atoms.csv")]) == 0
     table, meta = io.read_atoms(d / "atoms.csv")
     assert list(table.columns[:6]) == ["x", "y", "z", "intensity", "atom", "species"]

@@ -237,7 +237,7 @@ def _alignment_from_sidecar(vol_path: Path):
 
 
 def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes=2, species=(), fit="gaussian",
-                 upsample=1, refine=True, refine_iterations=60, device="auto", progress_factory=None):
+                 upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None):
     """Trace (and refine against the tilt series when given): atoms table and sidecar metadata."""
     from .core.align import apply_shifts
     from .core.refine import refine_positions
@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit", choices=("gaussian", "parabola"), default="gaussian", help="sub-voxel fit (default gaussian)")
     p.add_argument("--upsample", type=int, default=1, metavar="F", help="trace on a volume upsampled F times (default 1)")
     p.add_argument("--no-refine", action="store_true", help="skip refinement against the tilt series")
-    p.add_argument("--refine-iterations", type=int, default=60, metavar="N", help="L-BFGS iterations (default 60)")
+    p.add_argument("--refine-iterations", type=int, default=150, metavar="N", help="refinement iterations (default 150)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="ATOMS.csv", help="atoms table")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -3,7 +3,7 @@
 The atomic model: every atom a 3D Gaussian; atoms of one class share a height and a
 B-factor. Its projections are computed analytically (a projected Gaussian is a 2D Gaussian,
 integrated over each pixel with erf), differentiably in the positions, heights and widths.
-Positions, per-class heights and B-factors are fitted to the tilt series by L-BFGS on the
+Positions, per-class heights and B-factors are fitted to the tilt series by Adam on the
 sum of squared differences; the R-factor ``sum|model - data| / sum|data|`` is reported before
 and after.
 """
@@ -84,8 +84,9 @@ def refine_positions(
     tilts,
     angles,
     pixel_size: float,
-    iterations: int = 60,
+    iterations: int = 150,
     initial_b: Optional[float] = None,
+    step_size: float = 0.01,
     max_step: float = 0.5,
     device="cpu",
     progress=None,
@@ -98,7 +99,7 @@ def refine_positions(
     positions : (n, 3) x, y, z in Å (sample frame).
     classes : (n,) class label of each atom (e.g. the tracer's k-means class; 1 class for Pt).
     tilts : (a, nv, nu) aligned tilt series; angles : tilts (a,) or Euler (a, 3), degrees.
-    iterations : L-BFGS iterations.
+    iterations : Adam iterations; step_size : Å, the positions' initial learning rate.
     max_step : Å; an atom that moves further is reset to its start (it was not an atom the
         model can explain, e.g. two overlapping peaks).
     """
@@ -156,22 +157,24 @@ def refine_positions(
     with torch.no_grad():
         r_before = float((model() - data).abs().sum() / b_abs)
     rep.step(f"R = {r_before:.4f}")
-    opt = torch.optim.LBFGS([shift, log_h, log_s], lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+    # Adam with a learning rate per parameter block: positions move in Å steps of
+    # ``step_size`` (decaying), heights and widths in relative steps. (L-BFGS stalled here:
+    # the positions' gradients are orders of magnitude below the heights'.)
+    opt = torch.optim.Adam([
+        {"params": [shift], "lr": step_size},
+        {"params": [log_h, log_s], "lr": 0.01},
+    ])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iterations, 1), eta_min=step_size * 0.02)
     history = []
     norm = float((data**2).sum())
-
-    def closure():
+    for k in range(iterations):
         opt.zero_grad()
         loss = ((model() - data) ** 2).sum() / norm
         loss.backward()
-        for t in (shift, log_h, log_s):  # L-BFGS flattens grads with view(): needs contiguous ones
-            t.grad = t.grad.contiguous()
-        return loss
-
-    for k in range(iterations):
-        loss = float(opt.step(closure).detach())
-        history.append(loss)
-        rep.step(f"loss {loss:.3e}")
+        opt.step()
+        sched.step()
+        history.append(float(loss.detach()))
+        rep.step(f"loss {history[-1]:.3e}")
     with torch.no_grad():
         moved = torch.linalg.norm(shift, dim=1) > max_step
         shift[moved] = 0
