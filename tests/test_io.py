@@ -308,3 +308,15 @@ def test_atoms_errors(tmp_path):
         io.read_atoms(tmp_path / "bad.csv")
     with pytest.raises(AETInputError, match="unknown atoms file type"):
         io.write_atoms(tmp_path / "a.pdbx", _table())
+
+
+def test_tiff_projections_of_unequal_size(tmp_path):
+    import tifffile
+
+    with tifffile.TiffWriter(tmp_path / "uneven.tif") as tw:
+        tw.write(np.zeros((10, 12), np.float32))
+        tw.write(np.zeros((10, 12), np.float32))
+        tw.write(np.zeros((9, 12), np.float32))
+    with pytest.raises(AETInputError) as e:
+        io.read_tilt_series(tmp_path / "uneven.tif", angles=[-10.0, 0.0, 10.0], pixel_size=0.3)
+    assert "unequal size" in _one_line(e) and "page 2 is 9x12" in str(e.value)

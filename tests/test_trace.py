@@ -125,4 +125,8 @@ def test_cli_trace_errors(tmp_path, capsys):
                          write_angles_file=True)
     assert main(["trace", str(tmp_path / "v.mrc"), "--tilts", str(tmp_path / "t.mrc"), "-o", str(tmp_path / "a.csv")]) == 2
     assert "projections are 40x48 but the volume is 48x48" in capsys.readouterr().err
+    io.write_tilt_series(tmp_path / "t2.mrc", io.TiltSeries(sim.tilt_series.data, sim.tilt_series.angles, 0.4),
+                         write_angles_file=True)
+    assert main(["trace", str(tmp_path / "v.mrc"), "--tilts", str(tmp_path / "t2.mrc"), "-o", str(tmp_path / "a.csv")]) == 2
+    assert "pixel size 0.4 Å differs from the volume's voxel size 0.357 Å" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists()

@@ -283,8 +283,10 @@ def cmd_trace(args) -> int:
     vol = io.read_volume(args.volume, pixel_size=args.pixel_size)
     tilts_ts, alignment = None, None
     if args.tilts is not None:
-        tilts_ts = io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.tilts_pixel_size or vol.pixel_size,
-                                       stack_axis=args.stack_axis, angle_units=args.angle_units)
+        tilts_ts = io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.tilts_pixel_size,
+                                       stack_axis=args.stack_axis, angle_units=args.angle_units, require_pixel_size=False)
+        if tilts_ts.pixel_size is None:  # no header value: the volume's voxel size is the pixel size
+            tilts_ts.pixel_size = vol.pixel_size
         alignment = _alignment_from_sidecar(args.volume)
     t0 = time.perf_counter()
     table, meta = trace_volume(vol, tilts_ts, alignment, args.min_distance, args.classes, args.species, args.fit,
@@ -415,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tilts", type=Path, default=None, metavar="TILTS",
                    help="the tilt series the tomogram came from: positions are refined against it")
     p.add_argument("--angles", type=Path, default=None, metavar="FILE", help="angles of --tilts (default: found beside it)")
-    p.add_argument("--tilts-pixel-size", type=float, default=None, metavar="Å", help="pixel size of --tilts if its header has none")
+    p.add_argument("--tilts-pixel-size", type=float, default=None, metavar="Å", help="pixel size of --tilts (default: its header, else the volume's voxel size)")
     p.add_argument("--angle-units", choices=("deg", "rad"), default="deg", help="unit of the angles file (default deg)")
     p.add_argument("--stack-axis", type=int, default=0, metavar="AXIS", help="axis of --tilts that indexes projections")
     p.add_argument("--min-distance", type=float, default=2.0, metavar="Å", help="minimum distance between atoms, Å (default 2.0)")
