@@ -303,6 +303,63 @@ def cmd_trace(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------- network: data, train, enhance
+
+
+def cmd_generate_data(args) -> int:
+    from .core.training import generate_dataset, load_config
+
+    cfg = load_config(args.config)
+    summary = generate_dataset(cfg, args.output, workers=args.workers, progress=progress_bar("generate"))
+    _info(f"{summary['chunks']} chunks ({summary['new_chunks']} new) in {summary['seconds']:.1f} s -> {args.output}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import json as _json
+
+    from .core.io import write_json
+    from .core.training import load_config, train
+
+    cfg = load_config(args.config)
+    if args.max_minutes is not None:
+        cfg.max_minutes = args.max_minutes
+    res = train(cfg, args.data, args.output, device=args.device, progress=progress_bar("train"),
+                log=lambda e: _info(_json.dumps(e)))
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        prov = {
+            "command": "napari-aet " + " ".join(sys.argv[1:]) if sys.argv and "napari" in sys.argv[0] else None,
+            "config": cfg.to_dict(), "data": str(args.data), "n_train": cfg.n_train, "n_val": cfg.n_val,
+            "epochs_done": res["epochs_done"], "wall_seconds": res["seconds"], "device": res["device"],
+            "world_size": res["world_size"], "n_parameters": res["n_parameters"], "sha256": res["sha256"],
+            "validation": res["history"][-1] if res["history"] else None,
+        }
+        write_json(args.output / "weights.json", prov)
+        _info(f"trained {res['epochs_done']} epochs in {res['seconds']:.0f} s -> {args.output / 'weights.pt'}")
+    return 0
+
+
+def cmd_enhance(args) -> int:
+    from .core import io
+    from .core.enhance import check_intensity_range, enhance_volume, load_weights
+
+    _check_output_file(args.output, args.overwrite)
+    vol = io.read_volume(args.volume, pixel_size=args.pixel_size)
+    from .core.projector import resolve_device
+
+    dev = resolve_device(args.device)
+    model, meta = load_weights(args.weights, device=dev)
+    warn = check_intensity_range(vol.data, meta)
+    if warn:
+        _info(f"warning: {warn}")
+    t0 = time.perf_counter()
+    out = enhance_volume(vol.data, model, vol.pixel_size, meta.get("training_pixel_size"), tile=args.tile,
+                         flip_average=args.flip_average, device=dev, progress=progress_bar("enhance"))
+    io.write_volume(args.output, out, vol.pixel_size)
+    _info(f"enhanced {vol.data.shape} on {dev} in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    return 0
+
+
 # ------------------------------------------------------------------------- demo
 
 
@@ -431,6 +488,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="ATOMS.csv", help="atoms table")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("generate-data", help="simulate training pairs for the U-Net (resumable, parallel)",
+                       description="Write (reconstruction, ideal tomogram) pairs in chunks to DATA_DIR; existing chunks are kept.")
+    p.add_argument("config", type=Path, metavar="CONFIG.json", help="training config (fields of TrainingConfig)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="DATA_DIR")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.set_defaults(func=cmd_generate_data)
+
+    p = sub.add_parser("train", help="train the missing-wedge U-Net (checkpoints, resume, torchrun for many GPUs)",
+                       description="Train on DATA_DIR; RUN_DIR gets checkpoint.pt (resumed if present), log.jsonl, "
+                       "weights.pt and weights.json (provenance). Start with torchrun for several processes.")
+    p.add_argument("config", type=Path, metavar="CONFIG.json")
+    p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time (minutes)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("enhance", help="recover the missing wedge of a tomogram with the U-Net",
+                       description="Apply the trained U-Net (shipped weights by default) in overlapping tiles.")
+    p.add_argument("volume", type=Path, metavar="VOL.mrc")
+    p.add_argument("--weights", type=Path, default=None, metavar="W.pt", help="weights (default: shipped)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="Å", help="voxel size when the header has none")
+    p.add_argument("--tile", type=int, default=144, metavar="VOXELS", help="tile size (default 144; smaller uses less memory)")
+    p.add_argument("--flip-average", action="store_true", help="average over wedge-preserving flips (4x slower)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.mrc")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_enhance)
 
     p = sub.add_parser("demo", help="run on the built-in simulated Pt sample (no data needed)",
                        description="Simulate the built-in Pt sample, reconstruct it, trace and refine its atoms, "

@@ -1,0 +1,327 @@
+"""Training data and training of the missing-wedge U-Net.
+
+Data: pairs from the project's simulator and reconstructor. Input = the RESIRE
+reconstruction (the algorithm and settings used at inference) of a simulated tilt series
+with its missing wedge; target = the ideal tomogram. Both are divided by the input's
+normalization scale (:func:`napari_aet.core.enhance.intensity_scale`). Particles, orientation,
+B-factor, dose, tilt range, number of projections and angle errors are randomized, and a
+share of particles is amorphous (random close packing, no lattice), so the network learns the
+wedge rather than the f.c.c. lattice. Pairs are cached on disk in chunks (float16), one file
+per chunk, written atomically: generation runs in parallel processes and resumes by skipping
+chunks that exist.
+
+Training: random crops with wedge-preserving flips (x, y, z), AdamW, cosine learning rate,
+checkpoints each epoch (resume), validation loss and normalized error per epoch in
+``log.jsonl``, bf16 autocast on CUDA, and DistributedDataParallel when started by torchrun
+(the same code path; gloo on CPU, NCCL on GPUs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .errors import AETInputError, Reporter
+
+__all__ = ["TrainingConfig", "make_pair", "generate_dataset", "train", "load_config"]
+
+
+@dataclass
+class TrainingConfig:
+    # data
+    voxels: int = 96
+    pixel_size: float = 0.357
+    n_train: int = 512
+    n_val: int = 32
+    chunk_size: int = 16
+    size_range: tuple = (1.2, 2.6)  # nm
+    shapes: tuple = ("wulff", "octahedron", "spheres", "sphere")
+    amorphous_fraction: float = 0.2
+    offsite_range: tuple = (0.0, 0.03)
+    tilt_range: tuple = (50.0, 75.0)  # ± degrees
+    projections_range: tuple = (11, 31)
+    dose_range: tuple = (2e4, 3e5)  # e/Å² per projection
+    b_range: tuple = (3.0, 8.0)  # Å²
+    angle_error: float = 0.3  # degrees, max
+    recon_iterations: int = 100
+    # model and optimisation
+    unet: dict = field(default_factory=lambda: {"depth": 3, "base_width": 12, "norm": "batch", "activation": "silu"})
+    crop: int = 64
+    batch_size: int = 4
+    epochs: int = 20
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_minutes: Optional[float] = None  # train for this wall time instead (learning rate annealed over it)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path) -> TrainingConfig:
+    """A training config from JSON (any subset of the fields)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AETInputError(f"cannot read training config {path} ({exc}); give a JSON file of TrainingConfig fields")
+    names = {f.name for f in dataclasses.fields(TrainingConfig)}
+    unknown = set(raw) - names
+    if unknown:
+        raise AETInputError(f"training config {path} has unknown fields: {', '.join(sorted(unknown))}")
+    return TrainingConfig(**raw)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _amorphous(radius: float, rng, min_dist: float = 2.4, density: float = 0.062) -> np.ndarray:
+    """Random close-packed 'atoms' in a sphere (no lattice), about Pt's density."""
+    from scipy.spatial import cKDTree
+
+    n_try = int(4 / 3 * math.pi * radius**3 * density * 3)
+    pts = rng.uniform(-radius, radius, (n_try, 3))
+    pts = pts[np.linalg.norm(pts, axis=1) <= radius]
+    keep = np.ones(len(pts), bool)
+    for i, j in cKDTree(pts).query_pairs(min_dist, output_type="ndarray"):
+        if keep[i] and keep[j]:
+            keep[j] = False
+    return pts[keep]
+
+
+def make_pair(cfg: TrainingConfig, seed: int, device="cpu"):
+    """One (input, target) pair, both normalized by the input's scale, shape voxels³."""
+    from . import geometry
+    from .reconstruct import reconstruct
+    from .simulate import SimulationConfig, add_poisson_noise, atom_weights, ideal_tomogram, make_particle, project_atoms
+
+    rng = np.random.default_rng(seed)
+    n, p = cfg.voxels, cfg.pixel_size
+    b = rng.uniform(*cfg.b_range)
+    size = rng.uniform(*cfg.size_range)
+    if rng.random() < cfg.amorphous_fraction:
+        pos = _amorphous(size * 5, rng) @ geometry.random_rotation(rng).T
+    else:
+        sc = SimulationConfig(shape=str(rng.choice(cfg.shapes)), size=size, b_factor=b, pixel_size=p, n_voxels=n,
+                              offsite_fraction=rng.uniform(*cfg.offsite_range), seed=int(rng.integers(1 << 31)),
+                              vacancy_fraction=rng.uniform(0, 0.1))
+        pos = make_particle(sc, rng).positions
+    w = atom_weights(["Pt"] * len(pos))
+    ideal = ideal_tomogram(pos, w, (n, n, n), p, b)
+    half = rng.uniform(*cfg.tilt_range)
+    n_proj = int(rng.integers(cfg.projections_range[0], cfg.projections_range[1] + 1))
+    nominal = np.linspace(-half, half, n_proj)
+    true = nominal + rng.uniform(-cfg.angle_error, cfg.angle_error, n_proj)
+    tilts = project_atoms(pos, w, true, (n, n), p, b)
+    tilts = add_poisson_noise(tilts, rng.uniform(*cfg.dose_range), 0.02, rng)
+    rec = reconstruct(tilts, nominal, p, iterations=cfg.recon_iterations, device=device, check_memory=False).volume
+    from .enhance import intensity_scale
+
+    s = intensity_scale(rec)
+    return rec / s, ideal / s
+
+
+def _chunk_path(root: Path, split: str, k: int) -> Path:
+    return root / f"{split}_{k:05d}.npz"
+
+
+def _write_chunk(args):
+    cfg_dict, root, split, k, first_seed, count = args
+    cfg = TrainingConfig(**cfg_dict)
+    path = _chunk_path(Path(root), split, k)
+    if path.exists():
+        return str(path), False
+    import torch
+
+    torch.set_num_threads(1)
+    xs, ys = zip(*(make_pair(cfg, first_seed + i) for i in range(count)))
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, inputs=np.stack(xs).astype(np.float16), targets=np.stack(ys).astype(np.float16))
+    return str(path), True
+
+
+def generate_dataset(cfg: TrainingConfig, out_dir, workers: int = 1, progress=None, cancel=None) -> dict:
+    """Write the training and validation pairs in chunks (resumable); returns a summary."""
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for split, total, base in (("train", cfg.n_train, 0), ("val", cfg.n_val, 10_000_000)):
+        for k in range(math.ceil(total / cfg.chunk_size)):
+            count = min(cfg.chunk_size, total - k * cfg.chunk_size)
+            jobs.append((cfg.to_dict(), str(root), split, k, cfg.seed * 100_000_000 + base + k * cfg.chunk_size, count))
+    (root / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    rep = Reporter(len(jobs), progress, cancel)
+    t0 = time.perf_counter()
+    made = 0
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _, new in pool.imap_unordered(_write_chunk, jobs):
+                made += new
+                rep.step("chunk")
+    else:
+        for job in jobs:
+            made += _write_chunk(job)[1]
+            rep.step("chunk")
+    return {"chunks": len(jobs), "new_chunks": made, "seconds": time.perf_counter() - t0}
+
+
+def _load_split(root: Path, split: str):
+    files = sorted(root.glob(f"{split}_*.npz"))
+    if not files:
+        raise AETInputError(f"no {split} chunks in {root}; run 'napari-aet generate-data' first")
+    xs, ys = [], []
+    for f in files:
+        with np.load(f) as d:
+            xs.append(d["inputs"])
+            ys.append(d["targets"])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+# ------------------------------------------------------------------------ training
+
+
+def _crops(x, y, crop: int, batch: int, rng):
+    n, s = x.shape[0], x.shape[1]
+    idx = rng.integers(0, n, batch)
+    out_x = np.empty((batch, 1, crop, crop, crop), np.float32)
+    out_y = np.empty_like(out_x)
+    for b, i in enumerate(idx):
+        o = [rng.integers(0, s - crop + 1) for _ in range(3)]
+        sl = (i, slice(o[0], o[0] + crop), slice(o[1], o[1] + crop), slice(o[2], o[2] + crop))
+        cx, cy = x[sl].astype(np.float32), y[sl].astype(np.float32)
+        for ax in range(3):  # flips map the missing wedge (tilt about y) onto itself
+            if rng.random() < 0.5:
+                cx, cy = np.flip(cx, ax), np.flip(cy, ax)
+        out_x[b, 0], out_y[b, 0] = cx, cy
+    return out_x, out_y
+
+
+def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, cancel=None, log=None) -> dict:
+    """Train the U-Net on the cached pairs; checkpoints and resumes in ``run_dir``."""
+    import torch
+    import torch.distributed as dist
+
+    from .enhance import save_weights
+    from .projector import resolve_device
+    from .unet import UNet3D, UNetConfig
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    dev = resolve_device(device)
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    torch.manual_seed(cfg.seed + rank)
+    rng = np.random.default_rng(cfg.seed * 1000 + rank)
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    xtr, ytr = _load_split(data_dir, "train")
+    xva, yva = _load_split(data_dir, "val")
+    if xtr.shape[1] < cfg.crop:
+        raise AETInputError(f"crop {cfg.crop} is larger than the training volumes ({xtr.shape[1]}); lower 'crop'")
+    model = UNet3D(UNetConfig(**cfg.unet)).to(dev)
+    if cfg.crop % model.multiple:
+        raise AETInputError(f"crop {cfg.crop} must be a multiple of {model.multiple} for depth {model.config.depth}")
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(xtr) // (cfg.batch_size * world))
+    total_steps = cfg.epochs * steps_per_epoch
+    ckpt = run_dir / "checkpoint.pt"
+    start_epoch, step = 0, 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        rng = np.random.default_rng(cfg.seed * 1000 + rank + 7919 * start_epoch)
+    use_amp = dev.type == "cuda"
+
+    def lr_at(frac: float) -> float:
+        # 5% warm-up, then cosine to zero over the run (by steps, or by wall time if max_minutes)
+        frac = min(max(frac, 0.0), 1.0)
+        return cfg.lr * (frac / 0.05 if frac < 0.05 else 0.5 * (1 + math.cos(math.pi * (frac - 0.05) / 0.95)))
+
+    rep = Reporter((cfg.epochs - start_epoch) * steps_per_epoch, progress if rank == 0 else None, cancel)
+    t0 = time.perf_counter()
+    history = []
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        losses = []
+        for _ in range(steps_per_epoch):
+            bx, by = _crops(xtr, ytr, cfg.crop, cfg.batch_size, rng)
+            bx, by = torch.from_numpy(bx).to(dev), torch.from_numpy(by).to(dev)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = torch.nn.functional.mse_loss(net(bx).float(), by)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"training loss became {float(loss)} at epoch {epoch + 1}; lower lr")
+            frac = (time.perf_counter() - t0) / (60 * cfg.max_minutes) if cfg.max_minutes else step / total_steps
+            for group in opt.param_groups:
+                group["lr"] = lr_at(frac)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            rep.step(f"epoch {epoch + 1} loss {losses[-1]:.4g}")
+        val = _validate(model, xva, yva, dev, use_amp)
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **val,
+                 "seconds": time.perf_counter() - t0, "lr": opt.param_groups[0]["lr"]}
+        history.append(entry)
+        if rank == 0:
+            with open(run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            tmp = run_dir / "checkpoint.pt.tmp"
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step}, tmp)
+            os.replace(tmp, ckpt)
+            if log:
+                log(entry)
+        if cfg.max_minutes and (time.perf_counter() - t0) / 60 >= cfg.max_minutes:
+            break
+    result = {"epochs_done": epoch + 1, "history": history, "seconds": time.perf_counter() - t0,
+              "n_parameters": model.n_parameters(), "device": str(dev), "world_size": world}
+    if rank == 0:
+        fill = [float((xtr[i].astype(np.float32) > 0.1).mean()) for i in range(min(len(xtr), 64))]
+        meta = {"training_pixel_size": cfg.pixel_size, "training_fill_fraction": [min(fill), max(fill)],
+                "config": cfg.to_dict(), "validation": history[-1] if history else None}
+        digest = save_weights(run_dir / "weights.pt", model, meta)
+        result["sha256"] = digest
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
+    return result
+
+
+def _validate(model, xva, yva, dev, use_amp) -> dict:
+    import torch
+
+    model.eval()
+    mse, err_in, err_out = [], [], []
+    with torch.no_grad():
+        for i in range(len(xva)):
+            x = torch.from_numpy(xva[i].astype(np.float32))[None, None].to(dev)
+            y = yva[i].astype(np.float32)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                p = model(x).float()[0, 0].cpu().numpy()
+            mse.append(float(((p - y) ** 2).mean()))
+            nrm = max(float(np.linalg.norm(y)), 1e-12)
+            err_in.append(float(np.linalg.norm(xva[i].astype(np.float32) - y)) / nrm)
+            err_out.append(float(np.linalg.norm(p - y)) / nrm)
+    return {"val_loss": float(np.mean(mse)), "val_error_input": float(np.mean(err_in)),
+            "val_error_output": float(np.mean(err_out))}
