@@ -60,6 +60,10 @@ PT_SURFACE_ENERGIES = {"111": 1.0, "100": 1.19, "110": 1.23}
 
 SHAPES = ("wulff", "octahedron", "spheres", "sphere")
 
+# Room-temperature lattice constants (Å) of common f.c.c. metals; others from ASE's data.
+FCC_LATTICE_CONSTANTS = {"Pt": 3.924, "Au": 4.078, "Pd": 3.891, "Ag": 4.086, "Cu": 3.615, "Ni": 3.524,
+                         "Al": 4.050, "Ir": 3.839, "Rh": 3.803}
+
 
 @dataclass
 class SimulationConfig:
@@ -183,6 +187,8 @@ def _lattice_constant(element: str, given: Optional[float]) -> float:
 
     if element not in atomic_numbers:
         raise AETInputError(f"unknown element {element!r}; give a chemical symbol such as Pt, Au, Pd")
+    if element in FCC_LATTICE_CONSTANTS:
+        return FCC_LATTICE_CONSTANTS[element]
     state = reference_states[atomic_numbers[element]]
     if not state or state.get("symmetry") != "fcc":
         raise AETInputError(f"{element} is not fcc in ASE's reference data; give --lattice-constant for an fcc {element}")

@@ -1,0 +1,59 @@
+"""Crystal analysis (issue 6, in progress): lattice fit, site assignment, displacement, strain."""
+
+import numpy as np
+import pytest
+
+from napari_aet.core.errors import AETInputError
+from napari_aet.core.lattice import assign_sites, coordination, displacements, fit_fcc_lattice, strain_tensor
+from napari_aet.core.simulate import SimulationConfig, make_particle
+
+
+@pytest.mark.parametrize("seed", [61, 62, 63])
+def test_lattice_constant_orientation_and_offsite_flags(seed):
+    p = make_particle(SimulationConfig(size=4.0, offsite_fraction=0.03, seed=seed, n_voxels=200))
+    pos = p.positions + np.random.default_rng(seed).normal(scale=0.15 / np.sqrt(3), size=p.positions.shape)
+    lat = fit_fcc_lattice(pos)
+    assert abs(lat.lattice_constant / 3.924 - 1) < 0.002
+    # the fitted crystal axes are the true ones up to the cubic symmetry
+    m = np.abs(lat.rotation.T @ p.rotation)
+    assert np.allclose(np.sort(m.max(axis=1)), 1, atol=0.01)
+    _, ok = assign_sites(pos, lat)
+    off = ~p.on_site
+    assert (~ok[off]).mean() >= 0.95  # off-site atoms flagged
+    assert (~ok[~off]).mean() <= 0.01  # few false flags
+
+
+def test_strain_of_a_known_field_without_noise():
+    p = make_particle(SimulationConfig(size=4.0, strain=0.01, seed=64, n_voxels=200))
+    lat = fit_fcc_lattice(p.positions)
+    site, ok = assign_sites(p.positions, lat)
+    u = displacements(p.positions, site, ok, lat)
+    eps = strain_tensor(site, u, lat)
+    interior = ok & (coordination(p.positions, lat.lattice_constant) >= 12)
+    # the fitted lattice absorbs the mean dilation: compare the volumetric strain's variation
+    tv, ev = p.strain[interior, :3].sum(1), eps[interior, :3].sum(1)
+    assert np.corrcoef(tv, ev)[0, 1] > 0.99
+    d = (tv - tv.mean()) - (ev - ev.mean())
+    assert np.sqrt((d**2).mean()) < 0.002
+
+
+@pytest.mark.parametrize("scale, match", [(1 / 0.357, "voxels"), (1.0, None)])
+def test_voxel_coordinates_are_refused(scale, match):
+    p = make_particle(SimulationConfig(size=2.0, seed=65))
+    if match:
+        with pytest.raises(AETInputError, match=match):
+            fit_fcc_lattice(p.positions * scale)
+    else:
+        assert fit_fcc_lattice(p.positions).lattice_constant == pytest.approx(3.924, rel=1e-3)
+
+
+def test_bad_atoms():
+    p = make_particle(SimulationConfig(size=2.0, seed=66))
+    with pytest.raises(AETInputError, match="too few"):
+        fit_fcc_lattice(p.positions[:5])
+    with pytest.raises(AETInputError, match="duplicates"):
+        fit_fcc_lattice(np.vstack([p.positions, p.positions[:3]]))
+    bad = p.positions.copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(AETInputError, match="NaN"):
+        fit_fcc_lattice(bad)
