@@ -57,3 +57,55 @@ def test_bad_atoms():
     bad[4, 1] = np.nan
     with pytest.raises(AETInputError, match="NaN"):
         fit_fcc_lattice(bad)
+
+
+@pytest.mark.parametrize("seed, shape", [(67, "wulff"), (68, "octahedron")])
+def test_facet_families_of_faceted_particles(seed, shape):
+    import pandas as pd
+
+    from napari_aet.core.analysis import analyze_atoms
+    from napari_aet.core.simulate import particle_table
+
+    cfg = SimulationConfig(size=3.5, shape=shape, seed=seed)
+    p = make_particle(cfg)
+    truth = particle_table(p, cfg)
+    noisy = truth[["x", "y", "z"]] + np.random.default_rng(seed).normal(scale=0.15 / np.sqrt(3), size=(len(truth), 3))
+    out, summary = analyze_atoms(pd.DataFrame(noisy, columns=["x", "y", "z"]))
+    for fam in ("100", "111"):
+        sel = truth["facet"].to_numpy() == fam
+        if sel.sum() >= 8:
+            assert (out["facet"].to_numpy()[sel] == fam).mean() >= 0.95, fam
+    assert summary["share_assigned"] > 0.99
+    assert summary["facet_statistics"]["111"]["n_atoms"] > 50
+    assert np.array(summary["crystal_rotation"]).shape == (3, 3)
+
+
+def test_decahedron_is_not_all_fcc():
+    import pandas as pd
+    from ase.cluster import Decahedron
+
+    from napari_aet.core.analysis import analyze_atoms
+
+    d = Decahedron("Pt", p=6, q=2, r=1, latticeconstant=3.924)
+    out, summary = analyze_atoms(pd.DataFrame(d.positions, columns=["x", "y", "z"]))
+    assert 0.1 < summary["share_assigned"] < 0.6  # one of the five twinned segments fits one lattice
+    assert len(out) == len(d)
+
+
+def test_cli_analyze(tmp_path, capsys):
+    from napari_aet.cli import main
+    from napari_aet.core import io
+
+    assert main(["simulate", str(tmp_path / "s"), "--size", "2.5", "--dose", "0", "--offsite-fraction", "0.02"]) == 0
+    assert main(["analyze", str(tmp_path / "s" / "truth.csv"), "--support-normal", "0", "0", "-1",
+                 "-o", str(tmp_path / "a.csv")]) == 0
+    table, meta = io.read_atoms(tmp_path / "a.csv")
+    truth, _ = io.read_atoms(tmp_path / "s" / "truth.csv")
+    assert (table["fcc"] == truth["fcc"]).mean() > 0.99
+    assert meta["lattice"]["lattice_constant"] == pytest.approx(3.924, rel=2e-3)
+    assert meta["facet_statistics"]["support"]["n_atoms"] > 0 and len(meta["layers"]) >= 5
+    assert {"ux", "exx", "layer", "facet"} <= set(table.columns)
+    io.write_volume(tmp_path / "v.mrc", np.ones((4, 4, 4)), 0.357)
+    (tmp_path / "few.csv").write_text("x,y,z\n0,0,0\n1,1,1\n")
+    assert main(["analyze", str(tmp_path / "few.csv"), "-o", str(tmp_path / "b.csv")]) == 2
+    assert "too few" in capsys.readouterr().err

@@ -303,6 +303,29 @@ def cmd_trace(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- analyze
+
+
+def cmd_analyze(args) -> int:
+    from .core import io
+    from .core.analysis import analyze_atoms
+
+    _check_output_file(args.output, args.overwrite, suffixes=(".csv",))
+    table, _ = io.read_atoms(args.atoms)
+    df, summary = analyze_atoms(table, lattice_constant=args.lattice_constant, tolerance=args.tolerance,
+                                sigma=args.sigma, layer_axis=args.layer_axis,
+                                strain_excludes_surface=args.strain_excludes_surface,
+                                support_normal=args.support_normal, progress=progress_bar("analyze"))
+    summary["atoms"] = str(args.atoms)
+    io.write_atoms(args.output, df, metadata=summary)
+    lat = summary["lattice"]
+    st = summary["facet_statistics"]
+    _info(f"a = {lat['lattice_constant']:.4f} Å, {summary['share_assigned']:.1%} of {summary['n_atoms']} atoms on fcc sites, "
+          f"{summary['n_surface']} surface atoms ({st['100']['n_atoms']} on {{100}}, {st['111']['n_atoms']} on {{111}}) "
+          f"in {summary['seconds']:.1f} s -> {args.output}")
+    return 0
+
+
 # ---------------------------------------------------------- network: data, train, enhance
 
 
@@ -488,6 +511,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="ATOMS.csv", help="atoms table")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("analyze", help="fcc lattice, sites, surface, facets, displacement, strain, layers",
+                       description="Fit the fcc lattice to the atoms and fill the contract's analysis columns; "
+                       "writes ANALYSIS.csv and ANALYSIS.json (lattice, facet statistics, layers, settings).")
+    p.add_argument("atoms", type=Path, metavar="ATOMS.csv", help="atoms table (x, y, z in Å; rows with atom = 0 are kept but not analysed)")
+    p.add_argument("--lattice-constant", type=float, default=None, metavar="Å", help="fix the lattice constant (default: fitted)")
+    p.add_argument("--tolerance", type=float, default=0.7, metavar="Å", help="max distance to an fcc site (default 0.7)")
+    p.add_argument("--sigma", type=float, default=None, metavar="Å", help="strain smoothing width (default: one lattice constant)")
+    p.add_argument("--layer-axis", default="001", help="crystal axis of the one-unit-cell layers (default 001)")
+    p.add_argument("--strain-excludes-surface", action="store_true", help="fit strain from interior atoms only")
+    p.add_argument("--support-normal", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="direction (sample frame) from the particle to its support, for support statistics")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="ANALYSIS.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("generate-data", help="simulate training pairs for the U-Net (resumable, parallel)",
                        description="Write (reconstruction, ideal tomogram) pairs in chunks to DATA_DIR; existing chunks are kept.")

@@ -25,7 +25,15 @@ import numpy as np
 
 from .errors import AETInputError
 
-__all__ = ["Lattice", "fit_fcc_lattice", "assign_sites", "displacements", "strain_tensor", "coordination"]
+__all__ = ["Lattice", "fit_fcc_lattice", "assign_sites", "displacements", "strain_tensor", "coordination",
+           "FACET_FAMILIES", "facets", "facet_labels"]
+
+# Miller families and their interplanar spacing (in lattice constants) for f.c.c.
+FACET_FAMILIES = {
+    "100": (np.array([1, 0, 0]), 0.5),
+    "111": (np.array([1, 1, 1]), 1 / math.sqrt(3)),
+    "110": (np.array([1, 1, 0]), 1 / (2 * math.sqrt(2))),
+}
 
 NN_110 = np.array([[1, 1, 0], [1, -1, 0], [-1, 1, 0], [-1, -1, 0], [1, 0, 1], [1, 0, -1], [-1, 0, 1], [-1, 0, -1],
                    [0, 1, 1], [0, 1, -1], [0, -1, 1], [0, -1, -1]], float) / 2.0
@@ -250,3 +258,54 @@ def coordination(pos: np.ndarray, lattice_constant: float, factor: float = 1.2) 
 
     tree = cKDTree(pos)
     return tree.query_ball_point(pos, lattice_constant / math.sqrt(2) * factor, return_length=True) - 1
+
+
+def family_normals(family: str) -> np.ndarray:
+    """Unit normals of a Miller family ({100}: 6, {111}: 8, {110}: 12), crystal frame."""
+    from itertools import permutations, product
+
+    hkl, _ = FACET_FAMILIES[family]
+    out = set()
+    for perm in set(permutations(hkl)):
+        for signs in product((1, -1), repeat=3):
+            v = tuple(int(s * c) for s, c in zip(signs, perm))
+            if any(v):
+                out.add(v)
+    arr = np.array(sorted(out), dtype=float)
+    return arr / np.linalg.norm(arr, axis=1, keepdims=True)
+
+
+def facets(sites: np.ndarray, surface: np.ndarray, a: float, min_atoms: int = 4):
+    """Facet of each surface atom from its (ideal-site) crystal-frame position in Å.
+
+    An atom is on the facet of normal n when it lies in the outermost atomic plane along n
+    (within half the interplanar spacing), the plane holding at least ``min_atoms`` surface
+    atoms. Atoms on the planes of two or more normals (edges, corners) or of none get no
+    facet. Returns (family '100'/'111'/'110'/'' per atom, facet id (-1 none), normals (k, 3)
+    of the facets by id, in the crystal frame).
+    """
+    n = len(sites)
+    hits = np.zeros(n, dtype=int)
+    label = np.full(n, "", dtype=object)
+    fid = np.full(n, -1, dtype=int)
+    normals = []
+    for fam, (_, spacing) in FACET_FAMILIES.items():
+        d = spacing * a
+        for normal in family_normals(fam):
+            h = sites @ normal
+            on = surface & (h > h[surface].max() - 0.5 * d) if surface.any() else surface
+            if on.sum() < min_atoms:
+                continue
+            hits[on] += 1
+            label[on] = fam
+            fid[on] = len(normals)
+            normals.append(normal)
+    single = hits == 1
+    label[~single] = ""
+    fid[~single] = -1
+    return label.astype(str), fid, np.array(normals).reshape(-1, 3)
+
+
+def facet_labels(sites: np.ndarray, surface: np.ndarray, a: float, min_atoms: int = 4) -> np.ndarray:
+    """Miller family of each surface atom's facet ('' for edges, corners and none)."""
+    return facets(sites, surface, a, min_atoms)[0]

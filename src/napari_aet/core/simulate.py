@@ -29,6 +29,7 @@ from scipy.special import erf
 from . import geometry
 from .errors import AETInputError, Reporter
 from .io import TiltSeries, Volume, check_pixel_size
+from .lattice import FACET_FAMILIES, facet_labels
 
 __all__ = [
     "SimulationConfig",
@@ -47,13 +48,6 @@ __all__ = [
 ]
 
 Z_REFERENCE = 78  # Pt: one Pt atom has unit intensity
-
-# Miller families and their interplanar spacing (in lattice constants) for f.c.c.
-FACET_FAMILIES = {
-    "100": (np.array([1, 0, 0]), 0.5),
-    "111": (np.array([1, 1, 1]), 1 / math.sqrt(3)),
-    "110": (np.array([1, 1, 0]), 1 / (2 * math.sqrt(2))),
-}
 
 # Relative surface energies of Pt (DFT, Vitos et al. 1998: 2.299, 2.734, 2.819 J/m²).
 PT_SURFACE_ENERGIES = {"111": 1.0, "100": 1.19, "110": 1.23}
@@ -195,20 +189,6 @@ def _lattice_constant(element: str, given: Optional[float]) -> float:
     return float(state["a"])
 
 
-def _family_normals(family: str) -> np.ndarray:
-    hkl, _ = FACET_FAMILIES[family]
-    from itertools import permutations, product
-
-    out = set()
-    for perm in set(permutations(hkl)):
-        for signs in product((1, -1), repeat=3):
-            v = tuple(int(s * c) for s, c in zip(signs, perm))
-            if any(v):
-                out.add(v)
-    arr = np.array(sorted(out), dtype=float)
-    return arr / np.linalg.norm(arr, axis=1, keepdims=True)
-
-
 def _fcc_sites(radius: float, a: float) -> np.ndarray:
     n = int(math.ceil(radius / a)) + 1
     r = np.arange(-n, n + 1)
@@ -287,29 +267,6 @@ def _coordination(sites: np.ndarray, a: float) -> np.ndarray:
     tree = cKDTree(sites)
     counts = tree.query_ball_point(sites, a / math.sqrt(2) * 1.15, return_length=True)
     return np.asarray(counts) - 1
-
-
-def facet_labels(sites: np.ndarray, surface: np.ndarray, a: float, min_atoms: int = 4) -> np.ndarray:
-    """Miller family of each surface atom's facet, from ideal sites (crystal frame, Å).
-
-    An atom is on the facet of normal n when it lies in the outermost atomic plane along n
-    (within half the interplanar spacing), the plane holding at least ``min_atoms`` atoms.
-    Atoms on planes of two or more normals (edges, corners) and atoms on none get ''.
-    """
-    n = len(sites)
-    hits = np.zeros(n, dtype=int)
-    label = np.full(n, "", dtype=object)
-    for fam, (_, spacing) in FACET_FAMILIES.items():
-        d = spacing * a
-        for normal in _family_normals(fam):
-            h = sites @ normal
-            on = surface & (h > h.max() - 0.5 * d)
-            if on.sum() < min_atoms:
-                continue
-            hits[on] += 1
-            label[on] = fam
-    label[hits != 1] = ""
-    return label.astype(str)
 
 
 def _smooth_field(r: np.ndarray, amplitude: float, radius: float, rng: np.random.Generator):

@@ -1,0 +1,142 @@
+"""The whole crystal analysis of an atoms table: lattice, sites, surface, facets, strain, layers.
+
+Fills the contract's columns ``fcc, surface, facet, layer, ux, uy, uz, exx ... eyz`` (crystal
+frame, plain fractions) and returns a summary: the lattice (constant, rotation, origin), the
+share of atoms assigned to sites, facet statistics ({100} and {111}: mean and spread of each
+strain component and of the strain normal to the facet; near a support plane when given) and
+per-layer means of displacement and strain.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import AETInputError, Reporter
+from .lattice import (
+    assign_sites, coordination, displacements, facets, fit_fcc_lattice, strain_tensor,
+)
+
+__all__ = ["analyze_atoms", "LAYER_AXES"]
+
+LAYER_AXES = {"100": (1, 0, 0), "010": (0, 1, 0), "001": (0, 0, 1), "110": (1, 1, 0), "111": (1, 1, 1)}
+STRAIN = ["exx", "eyy", "ezz", "exy", "exz", "eyz"]
+
+
+def _normal_strain(eps6: np.ndarray, n: np.ndarray) -> np.ndarray:
+    e = np.zeros((len(eps6), 3, 3))
+    e[:, 0, 0], e[:, 1, 1], e[:, 2, 2] = eps6[:, 0], eps6[:, 1], eps6[:, 2]
+    e[:, 0, 1] = e[:, 1, 0] = eps6[:, 3]
+    e[:, 0, 2] = e[:, 2, 0] = eps6[:, 4]
+    e[:, 1, 2] = e[:, 2, 1] = eps6[:, 5]
+    return np.einsum("ni,nij,nj->n", n, e, n)
+
+
+def _stats(values: np.ndarray) -> dict:
+    v = values[np.isfinite(values)]
+    return {"n": int(len(v)), "mean": float(v.mean()) if len(v) else None, "std": float(v.std()) if len(v) else None}
+
+
+def analyze_atoms(
+    table,
+    lattice_constant: Optional[float] = None,
+    tolerance: float = 0.7,
+    sigma: Optional[float] = None,
+    layer_axis: str = "001",
+    surface_coordination: int = 12,
+    strain_excludes_surface: bool = False,
+    support_normal: Optional[Sequence[float]] = None,
+    progress=None,
+    cancel=None,
+):
+    """Analyse atoms (a contract table, Å): returns (table with analysis columns, summary dict).
+
+    ``surface_coordination``: atoms with fewer f.c.c. nearest neighbours are surface atoms.
+    ``support_normal``: direction (sample frame) from the particle towards its support; the
+    atoms within one unit cell of the outermost plane that way are 'near the support'.
+    """
+    t0 = time.perf_counter()
+    if layer_axis not in LAYER_AXES:
+        raise AETInputError(f"layer axis {layer_axis!r} unknown; use one of {', '.join(LAYER_AXES)}")
+    rep = Reporter(5, progress, cancel)
+    df = table.copy().reset_index(drop=True)
+    is_atom = (df["atom"].to_numpy() == 1) if "atom" in df else np.ones(len(df), bool)
+    pos_all = df[["x", "y", "z"]].to_numpy(float)
+    pos = pos_all[is_atom]
+    lat = fit_fcc_lattice(pos, lattice_constant=lattice_constant, tolerance=tolerance)
+    rep.step("lattice")
+    site, ok = assign_sites(pos, lat, tolerance)
+    u = displacements(pos, site, ok, lat)
+    cn = coordination(pos, lat.lattice_constant)
+    surface = cn < surface_coordination
+    rep.step("sites and surface")
+    # facets from each atom's crystal-frame position (its site when assigned)
+    crystal = np.where(ok[:, None], site, lat.to_crystal(pos)) * lat.lattice_constant
+    fam, fid, normals = facets(crystal, surface, lat.lattice_constant)
+    rep.step("facets")
+    eps = strain_tensor(site, u, lat, sigma=sigma, use=(~surface if strain_excludes_surface else None))
+    rep.step("strain")
+    axis = np.array(LAYER_AXES[layer_axis], float)
+    axis /= np.linalg.norm(axis)
+    h = crystal @ axis
+    layer = np.floor((h - h.min()) / lat.lattice_constant + 1e-6).astype(int)
+
+    n = len(df)
+    col = lambda fill, dtype=float: np.full(n, fill, dtype=dtype)  # noqa: E731
+    fcc, surf, facet, lay, fid_all = col(0, int), col(0, int), col("", object), col(-1, int), col(-1, int)
+    uu, ee = np.full((n, 3), np.nan), np.full((n, 6), np.nan)
+    idx = np.flatnonzero(is_atom)
+    fcc[idx], surf[idx], facet[idx], lay[idx], fid_all[idx] = ok.astype(int), surface.astype(int), fam, layer, fid
+    uu[idx], ee[idx] = u, eps
+    df["fcc"], df["surface"], df["facet"] = fcc, surf, facet.astype(str)
+    import pandas as pd
+
+    df["layer"] = pd.array(np.where(lay >= 0, lay, 0), dtype="Int64")
+    df.loc[lay < 0, "layer"] = pd.NA
+    for k, c in enumerate(("ux", "uy", "uz")):
+        df[c] = uu[:, k]
+    for k, c in enumerate(STRAIN):
+        df[c] = ee[:, k]
+    df["facet_id"] = fid_all
+
+    # facet statistics
+    stats = {}
+    for family in ("100", "111"):
+        sel = fam == family
+        entry = {c: _stats(eps[sel, k]) for k, c in enumerate(STRAIN)}
+        nvec = normals[fid[sel]] if sel.any() else np.zeros((0, 3))
+        entry["normal_strain"] = _stats(_normal_strain(eps[sel], nvec)) if sel.any() else _stats(np.array([]))
+        entry["n_atoms"] = int(sel.sum())
+        entry["n_facets"] = int(len(np.unique(fid[sel]))) if sel.any() else 0
+        stats[family] = entry
+    if support_normal is not None:
+        nrm = np.asarray(support_normal, float)
+        nrm /= np.linalg.norm(nrm)
+        hs = pos @ nrm
+        near = hs > hs.max() - lat.lattice_constant
+        stats["support"] = {"normal": nrm.tolist(), "n_atoms": int(near.sum()),
+                            **{c: _stats(eps[near, k]) for k, c in enumerate(STRAIN)},
+                            "volumetric": _stats(eps[near, :3].sum(1))}
+    layers = []
+    for L in range(layer.max() + 1 if len(layer) else 0):
+        sel = (layer == L) & ok
+        layers.append({"layer": L, "n_atoms": int((layer == L).sum()), "n_assigned": int(sel.sum()),
+                       "mean_displacement": np.nanmean(u[sel], 0).tolist() if sel.any() else None,
+                       "mean_strain": np.nanmean(eps[sel], 0).tolist() if sel.any() and np.isfinite(eps[sel]).any() else None})
+    rep.step("statistics")
+    summary = {
+        "lattice": lat.as_dict(),
+        "n_atoms": int(is_atom.sum()), "n_assigned": int(ok.sum()), "share_assigned": float(ok.mean()),
+        "n_surface": int(surface.sum()),
+        "facet_normals_crystal": normals.tolist(),
+        "facet_statistics": stats, "layers": layers,
+        "settings": {"lattice_constant": lattice_constant, "tolerance": tolerance,
+                     "sigma": sigma or lat.lattice_constant, "layer_axis": layer_axis,
+                     "surface_coordination": surface_coordination, "strain_excludes_surface": strain_excludes_surface,
+                     "support_normal": None if support_normal is None else list(support_normal)},
+        "seconds": time.perf_counter() - t0,
+        "crystal_rotation": lat.rotation.tolist(),
+    }
+    return df, summary
