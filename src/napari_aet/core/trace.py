@@ -31,7 +31,6 @@ __all__ = [
     "subvoxel_positions",
     "integrated_intensity",
     "kmeans_1d",
-    "two_class_threshold",
     "local_maxima",
 ]
 
@@ -157,12 +156,6 @@ def kmeans_1d(values: np.ndarray, n_classes: int, iterations: int = 100) -> tupl
     rank = np.empty_like(order)
     rank[order] = np.arange(n_classes)
     return rank[labels], centres[order]
-
-
-def two_class_threshold(values: np.ndarray) -> float:
-    """Threshold between the two 1D k-means classes of ``values``."""
-    labels, centres = kmeans_1d(values, 2)
-    return float(centres.mean())
 
 
 def trace_atoms(
