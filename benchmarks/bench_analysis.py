@@ -23,7 +23,9 @@ import pandas as pd
 from ase.cluster import Decahedron
 
 from napari_aet.core.analysis import analyze_atoms
-from napari_aet.core.lattice import assign_sites, coordination, displacements, fit_fcc_lattice, strain_tensor
+from napari_aet.core.lattice import (
+    assign_sites, coordination, displacements, fit_fcc_lattice, interior_atoms, strain_tensor,
+)
 from napari_aet.core.simulate import SimulationConfig, make_particle, particle_table
 
 
@@ -42,12 +44,14 @@ def main():
         lat = fit_fcc_lattice(pos)
         site, ok = assign_sites(pos, lat)
         u = displacements(pos, site, ok, lat)
-        interior = ok & (coordination(pos, lat.lattice_constant) >= 12)
-        for f in (1.0, 1.5):
+        surface = coordination(pos, lat.lattice_constant) < 12
+        groups = {"deep": ok & interior_atoms(pos, surface, lat.lattice_constant), "non-surface": ok & ~surface}
+        for f in (1.0, 1.25, 1.5):
             eps = strain_tensor(site, u, lat, sigma=f * lat.lattice_constant)
-            tv, ev = p.strain[interior, :3].sum(1), eps[interior, :3].sum(1)
-            d = (tv - tv.mean()) - (ev - ev.mean())
-            rows.setdefault(f"strain_sigma_{f}a", []).append((np.corrcoef(tv, ev)[0, 1], 100 * np.sqrt((d**2).mean())))
+            for name, inner in groups.items():
+                tv, ev = p.strain[inner, :3].sum(1), eps[inner, :3].sum(1)
+                d = (tv - tv.mean()) - (ev - ev.mean())
+                rows.setdefault(f"strain_{name}_sigma_{f}a", []).append((np.corrcoef(tv, ev)[0, 1], 100 * np.sqrt((d**2).mean())))
         q = make_particle(SimulationConfig(size=4.0, offsite_fraction=0.03, seed=seed, n_voxels=200))
         pos = noisy(q.positions, seed + 1)
         lat = fit_fcc_lattice(pos)
@@ -69,7 +73,8 @@ def main():
     analyze_atoms(pd.DataFrame(big.positions, columns=["x", "y", "z"]))
     speed = time.perf_counter() - t0
     for k, v in rows.items():
-        print(k, np.round(np.mean(np.array(v, float), 0), 4).tolist(), "min", np.round(np.min(np.array(v, float), 0), 4).tolist())
+        a = np.array(v, float)
+        print(k, "mean", np.round(a.mean(0), 4).tolist(), "min", np.round(a.min(0), 4).tolist(), "max", np.round(a.max(0), 4).tolist())
     print(json.dumps({"decahedron_atoms": len(d), "decahedron_share_assigned": m["share_assigned"],
                       "speed_atoms": len(big.positions), "speed_seconds": speed}))
 

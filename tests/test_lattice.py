@@ -98,14 +98,33 @@ def test_cli_analyze(tmp_path, capsys):
 
     assert main(["simulate", str(tmp_path / "s"), "--size", "2.5", "--dose", "0", "--offsite-fraction", "0.02"]) == 0
     assert main(["analyze", str(tmp_path / "s" / "truth.csv"), "--support-normal", "0", "0", "-1",
-                 "-o", str(tmp_path / "a.csv")]) == 0
+                 "--grid-spacing", "2.0", "-o", str(tmp_path / "a.csv")]) == 0
     table, meta = io.read_atoms(tmp_path / "a.csv")
     truth, _ = io.read_atoms(tmp_path / "s" / "truth.csv")
     assert (table["fcc"] == truth["fcc"]).mean() > 0.99
     assert meta["lattice"]["lattice_constant"] == pytest.approx(3.924, rel=2e-3)
     assert meta["facet_statistics"]["support"]["n_atoms"] > 0 and len(meta["layers"]) >= 5
-    assert {"ux", "exx", "layer", "facet"} <= set(table.columns)
+    assert {"ux", "exx", "layer", "facet", "facet_nx", "interior"} <= set(table.columns)
+    grid = np.load(tmp_path / meta["grid_file"])
+    assert grid["layer_strain_maps"].shape[0] == len(meta["layers"]) and grid["strain"].shape[-1] == 6
     io.write_volume(tmp_path / "v.mrc", np.ones((4, 4, 4)), 0.357)
     (tmp_path / "few.csv").write_text("x,y,z\n0,0,0\n1,1,1\n")
     assert main(["analyze", str(tmp_path / "few.csv"), "-o", str(tmp_path / "b.csv")]) == 2
     assert "too few" in capsys.readouterr().err
+
+
+def test_interior_volumetric_strain_with_15_pm_noise():
+    """The issue's figure: interior atoms (two or more layers deep), default sigma, 15 pm noise."""
+    from napari_aet.core.lattice import interior_atoms
+
+    for seed in (71, 72):
+        p = make_particle(SimulationConfig(size=4.0, strain=0.01, seed=seed, n_voxels=200))
+        pos = p.positions + np.random.default_rng(seed).normal(scale=0.15 / np.sqrt(3), size=p.positions.shape)
+        lat = fit_fcc_lattice(pos)
+        site, ok = assign_sites(pos, lat)
+        eps = strain_tensor(site, displacements(pos, site, ok, lat), lat)
+        inner = ok & interior_atoms(pos, coordination(pos, lat.lattice_constant) < 12, lat.lattice_constant)
+        tv, ev = p.strain[inner, :3].sum(1), eps[inner, :3].sum(1)
+        d = (tv - tv.mean()) - (ev - ev.mean())
+        assert np.corrcoef(tv, ev)[0, 1] >= 0.9
+        assert np.sqrt((d**2).mean()) <= 0.003

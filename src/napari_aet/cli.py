@@ -314,9 +314,18 @@ def cmd_analyze(args) -> int:
     table, _ = io.read_atoms(args.atoms)
     df, summary = analyze_atoms(table, lattice_constant=args.lattice_constant, tolerance=args.tolerance,
                                 sigma=args.sigma, layer_axis=args.layer_axis,
+                                surface_coordination=args.surface_coordination,
                                 strain_excludes_surface=args.strain_excludes_surface,
-                                support_normal=args.support_normal, progress=progress_bar("analyze"))
+                                support_normal=args.support_normal, grid_spacing=args.grid_spacing,
+                                progress=progress_bar("analyze"))
     summary["atoms"] = str(args.atoms)
+    grid = summary.pop("grid", None)
+    if grid is not None:
+        grid_path = args.output.with_name(args.output.stem + "_grid.npz")
+        with io.atomic_path(grid_path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **grid)
+        summary["grid_file"] = grid_path.name
     io.write_atoms(args.output, df, metadata=summary)
     lat = summary["lattice"]
     st = summary["facet_statistics"]
@@ -518,9 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("atoms", type=Path, metavar="ATOMS.csv", help="atoms table (x, y, z in Å; rows with atom = 0 are kept but not analysed)")
     p.add_argument("--lattice-constant", type=float, default=None, metavar="Å", help="fix the lattice constant (default: fitted)")
     p.add_argument("--tolerance", type=float, default=0.7, metavar="Å", help="max distance to an fcc site (default 0.7)")
-    p.add_argument("--sigma", type=float, default=None, metavar="Å", help="strain smoothing width (default: one lattice constant)")
+    p.add_argument("--sigma", type=float, default=None, metavar="Å", help="strain smoothing width (default: 1.25 lattice constants)")
     p.add_argument("--layer-axis", default="001", help="crystal axis of the one-unit-cell layers (default 001)")
     p.add_argument("--strain-excludes-surface", action="store_true", help="fit strain from interior atoms only")
+    p.add_argument("--surface-coordination", type=int, default=12, metavar="N",
+                   help="atoms with fewer fcc nearest neighbours are surface atoms (default 12)")
+    p.add_argument("--grid-spacing", type=float, default=None, metavar="Å",
+                   help="also write strain/displacement on a crystal-frame grid and per-layer maps (ANALYSIS_grid.npz)")
     p.add_argument("--support-normal", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="direction (sample frame) from the particle to its support, for support statistics")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="ANALYSIS.csv")

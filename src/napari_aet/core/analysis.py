@@ -1,7 +1,8 @@
 """The whole crystal analysis of an atoms table: lattice, sites, surface, facets, strain, layers.
 
 Fills the contract's columns ``fcc, surface, facet, layer, ux, uy, uz, exx ... eyz`` (crystal
-frame, plain fractions) and returns a summary: the lattice (constant, rotation, origin), the
+frame, plain fractions), adds ``facet_id``, the facet normal ``facet_nx, facet_ny, facet_nz``
+(crystal frame) and ``interior`` (two or more layers below the surface), and returns a summary: the lattice (constant, rotation, origin), the
 share of atoms assigned to sites, facet statistics ({100} and {111}: mean and spread of each
 strain component and of the strain normal to the facet; near a support plane when given) and
 per-layer means of displacement and strain.
@@ -16,7 +17,7 @@ import numpy as np
 
 from .errors import AETInputError, Reporter
 from .lattice import (
-    assign_sites, coordination, displacements, facets, fit_fcc_lattice, strain_tensor,
+    DEFAULT_SIGMA, assign_sites, coordination, displacements, facets, fit_fcc_lattice, interior_atoms, strain_on_grid, strain_tensor,
 )
 
 __all__ = ["analyze_atoms", "LAYER_AXES"]
@@ -48,6 +49,7 @@ def analyze_atoms(
     surface_coordination: int = 12,
     strain_excludes_surface: bool = False,
     support_normal: Optional[Sequence[float]] = None,
+    grid_spacing: Optional[float] = None,
     progress=None,
     cancel=None,
 ):
@@ -56,6 +58,9 @@ def analyze_atoms(
     ``surface_coordination``: atoms with fewer f.c.c. nearest neighbours are surface atoms.
     ``support_normal``: direction (sample frame) from the particle towards its support; the
     atoms within one unit cell of the outermost plane that way are 'near the support'.
+    ``grid_spacing`` (Å): also sample strain and displacement on a crystal-frame grid and
+    average it over each layer (per-layer maps, the reference's Figure 3e-g); returned in
+    ``summary['grid']`` as arrays.
     """
     t0 = time.perf_counter()
     if layer_axis not in LAYER_AXES:
@@ -100,6 +105,15 @@ def analyze_atoms(
     for k, c in enumerate(STRAIN):
         df[c] = ee[:, k]
     df["facet_id"] = fid_all
+    nrm_all = np.full((n, 3), np.nan)
+    has = fid_all >= 0
+    nrm_all[has] = normals[fid_all[has]]
+    for k, c in enumerate(("facet_nx", "facet_ny", "facet_nz")):
+        df[c] = nrm_all[:, k]  # facet normal, crystal frame
+    inner_all = np.zeros(n, int)
+    inner = interior_atoms(pos, surface, lat.lattice_constant)
+    inner_all[idx] = inner.astype(int)
+    df["interior"] = inner_all
 
     # facet statistics
     stats = {}
@@ -125,6 +139,27 @@ def analyze_atoms(
         layers.append({"layer": L, "n_atoms": int((layer == L).sum()), "n_assigned": int(sel.sum()),
                        "mean_displacement": np.nanmean(u[sel], 0).tolist() if sel.any() else None,
                        "mean_strain": np.nanmean(eps[sel], 0).tolist() if sel.any() and np.isfinite(eps[sel]).any() else None})
+    grid = None
+    if grid_spacing:
+        axes, g_eps, g_u = strain_on_grid(site[ok], u[ok], lat, spacing=grid_spacing, sigma=sigma)
+        ax = int(np.argmax(np.abs(axis)))
+        if np.count_nonzero(axis) != 1:
+            raise AETInputError("per-layer maps need a cube axis as the layer axis (100, 010 or 001)")
+        coord = axes[ax]
+        lo = (crystal @ axis)[ok].min()
+        layer_of = np.floor((coord - lo) / lat.lattice_constant + 1e-6).astype(int)
+        grid_axis = 2 - ax  # grid arrays are (z, y, x)
+        maps_e, maps_u = [], []
+        import warnings
+
+        for L in range(layer.max() + 1):
+            sel = layer_of == L
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # empty slabs give NaN maps
+                maps_e.append(np.nanmean(np.compress(sel, g_eps, axis=grid_axis), axis=grid_axis))
+                maps_u.append(np.nanmean(np.compress(sel, g_u, axis=grid_axis), axis=grid_axis))
+        grid = {"axes_x": axes[0], "axes_y": axes[1], "axes_z": axes[2], "strain": g_eps, "displacement": g_u,
+                "layer_strain_maps": np.stack(maps_e), "layer_displacement_maps": np.stack(maps_u)}
     rep.step("statistics")
     summary = {
         "lattice": lat.as_dict(),
@@ -133,10 +168,14 @@ def analyze_atoms(
         "facet_normals_crystal": normals.tolist(),
         "facet_statistics": stats, "layers": layers,
         "settings": {"lattice_constant": lattice_constant, "tolerance": tolerance,
-                     "sigma": sigma or lat.lattice_constant, "layer_axis": layer_axis,
+                     "sigma": sigma or DEFAULT_SIGMA * lat.lattice_constant, "layer_axis": layer_axis,
                      "surface_coordination": surface_coordination, "strain_excludes_surface": strain_excludes_surface,
-                     "support_normal": None if support_normal is None else list(support_normal)},
+                     "support_normal": None if support_normal is None else list(support_normal),
+                     "grid_spacing": grid_spacing},
         "seconds": time.perf_counter() - t0,
         "crystal_rotation": lat.rotation.tolist(),
+        "n_interior": int(inner.sum()),
     }
+    if grid is not None:
+        summary["grid"] = grid
     return df, summary
