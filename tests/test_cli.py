@@ -60,12 +60,26 @@ def test_demo_without_display(tmp_path, monkeypatch, capsys):
     assert main(["demo", "-o", str(tmp_path / "d"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "built-in sample" in out and "recall" in out
-    truth, _ = io.read_atoms(tmp_path / "d" / "truth.csv")
+    truth, _ = io.read_atoms(tmp_path / "d" / "sample" / "truth.csv")
     atoms, meta = io.read_atoms(tmp_path / "d" / "atoms.csv")
     assert len(truth) > 1000
     from napari_aet.core.metrics import match_atoms
 
     m = match_atoms(atoms.loc[atoms["atom"] == 1, ["x", "y", "z"]].to_numpy(), truth[["x", "y", "z"]].to_numpy())
-    assert m.recall >= 0.998 and m.precision >= 0.998 and m.rmsd_pm < 10
+    assert m.recall >= 0.998 and m.precision >= 0.998
     assert meta["refinement"]["r_factor_after"] < meta["refinement"]["r_factor_before"]
-    assert io.read_volume(tmp_path / "d" / "tomogram.mrc").pixel_size > 0
+    assert io.read_volume(tmp_path / "d" / "tomogram_enhanced.mrc").pixel_size > 0
+    import json as _json
+
+    report = _json.loads((tmp_path / "d" / "report.json").read_text())
+    assert set(report["stages"]) == {"align", "reconstruct", "enhance", "trace_refine", "analyze", "figures"}
+    assert report["share_assigned_fcc"] > 0.95 and abs(report["lattice_constant"] / 3.924 - 1) < 0.01
+    png = tmp_path / "d" / "figures" / "tomogram_slices.png"
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size[0] > 1500 and im.getextrema()[0][1] > 0  # 300 dpi, not blank
+    # re-running into the same folder refuses without --overwrite and keeps the results
+    before = (tmp_path / "d" / "atoms.csv").read_bytes()
+    assert main(["demo", "-o", str(tmp_path / "d"), "--device", "cpu"]) == 2
+    assert (tmp_path / "d" / "atoms.csv").read_bytes() == before

@@ -392,6 +392,109 @@ def cmd_enhance(args) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------- run
+
+RUN_OUTPUTS = ("tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json", "report.json", "figures")
+
+
+def _peak_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, device: str = "auto",
+                 weights=None, refine: bool = True, figures: bool = True) -> dict:
+    """Align, reconstruct, enhance, trace, refine and analyze a tilt series into ``out``."""
+    import platform
+
+    from . import __version__
+    from .core import io
+    from .core.align import align, apply_shifts
+    from .core.analysis import analyze_atoms
+    from .core.reconstruct import reconstruct
+
+    out.mkdir(parents=True, exist_ok=True)
+    stages, report = {}, {"version": __version__, "python": platform.python_version(), "settings": {
+        "align": align_first, "enhance": enhance, "device": device, "refine": refine, "weights": str(weights) if weights else "shipped",
+        "pixel_size": ts.pixel_size, "n_projections": int(ts.data.shape[0]), "angles_deg": np.asarray(ts.angles).tolist()}}
+
+    def stage(name, fn):
+        t0 = time.perf_counter()
+        res = fn()
+        stages[name] = {"seconds": round(time.perf_counter() - t0, 3), "process_peak_gib": round(_peak_gib(), 3)}
+        return res
+
+    data, angles = ts.data, ts.angles
+    if align_first:
+        al = stage("align", lambda: align(data, angles, pixel_size=ts.pixel_size, device=device, progress=progress_bar("align")))
+        data, angles = apply_shifts(data, -al.shifts), al.angles
+        report["alignment"] = al.summary()
+    rec = stage("reconstruct", lambda: reconstruct(data, angles, ts.pixel_size, device=device,
+                                                   progress=progress_bar("reconstruct")))
+    io.write_volume(out / "tomogram.mrc", rec.volume, rec.pixel_size)
+    report["reconstruction"] = {k: v for k, v in rec.summary().items() if k != "r_factors"} | {"r_factors": rec.r_factors}
+    traced_volume = rec.volume
+    if enhance:
+        from .core.enhance import check_intensity_range, enhance_volume, load_weights
+        from .core.projector import resolve_device
+
+        dev = resolve_device(device)
+        model, meta = load_weights(weights, device=dev)
+        warn = check_intensity_range(rec.volume, meta)
+        enh = stage("enhance", lambda: enhance_volume(rec.volume, model, rec.pixel_size, meta.get("training_pixel_size"),
+                                                      device=dev, progress=progress_bar("enhance")))
+        io.write_volume(out / "tomogram_enhanced.mrc", enh, rec.pixel_size)
+        report["enhancement"] = {"weights_sha256": meta.get("sha256"), "warning": warn}
+        traced_volume = enh
+    vol = io.Volume(traced_volume, rec.pixel_size)
+    aligned = io.TiltSeries(data, angles, ts.pixel_size)
+    table, meta = stage("trace_refine", lambda: trace_volume(vol, aligned, refine=refine, device=device,
+                                                              progress_factory=progress_bar))
+    analysed, summary = stage("analyze", lambda: analyze_atoms(table, progress=progress_bar("analyze")))
+    meta["analysis"] = summary
+    io.write_atoms(out / "atoms.csv", analysed, metadata=meta)
+    if figures:
+        from .core import figures as fg
+
+        fig_dir = out / "figures"
+        fig_dir.mkdir(exist_ok=True)
+
+        def make_figures():
+            vols = {"RESIRE": rec.volume} | ({"U-Net": traced_volume} if enhance else {})
+            files = fg.save(fg.orthoslices(vols, rec.pixel_size), fig_dir, "tomogram_slices")
+            tilt_max = float(np.max(np.abs(np.asarray(angles, float).reshape(len(angles), -1)[:, -1 if np.ndim(angles) == 1 else 1])))
+            files += fg.save(fg.fourier_intensity(vols, tilt_max, rec.pixel_size), fig_dir, "fourier_intensity")
+            files += fg.save(fg.atoms_by_assignment(analysed), fig_dir, "atoms_fcc")
+            for comp in ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "eyz"):
+                f = fg.layer_maps(analysed, comp, summary["lattice"], summary["settings"]["layer_axis"])
+                if f is not None:
+                    files += fg.save(f, fig_dir, f"layers_{comp}")
+            return files
+
+        report["figures"] = [Path(f).name for f in stage("figures", make_figures)]
+    atoms = analysed[analysed["atom"] == 1]
+    report.update({
+        "stages": stages,
+        "n_atoms": int(len(atoms)), "n_non_atoms": int(len(analysed) - len(atoms)),
+        "share_assigned_fcc": summary["share_assigned"], "lattice_constant": summary["lattice"]["lattice_constant"],
+        "crystal_rotation": summary["lattice"]["crystal_rotation"], "facet_statistics": summary["facet_statistics"],
+        "refinement": meta.get("refinement"), "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
+    })
+    io.write_json(out / "report.json", report)
+    return report
+
+
+def cmd_run(args) -> int:
+    _prepare_out_dir(args.output, RUN_OUTPUTS, args.overwrite)
+    ts = _read_tilts_args(args)
+    rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
+                       device=args.device, weights=args.weights, refine=not args.no_refine)
+    _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
+          f"in {rep['total_seconds']:.0f} s -> {args.output}")
+    return 0
+
+
 # ------------------------------------------------------------------------- demo
 
 
@@ -399,42 +502,44 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in ("darwin", "win32")
 
 
-DEMO_OUTPUTS = SIMULATE_OUTPUTS + ("tomogram.mrc", "tomogram.json", "atoms.csv", "atoms.json")
+DEMO_OUTPUTS = ("sample", "tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json", "report.json", "figures")
 
 
 def cmd_demo(args) -> int:
     from ._sample_data import simulate_sample
     from .core import io
     from .core.metrics import match_atoms
-    from .core.reconstruct import reconstruct
 
     out = args.output
     _prepare_out_dir(out, DEMO_OUTPUTS, args.overwrite)
     t_start = time.perf_counter()
     sim = simulate_sample(progress=progress_bar("simulate sample"))
-    write_simulation(sim, out)
+    write_simulation(sim, out / "sample")
     p = sim.particle
     print(
         f"built-in sample: {int(p.is_particle.sum())} Pt atoms ({int(p.surface.sum())} on the surface), "
         f"{len(sim.tilt_series.data)} projections at ±{sim.config.tilt_range:g}°, {sim.config.pixel_size} Å pixels"
     )
-    rec = reconstruct(sim.tilt_series, device=args.device, progress=progress_bar("reconstruct (resire)"))
-    io.write_volume(out / "tomogram.mrc", rec.volume, rec.pixel_size)
-    io.write_json(out / "tomogram.json", rec.summary())
-    print(f"reconstructed (RESIRE, {rec.iterations} iterations, {rec.device}) in {rec.seconds:.1f} s, R = {rec.r_factors[-1]:.4f}")
-    vol = io.Volume(rec.volume, rec.pixel_size)
-    table, meta = trace_volume(vol, sim.tilt_series, refine=not args.no_refine, device=args.device,
-                               progress_factory=progress_bar)
-    io.write_atoms(out / "atoms.csv", table, metadata=meta)
+    rep = run_pipeline(sim.tilt_series, out, align_first=True, enhance=not args.no_enhance, device=args.device,
+                       refine=not args.no_refine)
+    table, _ = io.read_atoms(out / "atoms.csv")
     atoms = table[table["atom"] == 1]
     m = match_atoms(atoms[["x", "y", "z"]].to_numpy(), p.positions[p.is_particle])
-    refined = "refined against the tilt series" if "refinement" in meta else "not refined"
+    # the alignment centres the particle's centre of mass: compare after that common shift too
+    from scipy.spatial import cKDTree
+
+    found = atoms[["x", "y", "z"]].to_numpy()
+    _, j = cKDTree(p.positions[p.is_particle]).query(found)
+    shift = np.median(found - p.positions[p.is_particle][j], axis=0)
+    m2 = match_atoms(found - shift, p.positions[p.is_particle])
+    truth_fcc = float(sim.truth_table()["fcc"].mean())
     print(
-        f"traced {len(atoms)} atoms ({refined}): recall {m.recall:.4f}, precision {m.precision:.4f}, "
-        f"position RMSD {m.rmsd_pm:.1f} pm against the ground truth"
+        f"traced {len(atoms)} atoms: recall {m.recall:.4f}, precision {m.precision:.4f}, RMSD {m.rmsd_pm:.1f} pm "
+        f"({m2.rmsd_pm:.1f} pm after removing the common shift of {np.linalg.norm(shift) * 100:.0f} pm that alignment "
+        f"cannot see); {rep['share_assigned_fcc']:.1%} on fcc sites (truth {truth_fcc:.1%}), a = {rep['lattice_constant']:.4f} Å"
     )
-    print(f"total {time.perf_counter() - t_start:.1f} s; results in {out.resolve()}: tilts.mrc, angles.txt, ideal.mrc, "
-          "truth.csv, tomogram.mrc, atoms.csv (+ JSON sidecars), meta.json")
+    print(f"total {time.perf_counter() - t_start:.1f} s; results in {out.resolve()}: tomogram.mrc, tomogram_enhanced.mrc, "
+          "atoms.csv, report.json, figures/ (ground truth in sample/)")
     if args.view and _has_display():
         import napari
 
@@ -442,8 +547,10 @@ def cmd_demo(args) -> int:
 
         viewer = napari.Viewer(title="napari-aet demo")
         viewer.open_sample("napari-aet", "pt_nanoparticle")
-        data, kwargs, _ = volume_layer(vol, name="tomogram (RESIRE)")
-        viewer.add_image(data, **kwargs)
+        for name in ("tomogram", "tomogram_enhanced"):
+            if (out / f"{name}.mrc").exists():
+                data, kwargs, _ = volume_layer(io.read_volume(out / f"{name}.mrc"), name=name)
+                viewer.add_image(data, **kwargs)
         data, kwargs, _ = atoms_layer(atoms, name="traced atoms")
         viewer.add_points(data, **kwargs)
         viewer.dims.ndisplay = 3
@@ -496,6 +603,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="VOL.mrc", help="output tomogram")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("run", help="the whole pipeline: align, reconstruct, enhance, trace, refine, analyze",
+                       description="OUT_DIR gets tomogram.mrc, tomogram_enhanced.mrc, atoms.csv (+ atoms.json), "
+                       "report.json (settings, versions, per-stage time and memory, R-factors, lattice, facets) and figures/.")
+    _add_tilt_input(p)
+    p.add_argument("--no-align", action="store_true", help="skip alignment (the series is already aligned)")
+    p.add_argument("--no-enhance", action="store_true", help="skip the U-Net")
+    p.add_argument("--no-refine", action="store_true", help="skip refining atoms against the tilt series")
+    p.add_argument("--weights", type=Path, default=None, metavar="W.pt", help="U-Net weights (default: shipped)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in OUT_DIR")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("trace", help="trace atoms in a tomogram (and refine them against the tilt series)",
                        description="Find atoms (local maxima, sub-voxel Gaussian fit), tell atoms from noise "
@@ -570,14 +690,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_enhance)
 
     p = sub.add_parser("demo", help="run on the built-in simulated Pt sample (no data needed)",
-                       description="Simulate the built-in Pt sample, reconstruct it, trace and refine its atoms, "
-                       "compare them with the ground truth, write everything to OUT_DIR and open it in napari when a "
-                       "display exists.")
+                       description="Run the whole pipeline ('run') on the built-in simulated Pt sample, compare the "
+                       "atoms with its ground truth, write everything to OUT_DIR and open it in napari when a display exists.")
     p.add_argument("-o", "--output", type=Path, default=Path("napari-aet-demo"), metavar="OUT_DIR",
                    help="results folder (default ./napari-aet-demo)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier demo results in OUT_DIR")
     p.add_argument("--no-view", dest="view", action="store_false", help="do not open napari")
     p.add_argument("--no-refine", action="store_true", help="skip refining the atoms against the tilt series")
+    p.add_argument("--no-enhance", action="store_true", help="skip the U-Net")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.set_defaults(func=cmd_demo)
     return parser
