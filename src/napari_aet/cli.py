@@ -16,6 +16,7 @@ import numpy as np
 from typing import Optional, Sequence
 
 from .core.errors import AETInputError, Cancelled
+from .core.pipeline import RUN_OUTPUTS, run_pipeline, trace_volume
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -236,46 +237,6 @@ def _alignment_from_sidecar(vol_path: Path):
     return np.asarray(al["shifts_px"], float), np.asarray(al["angles_deg"], float)
 
 
-def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes=2, species=(), fit="gaussian",
-                 upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None):
-    """Trace (and refine against the tilt series when given): atoms table and sidecar metadata."""
-    from .core.align import apply_shifts
-    from .core.refine import refine_positions
-    from .core.trace import trace_atoms
-
-    make = progress_factory or (lambda name: None)
-    res = trace_atoms(vol.data, vol.pixel_size, min_distance=min_distance, n_classes=n_classes,
-                      species_names=species, fit=fit, upsample=upsample, progress=make("trace"))
-    table, meta = res.table, {"trace": res.metadata}
-    if tilts_ts is not None and refine:
-        nz, ny, nx = vol.data.shape
-        _, nv, nu = tilts_ts.data.shape
-        if (nv, nu) != (ny, nx):
-            raise AETInputError(
-                f"tilt series projections are {nv}x{nu} but the volume is {ny}x{nx} in y, x; "
-                "give the tilt series this volume was reconstructed from"
-            )
-        if abs(tilts_ts.pixel_size - vol.pixel_size) > 1e-3 * vol.pixel_size:
-            raise AETInputError(
-                f"tilt series pixel size {tilts_ts.pixel_size:g} Å differs from the volume's voxel size "
-                f"{vol.pixel_size:g} Å; give matching files or --pixel-size"
-            )
-        data, angles = tilts_ts.data, tilts_ts.angles
-        if alignment is not None:
-            shifts, angles = alignment
-            data = apply_shifts(data, -shifts)
-        atoms = table["atom"].to_numpy() == 1
-        if atoms.any():
-            classes = table.loc[atoms, "species"].astype(str).to_numpy()
-            ref = refine_positions(table.loc[atoms, ["x", "y", "z"]].to_numpy(), np.unique(classes, return_inverse=True)[1],
-                                   data, angles, vol.pixel_size, iterations=refine_iterations, device=device,
-                                   progress=make("refine"))
-            table.loc[atoms, ["x", "y", "z"]] = ref.positions
-            meta["refinement"] = ref.summary()
-            meta["refinement"]["alignment_applied"] = alignment is not None
-    return table, meta
-
-
 def cmd_trace(args) -> int:
     from .core import io
 
@@ -394,105 +355,29 @@ def cmd_enhance(args) -> int:
 
 # -------------------------------------------------------------------------- run
 
-RUN_OUTPUTS = ("tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json", "report.json", "figures")
-
-
-def _peak_gib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, device: str = "auto",
-                 weights=None, refine: bool = True, figures: bool = True) -> dict:
-    """Align, reconstruct, enhance, trace, refine and analyze a tilt series into ``out``."""
-    import platform
-
-    from . import __version__
-    from .core import io
-    from .core.align import align, apply_shifts
-    from .core.analysis import analyze_atoms
-    from .core.reconstruct import reconstruct
-
-    out.mkdir(parents=True, exist_ok=True)
-    stages, report = {}, {"version": __version__, "python": platform.python_version(), "settings": {
-        "align": align_first, "enhance": enhance, "device": device, "refine": refine, "weights": str(weights) if weights else "shipped",
-        "pixel_size": ts.pixel_size, "n_projections": int(ts.data.shape[0]), "angles_deg": np.asarray(ts.angles).tolist()}}
-
-    def stage(name, fn):
-        t0 = time.perf_counter()
-        res = fn()
-        stages[name] = {"seconds": round(time.perf_counter() - t0, 3), "process_peak_gib": round(_peak_gib(), 3)}
-        return res
-
-    data, angles = ts.data, ts.angles
-    if align_first:
-        al = stage("align", lambda: align(data, angles, pixel_size=ts.pixel_size, device=device, progress=progress_bar("align")))
-        data, angles = apply_shifts(data, -al.shifts), al.angles
-        report["alignment"] = al.summary()
-    rec = stage("reconstruct", lambda: reconstruct(data, angles, ts.pixel_size, device=device,
-                                                   progress=progress_bar("reconstruct")))
-    io.write_volume(out / "tomogram.mrc", rec.volume, rec.pixel_size)
-    report["reconstruction"] = {k: v for k, v in rec.summary().items() if k != "r_factors"} | {"r_factors": rec.r_factors}
-    traced_volume = rec.volume
-    if enhance:
-        from .core.enhance import check_intensity_range, enhance_volume, load_weights
-        from .core.projector import resolve_device
-
-        dev = resolve_device(device)
-        model, meta = load_weights(weights, device=dev)
-        warn = check_intensity_range(rec.volume, meta)
-        enh = stage("enhance", lambda: enhance_volume(rec.volume, model, rec.pixel_size, meta.get("training_pixel_size"),
-                                                      device=dev, progress=progress_bar("enhance")))
-        io.write_volume(out / "tomogram_enhanced.mrc", enh, rec.pixel_size)
-        report["enhancement"] = {"weights_sha256": meta.get("sha256"), "warning": warn}
-        traced_volume = enh
-    vol = io.Volume(traced_volume, rec.pixel_size)
-    aligned = io.TiltSeries(data, angles, ts.pixel_size)
-    table, meta = stage("trace_refine", lambda: trace_volume(vol, aligned, refine=refine, device=device,
-                                                              progress_factory=progress_bar))
-    analysed, summary = stage("analyze", lambda: analyze_atoms(table, progress=progress_bar("analyze")))
-    meta["analysis"] = summary
-    io.write_atoms(out / "atoms.csv", analysed, metadata=meta)
-    if figures:
-        from .core import figures as fg
-
-        fig_dir = out / "figures"
-        fig_dir.mkdir(exist_ok=True)
-
-        def make_figures():
-            vols = {"RESIRE": rec.volume} | ({"U-Net": traced_volume} if enhance else {})
-            files = fg.save(fg.orthoslices(vols, rec.pixel_size), fig_dir, "tomogram_slices")
-            tilt_max = float(np.max(np.abs(np.asarray(angles, float).reshape(len(angles), -1)[:, -1 if np.ndim(angles) == 1 else 1])))
-            files += fg.save(fg.fourier_intensity(vols, tilt_max, rec.pixel_size), fig_dir, "fourier_intensity")
-            files += fg.save(fg.atoms_by_assignment(analysed), fig_dir, "atoms_fcc")
-            for comp in ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "eyz"):
-                f = fg.layer_maps(analysed, comp, summary["lattice"], summary["settings"]["layer_axis"])
-                if f is not None:
-                    files += fg.save(f, fig_dir, f"layers_{comp}")
-            return files
-
-        report["figures"] = [Path(f).name for f in stage("figures", make_figures)]
-    atoms = analysed[analysed["atom"] == 1]
-    report.update({
-        "stages": stages,
-        "n_atoms": int(len(atoms)), "n_non_atoms": int(len(analysed) - len(atoms)),
-        "share_assigned_fcc": summary["share_assigned"], "lattice_constant": summary["lattice"]["lattice_constant"],
-        "crystal_rotation": summary["lattice"]["crystal_rotation"], "facet_statistics": summary["facet_statistics"],
-        "refinement": meta.get("refinement"), "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
-    })
-    io.write_json(out / "report.json", report)
-    return report
-
-
 def cmd_run(args) -> int:
     _prepare_out_dir(args.output, RUN_OUTPUTS, args.overwrite)
     ts = _read_tilts_args(args)
     rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
-                       device=args.device, weights=args.weights, refine=not args.no_refine)
+                       device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
           f"in {rep['total_seconds']:.0f} s -> {args.output}")
     return 0
+
+
+def cmd_batch(args) -> int:
+    from .core.batch import run_batch
+
+    results = run_batch(args.manifest, args.output, scheduler=args.scheduler, workers=args.workers,
+                        device=args.device, progress=progress_bar("batch"))
+    width = max(len(r["name"]) for r in results)
+    print(f"{'job'.ljust(width)}  status          seconds  atoms  fcc share  reason")
+    for r in results:
+        print(f"{r['name'].ljust(width)}  {r['status']:<15} {r['seconds']:>7}  {str(r.get('n_atoms', '')):>5}  "
+              f"{str(r.get('share_assigned_fcc', '')):>9}  {r['reason']}")
+    failed = sum(r["status"] == "failed" for r in results)
+    _info(f"{len(results) - failed} of {len(results)} jobs done or skipped, {failed} failed; summary in {args.output / 'batch_summary.csv'}")
+    return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------- demo
@@ -521,7 +406,7 @@ def cmd_demo(args) -> int:
         f"{len(sim.tilt_series.data)} projections at ±{sim.config.tilt_range:g}°, {sim.config.pixel_size} Å pixels"
     )
     rep = run_pipeline(sim.tilt_series, out, align_first=True, enhance=not args.no_enhance, device=args.device,
-                       refine=not args.no_refine)
+                       refine=not args.no_refine, progress_factory=progress_bar)
     table, _ = io.read_atoms(out / "atoms.csv")
     atoms = table[table["atom"] == 1]
     m = match_atoms(atoms[["x", "y", "z"]].to_numpy(), p.positions[p.is_particle])
@@ -616,6 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in OUT_DIR")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("batch", help="run the pipeline on many tilt series on a Dask cluster",
+                       description="MANIFEST (CSV with a header, or YAML) lists jobs: tilts, angles, pixel_size, output, "
+                       "no_align, no_enhance, no_refine. Finished jobs (report.json present) are skipped; a failing job is "
+                       "reported and the others go on. Exit status 1 when any job failed.")
+    p.add_argument("manifest", type=Path, metavar="MANIFEST")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_ROOT", help="folder for the jobs' folders")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler (default: a LocalCluster)")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--device", default="cpu", help="device inside the workers (default cpu)")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("trace", help="trace atoms in a tomogram (and refine them against the tilt series)",
                        description="Find atoms (local maxima, sub-voxel Gaussian fit), tell atoms from noise "

@@ -1,0 +1,126 @@
+"""Batch processing of many tilt series on a Dask distributed cluster.
+
+A manifest (CSV with a header, or YAML: a list of jobs or ``{jobs: [...]}``) lists one tilt
+series per job: ``tilts`` (required), ``angles``, ``pixel_size``, ``output`` (default
+``OUT_ROOT/<stem of tilts>``), and options ``no_align``, ``no_enhance``, ``no_refine``. Relative
+paths are relative to the manifest. Each job runs :func:`run_pipeline` into its own folder;
+a job whose folder already holds ``report.json`` is skipped; a failing job is reported with
+its one-line reason and does not stop the others. A summary table (``batch_summary.csv``)
+ends the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Optional
+
+from .errors import AETInputError
+
+__all__ = ["read_manifest", "run_batch"]
+
+_TRUE = {"1", "true", "yes", "y"}
+
+
+def read_manifest(path, out_root) -> list:
+    """Jobs (dicts) from a CSV or YAML manifest."""
+    path = Path(path)
+    if not path.exists():
+        raise AETInputError(f"manifest {path} does not exist; give a CSV or YAML listing tilt series")
+    if path.suffix.lower() in (".yml", ".yaml"):
+        import yaml
+
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise AETInputError(f"manifest {path} is not valid YAML ({str(exc).splitlines()[0]})")
+        rows = raw.get("jobs", []) if isinstance(raw, dict) else raw
+    else:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    if not rows:
+        raise AETInputError(f"manifest {path} lists no jobs; give one row per tilt series (column 'tilts')")
+    jobs = []
+    for k, row in enumerate(rows, 1):
+        row = {str(key).strip(): ("" if v is None else str(v).strip()) for key, v in dict(row).items()}
+        if not row.get("tilts"):
+            raise AETInputError(f"manifest {path} job {k} has no 'tilts'; every job needs its tilt series")
+        tilts = (path.parent / row["tilts"]).resolve()
+        name = row.get("name") or tilts.stem
+        if any(j["name"] == name for j in jobs):  # e.g. many 'tilts.mrc' in their own folders
+            name = f"{tilts.parent.name}_{tilts.stem}"
+        out = Path(row["output"]) if row.get("output") else Path(out_root) / name
+        jobs.append({
+            "name": name, "tilts": str(tilts),
+            "angles": str((path.parent / row["angles"]).resolve()) if row.get("angles") else None,
+            "pixel_size": float(row["pixel_size"]) if row.get("pixel_size") else None,
+            "output": str(out if out.is_absolute() else (path.parent / out).resolve()),
+            "align": row.get("no_align", "").lower() not in _TRUE,
+            "enhance": row.get("no_enhance", "").lower() not in _TRUE,
+            "refine": row.get("no_refine", "").lower() not in _TRUE,
+        })
+    outputs = [j["output"] for j in jobs]
+    dup = sorted({o for o in outputs if outputs.count(o) > 1})
+    if dup:
+        raise AETInputError(f"manifest {path}: several jobs write to {dup[0]}; give each job its own 'name' or 'output'")
+    return jobs
+
+
+def run_job(job: dict, device: str = "cpu") -> dict:
+    """Run one job; never raises: returns its status, reason, seconds and key figures."""
+    t0 = time.perf_counter()
+    out = Path(job["output"])
+    if (out / "report.json").exists():
+        return {"name": job["name"], "status": "skipped (done)", "reason": "", "seconds": 0.0, "output": str(out)}
+    try:
+        from .io import read_tilt_series
+        from .pipeline import run_pipeline
+
+        ts = read_tilt_series(job["tilts"], angles=job["angles"], pixel_size=job["pixel_size"])
+        rep = run_pipeline(ts, out, align_first=job["align"], enhance=job["enhance"], device=device, refine=job["refine"])
+        return {"name": job["name"], "status": "done", "reason": "", "seconds": round(time.perf_counter() - t0, 1),
+                "output": str(out), "n_atoms": rep["n_atoms"], "share_assigned_fcc": round(rep["share_assigned_fcc"], 4),
+                "lattice_constant": round(rep["lattice_constant"], 4)}
+    except Exception as exc:  # a failing job is reported, the others go on
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {"name": job["name"], "status": "failed", "reason": reason, "seconds": round(time.perf_counter() - t0, 1),
+                "output": str(out)}
+
+
+def run_batch(manifest, out_root, scheduler: Optional[str] = None, workers: int = 2, device: str = "cpu",
+              progress=None) -> list:
+    """Run every job of a manifest on a Dask cluster (a LocalCluster unless ``scheduler``)."""
+    from distributed import Client, LocalCluster, as_completed
+
+    from .io import atomic_path
+
+    jobs = read_manifest(manifest, out_root)
+    Path(out_root).mkdir(parents=True, exist_ok=True)
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    results = []
+    try:
+        futures = [client.submit(run_job, job, device, key=f"napari-aet-{k}-{job['name']}", pure=False)
+                   for k, job in enumerate(jobs)]
+        for done, fut in enumerate(as_completed(futures), 1):
+            results.append(fut.result())
+            if progress:
+                progress(done, len(jobs), f"{results[-1]['name']}: {results[-1]['status']}")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    order = {j["name"]: k for k, j in enumerate(jobs)}
+    results.sort(key=lambda r: order.get(r["name"], 0))
+    keys = ["name", "status", "reason", "seconds", "n_atoms", "share_assigned_fcc", "lattice_constant", "output"]
+    with atomic_path(Path(out_root) / "batch_summary.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(results)
+    return results
