@@ -74,6 +74,9 @@ def test_demo_without_display(tmp_path, monkeypatch, capsys):
     report = _json.loads((tmp_path / "d" / "report.json").read_text())
     assert set(report["stages"]) == {"align", "reconstruct", "enhance", "trace_refine", "analyze", "figures"}
     assert report["share_assigned_fcc"] > 0.95 and abs(report["lattice_constant"] / 3.924 - 1) < 0.01
+    figs = set(report["figures"])
+    for name in ("tomogram_slices", "tomogram_3d", "fourier_intensity", "atoms_fcc", "atoms_facets", "layers_exx", "layers_uz"):
+        assert {f"{name}.png", f"{name}.svg"} <= figs, name
     png = tmp_path / "d" / "figures" / "tomogram_slices.png"
     from PIL import Image
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["orthoslices", "fourier_intensity", "atoms_by_assignment", "layer_maps", "save"]
+__all__ = ["orthoslices", "fourier_intensity", "atoms_by_assignment", "atoms_by_facet", "isosurfaces", "layer_maps", "save"]
 
 
 def _plt():
@@ -140,4 +140,55 @@ def layer_maps(table, component: str, lattice: dict, layer_axis: str = "001"):
     fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.8, label=f"{component} ({unit})")
     fig.suptitle(f"{component} per one-unit-cell layer along [{layer_axis}] ({lattice['lattice_constant']:.3f} Å thick); "
                  f"panels span crystal {names[i1]}-{names[i2]}", fontsize=8)
+    return fig
+
+
+FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c", "": "#bbbbbb"}
+
+
+def atoms_by_facet(table):
+    """Atoms in 3D (sample frame, Å): surface atoms coloured by facet family, interior grey."""
+    plt = _plt()
+    fig = plt.figure(figsize=(5, 4.6), layout="constrained")
+    ax = fig.add_subplot(projection="3d")
+    atoms = table[table["atom"] == 1] if "atom" in table else table
+    fam = atoms.get("facet", "").astype(str)
+    for name, colour in FACET_COLOURS.items():
+        sel = (fam == name).to_numpy() & ((atoms.get("surface", 1) == 1).to_numpy() if name else True)
+        if sel.any():
+            label = f"{{{name}}} ({int(sel.sum())})" if name else f"edges, corners, interior ({int(sel.sum())})"
+            ax.scatter(atoms["x"][sel], atoms["y"][sel], atoms["z"][sel], s=8, c=colour, depthshade=True, label=label)
+    ax.set_xlabel("x (Å)")
+    ax.set_ylabel("y (Å)")
+    ax.set_zlabel("z (Å)")
+    ax.set_box_aspect((1, 1, 1))
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("surface atoms by facet family", fontsize=9)
+    return fig
+
+
+def isosurfaces(volumes: dict, pixel_size: float, level_fraction: float = 0.3):
+    """3D renderings: an isosurface of each tomogram (marching cubes), axes in Å."""
+    from skimage.measure import marching_cubes
+
+    plt = _plt()
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    fig = plt.figure(figsize=(4.2 * len(volumes), 4.2), layout="constrained")
+    for k, (name, vol) in enumerate(volumes.items()):
+        ax = fig.add_subplot(1, len(volumes), k + 1, projection="3d")
+        level = level_fraction * float(np.percentile(vol, 99.9))
+        verts, faces, _, _ = marching_cubes(np.asarray(vol, np.float32), level, step_size=1)
+        n = np.array(vol.shape)
+        xyz = (verts[:, ::-1] - (n[::-1] // 2)) * pixel_size  # (z, y, x) index -> (x, y, z) Å
+        mesh = Poly3DCollection(xyz[faces], alpha=0.9, facecolor="#c8a000", edgecolor="none")
+        ax.add_collection3d(mesh)
+        lim = np.abs(xyz).max() if len(xyz) else 1
+        for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+            setter(-lim, lim)
+        ax.set_xlabel("x (Å)")
+        ax.set_ylabel("y (Å)")
+        ax.set_zlabel("z (Å) (beam)")
+        ax.set_box_aspect((1, 1, 1))
+        ax.set_title(f"{name}: isosurface at {level_fraction:.0%} of the 99.9th percentile", fontsize=8)
     return fig

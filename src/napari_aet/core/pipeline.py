@@ -135,6 +135,8 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
             tilt_max = float(np.max(np.abs(np.asarray(angles, float).reshape(len(angles), -1)[:, -1 if np.ndim(angles) == 1 else 1])))
             files += fg.save(fg.fourier_intensity(vols, tilt_max, rec.pixel_size), fig_dir, "fourier_intensity")
             files += fg.save(fg.atoms_by_assignment(analysed), fig_dir, "atoms_fcc")
+            files += fg.save(fg.atoms_by_facet(analysed), fig_dir, "atoms_facets")
+            files += fg.save(fg.isosurfaces(vols, rec.pixel_size), fig_dir, "tomogram_3d")
             for comp in ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "eyz"):
                 f = fg.layer_maps(analysed, comp, summary["lattice"], summary["settings"]["layer_axis"])
                 if f is not None:
