@@ -288,17 +288,20 @@ def _smooth_field(r: np.ndarray, amplitude: float, radius: float, rng: np.random
     return u, strain
 
 
-def _amorphous_slab(lo: np.ndarray, hi: np.ndarray, density: float, min_dist: float, rng) -> np.ndarray:
+def thin_to_min_distance(points: np.ndarray, min_dist: float) -> np.ndarray:
+    """Drop points (later ones first) until no two are closer than ``min_dist`` (Å)."""
     from scipy.spatial import cKDTree
 
-    volume = float(np.prod(hi - lo))
-    pts = rng.uniform(lo, hi, size=(int(volume * density * 1.6), 3))
-    tree = cKDTree(pts)
-    keep = np.ones(len(pts), bool)
-    for i, j in tree.query_pairs(min_dist, output_type="ndarray"):
+    keep = np.ones(len(points), bool)
+    for i, j in cKDTree(points).query_pairs(min_dist, output_type="ndarray"):
         if keep[i] and keep[j]:
             keep[j] = False
-    pts = pts[keep]
+    return points[keep]
+
+
+def _amorphous_slab(lo: np.ndarray, hi: np.ndarray, density: float, min_dist: float, rng) -> np.ndarray:
+    volume = float(np.prod(hi - lo))
+    pts = thin_to_min_distance(rng.uniform(lo, hi, size=(int(volume * density * 1.6), 3)), min_dist)
     n_target = int(volume * density)
     return pts[rng.permutation(len(pts))[:n_target]]
 

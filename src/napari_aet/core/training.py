@@ -85,16 +85,11 @@ def load_config(path) -> TrainingConfig:
 
 def _amorphous(radius: float, rng, min_dist: float = 2.4, density: float = 0.062) -> np.ndarray:
     """Random close-packed 'atoms' in a sphere (no lattice), about Pt's density."""
-    from scipy.spatial import cKDTree
+    from .simulate import thin_to_min_distance
 
     n_try = int(4 / 3 * math.pi * radius**3 * density * 3)
     pts = rng.uniform(-radius, radius, (n_try, 3))
-    pts = pts[np.linalg.norm(pts, axis=1) <= radius]
-    keep = np.ones(len(pts), bool)
-    for i, j in cKDTree(pts).query_pairs(min_dist, output_type="ndarray"):
-        if keep[i] and keep[j]:
-            keep[j] = False
-    return pts[keep]
+    return thin_to_min_distance(pts[np.linalg.norm(pts, axis=1) <= radius], min_dist)
 
 
 def make_pair(cfg: TrainingConfig, seed: int, device="cpu"):
