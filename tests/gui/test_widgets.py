@@ -18,7 +18,7 @@ def _small_tilt_layer(viewer):
 
 
 def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(make_napari_viewer, qtbot):
-    from napari_aet._qt.reconstruct_widget import ReconstructWidget
+    from napari_aet._qt.widgets import ReconstructWidget
     from napari_aet.core.metrics import match_atoms
     from napari_aet.core.trace import local_maxima
 
@@ -46,7 +46,7 @@ def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(make_napari_viewer,
 
 
 def test_cancel_leaves_the_viewer_usable(make_napari_viewer, qtbot):
-    from napari_aet._qt.reconstruct_widget import ReconstructWidget
+    from napari_aet._qt.widgets import ReconstructWidget
 
     viewer = make_napari_viewer()
     _small_tilt_layer(viewer)
@@ -61,3 +61,19 @@ def test_cancel_leaves_the_viewer_usable(make_napari_viewer, qtbot):
     assert not any(l.name.startswith("tomogram") for l in viewer.layers)
     viewer.add_points(np.zeros((1, 3)))  # still usable
     assert len(viewer.layers) == 2
+
+
+def test_trace_widget_on_the_ideal_tomogram(make_napari_viewer, qtbot):
+    from napari_aet._qt.widgets import TraceWidget
+    from napari_aet.core.metrics import match_atoms
+
+    viewer = make_napari_viewer()
+    tilts, ideal, truth = viewer.open_sample("napari-aet", "pt_nanoparticle")
+    w = TraceWidget(viewer)
+    assert w.layer_box.currentText() == "Pt ideal tomogram"
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "traced atoms" in [l.name for l in viewer.layers], timeout=60000)
+    pts = viewer.layers["traced atoms"]
+    m = match_atoms(pts.data[:, ::-1], truth.data[:, ::-1])
+    assert m.recall >= 0.998 and m.precision >= 0.998
+    assert "intensity" in pts.features and "atoms" in w.status.text()
