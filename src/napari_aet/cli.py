@@ -319,7 +319,7 @@ def cmd_train(args) -> int:
         cfg.max_minutes = args.max_minutes
     res = train(cfg, args.data, args.output, device=args.device, progress=progress_bar("train"),
                 log=lambda e: _info(_json.dumps(e)))
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         prov = {
             "command": "napari-aet " + " ".join(sys.argv[1:]) if sys.argv and "napari" in sys.argv[0] else None,
             "config": cfg.to_dict(), "data": str(args.data), "n_train": cfg.n_train, "n_val": cfg.n_val,
@@ -448,6 +448,15 @@ def cmd_demo(args) -> int:
 # ------------------------------------------------------------------------- main
 
 
+def _add_run_options(p: argparse.ArgumentParser, output_metavar: str, output_help: str = "",
+                     device_default: str = "auto", overwrite_help: str = "replace an existing output") -> None:
+    """The options every writing stage shares: --device, -o/--output and --overwrite."""
+    p.add_argument("--device", default=device_default, help=f"auto, cpu or cuda (default {device_default})")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar=output_metavar, help=output_help or None)
+    if overwrite_help:
+        p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -483,10 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oversampling", type=int, default=2, help="genfire: Fourier grid oversampling (default 2)")
     p.add_argument("--r-free", type=float, default=0.0, metavar="FRACTION",
                    help="genfire: share of Fourier points held out for R-free (default 0: off)")
-    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="VOL.mrc", help="output tomogram")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_run_options(p, "VOL.mrc", "output tomogram")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("run", help="the whole pipeline: align, reconstruct, enhance, trace, refine, analyze",
@@ -497,9 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-enhance", action="store_true", help="skip the U-Net")
     p.add_argument("--no-refine", action="store_true", help="skip refining atoms against the tilt series")
     p.add_argument("--weights", type=Path, default=None, metavar="W.pt", help="U-Net weights (default: shipped)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier results in OUT_DIR")
+    _add_run_options(p, "OUT_DIR", overwrite_help="replace earlier results in OUT_DIR")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("batch", help="run the pipeline on many tilt series on a Dask cluster",
@@ -532,9 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upsample", type=int, default=1, metavar="F", help="trace on a volume upsampled F times (default 1)")
     p.add_argument("--no-refine", action="store_true", help="skip refinement against the tilt series")
     p.add_argument("--refine-iterations", type=int, default=150, metavar="N", help="refinement iterations (default 150)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="ATOMS.csv", help="atoms table")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_run_options(p, "ATOMS.csv", "atoms table")
     p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("analyze", help="fcc lattice, sites, surface, facets, displacement, strain, layers",
@@ -568,8 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "weights.pt and weights.json (provenance). Start with torchrun for several processes.")
     p.add_argument("config", type=Path, metavar="CONFIG.json")
     p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="RUN_DIR")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_run_options(p, "RUN_DIR", overwrite_help="")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time (minutes)")
     p.set_defaults(func=cmd_train)
 
@@ -580,9 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-size", type=float, default=None, metavar="Å", help="voxel size when the header has none")
     p.add_argument("--tile", type=int, default=144, metavar="VOXELS", help="tile size (default 144; smaller uses less memory)")
     p.add_argument("--flip-average", action="store_true", help="average over wedge-preserving flips (4x slower)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.mrc")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_run_options(p, "OUT.mrc")
     p.set_defaults(func=cmd_enhance)
 
     p = sub.add_parser("demo", help="run on the built-in simulated Pt sample (no data needed)",

@@ -125,6 +125,7 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     io.write_atoms(out / "atoms.csv", analysed, metadata=meta)
     if figures:
         from . import figures as fg
+        from .geometry import as_euler_angles
 
         fig_dir = out / "figures"
         fig_dir.mkdir(exist_ok=True)
@@ -132,7 +133,7 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
         def make_figures():
             vols = {"RESIRE": rec.volume} | ({"U-Net": traced_volume} if enhance else {})
             files = fg.save(fg.orthoslices(vols, rec.pixel_size), fig_dir, "tomogram_slices")
-            tilt_max = float(np.max(np.abs(np.asarray(angles, float).reshape(len(angles), -1)[:, -1 if np.ndim(angles) == 1 else 1])))
+            tilt_max = float(np.abs(as_euler_angles(angles)[:, 1]).max())
             files += fg.save(fg.fourier_intensity(vols, tilt_max, rec.pixel_size), fig_dir, "fourier_intensity")
             files += fg.save(fg.atoms_by_assignment(analysed), fig_dir, "atoms_fcc")
             files += fg.save(fg.atoms_by_facet(analysed), fig_dir, "atoms_facets")

@@ -61,7 +61,7 @@ def _check_volume(volume: np.ndarray) -> np.ndarray:
     return vol
 
 
-def find_peaks(volume: np.ndarray, min_distance_vox: float, mask: Optional[np.ndarray] = None) -> np.ndarray:
+def find_peaks(volume: np.ndarray, min_distance_vox: float) -> np.ndarray:
     """Voxel indices (m, 3) of local maxima, greedy by height, at least ``min_distance_vox`` apart."""
     from scipy import ndimage
     from scipy.spatial import cKDTree
@@ -69,8 +69,6 @@ def find_peaks(volume: np.ndarray, min_distance_vox: float, mask: Optional[np.nd
     r = max(1, int(np.floor(min_distance_vox / 2)))
     peaks = (volume == ndimage.maximum_filter(volume, size=2 * r + 1)) & (volume > 0)
     peaks[[0, -1], :, :] = peaks[:, [0, -1], :] = peaks[:, :, [0, -1]] = False  # need neighbours
-    if mask is not None:
-        peaks &= mask
     idx = np.argwhere(peaks)
     order = np.argsort(-volume[peaks], kind="stable")
     idx = idx[order]
@@ -200,16 +198,13 @@ def trace_atoms(
         raise AETInputError(f"support has shape {tuple(support.shape)} but the volume is {vol.shape}")
     rep = Reporter(4, progress, cancel)
     work, step = vol, pixel_size
-    mask = None if support is None else np.asarray(support, bool)
     if upsample > 1:
         from scipy import ndimage
 
         work = ndimage.zoom(vol, upsample, order=3, grid_mode=False)
         step = pixel_size / upsample
-        if mask is not None:
-            mask = ndimage.zoom(mask.astype(np.uint8), upsample, order=0, grid_mode=False).astype(bool)
     rep.step("local maxima")
-    idx = find_peaks(work, min_distance / step, None)
+    idx = find_peaks(work, min_distance / step)
     rep.step("sub-voxel positions")
     sub = subvoxel_positions(work, idx, fit)
     if upsample > 1:
