@@ -27,3 +27,9 @@ collect_ignore = ["gui"] if _NO_DISPLAY else []
 def pytest_report_header(config):
     if _NO_DISPLAY:
         return "GUI tests (tests/gui) not collected: no DISPLAY; run scripts/test.sh (xvfb-run) for the full suite"
+
+
+@pytest.fixture(autouse=True)
+def _private_home(tmp_path, monkeypatch):
+    """Settings and autosaved sessions go to a per-test folder, never the user's."""
+    monkeypatch.setenv("NAPARI_AET_HOME", str(tmp_path / "napari-aet-home"))

@@ -48,6 +48,7 @@ def volume_layer(vol: Volume, name: str = "tomogram", kind: str = "tomogram", **
         "metadata": {"napari_aet": {"kind": kind, "pixel_size": vol.pixel_size, "source": vol.source}},
         "colormap": "gray",
         "rendering": "attenuated_mip",
+        "units": ("angstrom",) * 3 if vol.pixel_size else ("pixel",) * 3,
     }
     kwargs.update(extra)
     return (vol.data, kwargs, "image")
@@ -58,7 +59,7 @@ def atoms_layer(table, name: str = "atoms", metadata: Optional[dict] = None, siz
 
     Coloured by f.c.c. assignment when known (blue assigned, black not), else grey.
     """
-    data = table[["z", "y", "x"]].to_numpy(dtype=float)
+    data = np.array(table[["z", "y", "x"]].to_numpy(dtype=float))  # writable: napari moves points in place
     features = table.drop(columns=["x", "y", "z"]).reset_index(drop=True)
     if "fcc" in features:
         colours = [FCC_COLOURS.get(int(v), "#808080") for v in features["fcc"].fillna(0)]
@@ -72,6 +73,7 @@ def atoms_layer(table, name: str = "atoms", metadata: Optional[dict] = None, siz
         "border_width": 0,
         "metadata": {"napari_aet": {"kind": "atoms", "atoms_metadata": metadata or {}}},
         "shading": "spherical",
+        "units": ("angstrom",) * 3,
     }
     return (data, kwargs, "points")
 
@@ -93,3 +95,81 @@ def points_to_table(data, meta: dict):
         feats = feats.drop(columns=[c for c in ("x", "y", "z") if c in feats])
         table = pd.concat([table, feats], axis=1)
     return table
+
+
+FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c"}  # others and none: grey
+LAYER_PALETTE = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb"]
+CATEGORICAL = ("fcc", "facet", "layer")
+STRAIN = ("exx", "eyy", "ezz", "exy", "exz", "eyz")
+DISPLACEMENT = ("ux", "uy", "uz")
+
+
+def colour_options(features) -> list:
+    """What an atoms layer can be coloured by, given its features."""
+    cols = set(getattr(features, "columns", []))
+    return [c for c in CATEGORICAL + STRAIN + DISPLACEMENT if c in cols]
+
+
+def atom_colours(features, by: str) -> dict:
+    """Points-layer colour settings for colouring atoms by ``by``.
+
+    Categorical (``fcc``: blue assigned / black not, as in the reference; ``facet``: {100}
+    red, {111} blue, {110} green, others grey; ``layer``: a repeating palette) give explicit
+    colours; a strain or displacement component gives the feature name with a diverging
+    colormap and limits symmetric about zero (99th percentile of |value|).
+    """
+    if by not in getattr(features, "columns", []):
+        raise ValueError(f"the atoms have no '{by}' column; run Analyze first")
+    values = features[by]
+    if by == "fcc":
+        return {"face_color": [FCC_COLOURS.get(int(v), "#808080") if v == v else "#808080" for v in values]}
+    if by == "facet":
+        return {"face_color": [FACET_COLOURS.get(str(v), "#bbbbbb") for v in values.fillna("")]}
+    if by == "layer":
+        return {"face_color": [LAYER_PALETTE[int(v) % (len(LAYER_PALETTE) - 1)] if v == v else LAYER_PALETTE[-1]
+                               for v in values]}
+    v = np.asarray(values, float)
+    finite = np.abs(v[np.isfinite(v)])
+    lim = float(np.percentile(finite, 99)) if finite.size else 1.0
+    return {"face_color": by, "face_colormap": "RdBu_r", "face_contrast_limits": (-(lim or 1.0), lim or 1.0)}
+
+
+def displacement_vectors(table, lattice: dict, layer: Optional[int] = None, exaggeration: float = 10.0):
+    """Vectors layer data ``(N, 2, 3)`` [origin (z, y, x) Å, displacement × ``exaggeration``]
+    for the atoms of one layer (all when None), with the magnitude (Å) as a feature."""
+    import pandas as pd
+
+    needed = {"ux", "uy", "uz", "layer"}
+    if not needed <= set(table.columns):
+        raise ValueError("the atoms have no displacements; run Analyze first")
+    t = table
+    if "atom" in t:
+        t = t[t["atom"] == 1]
+    t = t[np.isfinite(t[["ux", "uy", "uz"]].to_numpy(float)).all(axis=1)]
+    if layer is not None:
+        t = t[t["layer"] == layer]
+    rot = np.asarray(lattice["crystal_rotation"], float)  # columns: crystal axes in the sample frame
+    u_sample = t[["ux", "uy", "uz"]].to_numpy(float) @ rot.T
+    origin = t[["z", "y", "x"]].to_numpy(float)
+    data = np.stack([origin, u_sample[:, ::-1] * exaggeration], axis=1)
+    features = pd.DataFrame({"magnitude": np.linalg.norm(u_sample, axis=1), "layer": t["layer"].to_numpy()})
+    return data, features
+
+
+def fourier_layers(volume: Volume, tilt_range: Optional[float], name: str):
+    """Image layer of log Fourier intensity (centred, axes in 1/Å) and, when the tilt range is
+    known, a Labels layer marking the missing wedge."""
+    from .core.fourier import fourier_intensity, missing_wedge_mask
+
+    n = np.array(volume.data.shape)
+    dk = 1.0 / (n * (volume.pixel_size or 1.0))
+    scale = tuple(dk)
+    translate = tuple(-(n // 2) * dk)
+    meta = {"napari_aet": {"kind": "fourier", "pixel_size": volume.pixel_size, "tilt_range": tilt_range}}
+    out = [(fourier_intensity(volume.data), {"name": f"{name} |F|² (log)", "scale": scale, "translate": translate,
+                                               "colormap": "magma", "metadata": meta}, "image")]
+    if tilt_range:
+        wedge = missing_wedge_mask(volume.data.shape, tilt_range).astype(np.uint8)
+        out.append((wedge, {"name": f"missing wedge (±{tilt_range:.0f}°)", "scale": scale, "translate": translate,
+                            "opacity": 0.25, "metadata": {"napari_aet": {"kind": "wedge"}}}, "labels"))
+    return out

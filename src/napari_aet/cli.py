@@ -318,7 +318,7 @@ def cmd_train(args) -> int:
     if args.max_minutes is not None:
         cfg.max_minutes = args.max_minutes
     res = train(cfg, args.data, args.output, device=args.device, progress=progress_bar("train"),
-                log=lambda e: _info(_json.dumps(e)))
+                log=lambda e: _info(_json.dumps(e)), init_weights=args.init_weights)
     if int(os.environ.get("RANK", "0")) == 0:
         prov = {
             "command": "napari-aet " + " ".join(sys.argv[1:]) if sys.argv and "napari" in sys.argv[0] else None,
@@ -326,6 +326,8 @@ def cmd_train(args) -> int:
             "epochs_done": res["epochs_done"], "wall_seconds": res["seconds"], "device": res["device"],
             "world_size": res["world_size"], "n_parameters": res["n_parameters"], "sha256": res["sha256"],
             "validation": res["history"][-1] if res["history"] else None,
+            "init_weights": None if args.init_weights is None else str(args.init_weights),
+            "bn_recalibration": res.get("bn_recalibration"),
         }
         write_json(args.output / "weights.json", prov)
         _info(f"trained {res['epochs_done']} epochs in {res['seconds']:.0f} s -> {args.output / 'weights.pt'}")
@@ -573,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR")
     _add_run_options(p, "RUN_DIR", overwrite_help="")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time (minutes)")
+    p.add_argument("--init-weights", type=Path, default=None, metavar="W.pt",
+                   help="start from these weights (fine-tuning); with epochs 0 in the config, only recompute "
+                   "the batch-norm statistics on DATA_DIR")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("enhance", help="recover the missing wedge of a tomogram with the U-Net",

@@ -20,12 +20,13 @@ def _plt():
     return plt
 
 
-def save(fig, out_dir: Path, name: str) -> list:
-    """Write ``name``.png (300 dpi) and ``name``.svg atomically; return the paths."""
+def save(fig, out_dir: Path, name: str, formats=("png", "svg")) -> list:
+    """Write ``name``.png (300 dpi) and ``name``.svg (or .pdf) atomically; return the paths."""
     from .io import atomic_path
 
     out = []
-    for ext, kw in ((".png", {"dpi": 300}), (".svg", {})):
+    for fmt in formats:
+        ext, kw = f".{fmt}", ({"dpi": 300} if fmt == "png" else {})
         path = Path(out_dir) / f"{name}{ext}"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext[1:], bbox_inches="tight", **kw)

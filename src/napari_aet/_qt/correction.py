@@ -1,0 +1,275 @@
+"""Manual correction of traced atoms.
+
+Add, delete and move atoms with the Points layer's own tools (in 2D slices of the tomogram,
+or in 3D where napari places new points on the slicing plane); every change is recorded for
+undo/redo (buttons, or Ctrl+Z / Ctrl+Shift+Z on the layer) and autosaved at once to the
+session folder, so a crash or a closed window loses nothing ("Restore last session" brings
+the edits back). "Refine edited atoms" snaps the edited atoms to the local intensity maximum
+of the tomogram with a sub-voxel fit; "Re-analyse" updates lattice, facets and strain.
+Closing napari while edits have not been exported asks first.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+
+import numpy as np
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QMessageBox, QPushButton
+
+from .. import session
+from .widgets import WorkerWidget, aet_meta, layer_table, recolour
+
+
+class _CloseGuard(QObject):
+    """Asks before the napari window closes while the session holds unexported edits."""
+
+    def __init__(self, window, store: "session.Session"):
+        super().__init__(window)  # no Python reference to the window: Qt owns this filter
+        self.store = store
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Close and obj is self.parent() and self.store.unexported:
+            answer = QMessageBox.question(
+                obj, "napari-aet",
+                "Atoms were edited since the last export (they are autosaved in "
+                f"{self.store.folder}). Close anyway?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return True
+        return False
+
+
+def _key_action(widget_ref, name: str, _layer=None):
+    """A layer key binding that holds the widget weakly (no cycle through the viewer)."""
+    widget = widget_ref()
+    if widget is not None:
+        getattr(widget, name)()
+
+
+class CorrectionWidget(WorkerWidget):
+    """Edit atoms by hand with undo, autosave and restore; refine edits; re-analyse."""
+
+    run_label = "Re-analyse"
+    layer_kinds = ("atoms",)
+    has_device = False
+
+    def __init__(self, napari_viewer, session_folder=None):
+        self.store = session.Session(session_folder)
+        self.history = session.EditHistory()
+        self._layer = None
+        self._snapshot = None
+        self._restoring = False
+        self._last_change = None
+        super().__init__(napari_viewer)
+        self.layer_box.currentTextChanged.connect(self._attach)
+        self._attach()
+        window = getattr(getattr(napari_viewer, "window", None), "_qt_window", None)
+        if window is not None:  # napari has no public close hook; the Qt window is the one place
+            self._guard = _CloseGuard(window, self.store)
+            window.installEventFilter(self._guard)
+        if self.store.has_autosave():
+            st = self.store.state()
+            self.status.setText(f"an autosaved session holds {st.get('n_atoms', '?')} atoms "
+                                f"({st.get('saved_at', '')}): 'Restore last session' brings it back")
+
+    def build_form(self, form):
+        self.tomogram_box = QComboBox()
+        form.addRow("atoms", self.layer_box)
+        form.addRow("tomogram", self.tomogram_box)
+
+    def build_extra(self, layout):
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        self.undo_button = QPushButton("Undo")
+        self.redo_button = QPushButton("Redo")
+        self.refine_button = QPushButton("Refine edited atoms")
+        self.restore_button = QPushButton("Restore last session")
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button.clicked.connect(self.redo)
+        self.refine_button.clicked.connect(self.refine_edited)
+        self.restore_button.clicked.connect(self.restore)
+        for b in (self.undo_button, self.redo_button):
+            row1.addWidget(b)
+        for b in (self.refine_button, self.restore_button):
+            row2.addWidget(b)
+        layout.addLayout(row1)
+        layout.addLayout(row2)
+        self._update_buttons()
+
+    def _refresh_layers(self, *_):
+        super()._refresh_layers()
+        if hasattr(self, "tomogram_box"):
+            current = self.tomogram_box.currentText()
+            self.tomogram_box.clear()
+            self.tomogram_box.addItems([l.name for l in self.layers_of_kind(("tomogram", "ideal_tomogram"))])
+            if current:
+                self.tomogram_box.setCurrentText(current)
+            if self._layer is not None and self._layer not in self.viewer.layers:
+                self._detach()
+            if self._layer is None:
+                self._attach()
+
+    def _update_buttons(self):
+        if hasattr(self, "undo_button"):
+            self.undo_button.setEnabled(self.history.can_undo)
+            self.redo_button.setEnabled(self.history.can_redo)
+            self.restore_button.setEnabled(self.store.has_autosave())
+
+    # ------------------------------------------------------------------ edits
+    def _detach(self):
+        if self._layer is not None:
+            try:
+                self._layer.events.data.disconnect(self._on_data)
+            except (TypeError, RuntimeError, ValueError):
+                pass
+        self._layer, self._snapshot = None, None
+
+    def _attach(self, *_):
+        layer = self.selected_layer()
+        if layer is self._layer:
+            return
+        self._detach()
+        if layer is None:
+            return
+        self._layer = layer
+        self.history = session.EditHistory()
+        self._snapshot = layer_table(layer)
+        layer.events.data.connect(self._on_data)
+        ref = weakref.ref(self)
+        layer.bind_key("Control-z", functools.partial(_key_action, ref, "undo"), overwrite=True)
+        layer.bind_key("Control-Shift-z", functools.partial(_key_action, ref, "redo"), overwrite=True)
+        if "edited" not in layer.features:
+            feats = layer.features.copy()
+            feats["edited"] = 0
+            layer.features = feats
+        layer.feature_defaults["edited"] = 1
+        if "atom" in layer.features:
+            layer.feature_defaults["atom"] = 1
+        self._update_buttons()
+
+    def _on_data(self, event):
+        action = str(getattr(event, "action", ""))
+        if self._restoring or not action.endswith(("added", "removed", "changed")):
+            return
+        layer = self._layer
+        if action.endswith(("added", "changed")):
+            n = len(layer.data)
+            idx = sorted({int(i) % n for i in getattr(event, "data_indices", ()) if -n <= int(i) < n})  # add() gives -1, -2...
+            if idx and "edited" in layer.features:
+                feats = layer.features.copy()
+                feats.loc[idx, "edited"] = 1
+                if action.endswith("added") and "atom" in feats:
+                    feats.loc[idx, "atom"] = 1
+                layer.features = feats
+        import time
+
+        key = (action, tuple(getattr(event, "data_indices", ())))
+        if not (action.endswith("changed") and self._last_change and self._last_change[0] == key
+                and time.monotonic() - self._last_change[1] < 2.0):
+            self.history.push(self._snapshot)  # one drag of the same atoms is one undo step
+        self._last_change = (key, time.monotonic())
+        self._commit(f"{action.rsplit('.', 1)[-1]}: {len(layer.data)} atoms")
+
+    def _commit(self, message: str):
+        """Autosave the layer's current atoms and remember them as the state before the next edit."""
+        layer = self._layer
+        self._snapshot = layer_table(layer)
+        meta = dict(aet_meta(layer).get("atoms_metadata") or {})
+        self.store.autosave(self._snapshot, meta, layer.name)
+        self._update_buttons()
+        self.status.setText(f"{message} (autosaved)")
+
+    def _show(self, table):
+        """Put a table into the layer without recording it as a new edit."""
+        layer = self._layer
+        self._restoring = True
+        try:
+            layer.selected_data = set()
+            world = table[["z", "y", "x"]].to_numpy(float)
+            layer.data = np.array((world - np.asarray(layer.translate)) / np.asarray(layer.scale))
+            layer.features = table.drop(columns=["x", "y", "z"]).reset_index(drop=True)
+            by = aet_meta(layer).get("colour_by")
+            if by and by in layer.features:
+                recolour(layer, by)
+        finally:
+            self._restoring = False
+
+    def undo(self):
+        if self._layer is None:
+            return
+        previous = self.history.undo(layer_table(self._layer))
+        if previous is not None:
+            self._show(previous)
+            self._commit("undone")
+
+    def redo(self):
+        if self._layer is None:
+            return
+        following = self.history.redo(layer_table(self._layer))
+        if following is not None:
+            self._show(following)
+            self._commit("redone")
+
+    def restore(self):
+        """Bring back the autosaved atoms as a layer (replacing one of the same name)."""
+        from .._layers import atoms_layer
+
+        got = self.store.restore()
+        if got is None:
+            self.status.setText("no autosaved session")
+            return
+        table, meta, name = got
+        data, kwargs, kind = atoms_layer(table, name=name, metadata=meta)
+        self.add_layer((data, kwargs, kind))
+        self.layer_box.setCurrentText(name)
+        self._attach()
+        self.status.setText(f"restored {len(table)} atoms from {self.store.atoms_path}")
+
+    def refine_edited(self):
+        """Snap the edited (or, if any, the selected) atoms to the tomogram's local maxima."""
+        from ..session import snap_to_maxima
+
+        layer = self._layer
+        tomo = next((l for l in self.viewer.layers if l.name == self.tomogram_box.currentText()), None)
+        if layer is None or tomo is None:
+            self.status.setText("choose an atoms layer and the tomogram to refine against")
+            return
+        idx = sorted(layer.selected_data) or list(np.flatnonzero(layer.features.get("edited", 0) == 1))
+        if not idx:
+            self.status.setText("no edited or selected atoms to refine")
+            return
+        before = layer_table(layer)
+        world = before[["z", "y", "x"]].to_numpy(float)[idx]
+        vox = (world - np.asarray(tomo.translate)) / np.asarray(tomo.scale)
+        new_world = snap_to_maxima(np.asarray(tomo.data), vox) * np.asarray(tomo.scale) + np.asarray(tomo.translate)
+        table = before.copy()
+        table.loc[idx, ["z", "y", "x"]] = new_world
+        self.history.push(before)
+        self._show(table)
+        moved = np.linalg.norm(new_world - world, axis=1)
+        self._commit(f"refined {len(idx)} atoms (moved {moved.mean():.2f} Å on average)")
+
+    # ------------------------------------------------------------- re-analyse
+    def start(self):
+        from ..core.analysis import analyze_atoms
+
+        if self._layer is None or len(self._layer.data) < 4:
+            self.status.setText("no atoms layer with atoms to analyse")
+            return
+        table = layer_table(self._layer)
+        self.launch(analyze_atoms, table.drop(columns=["edited"], errors="ignore"))
+
+    def on_result(self, result):
+        table, summary = result
+        layer = self._layer
+        before = layer_table(layer)
+        table["edited"] = before["edited"].to_numpy() if "edited" in before else 0
+        self.history.push(before)
+        self._show(table)
+        if not aet_meta(layer).get("colour_by"):
+            recolour(layer, "fcc")
+        aet_meta(layer)["analysis"] = {k: v for k, v in summary.items() if k != "grid"}
+        self._commit(f"re-analysed: a = {summary['lattice']['lattice_constant']:.4f} Å, "
+                     f"{summary['share_assigned']:.1%} on f.c.c. sites")

@@ -1,0 +1,179 @@
+"""Figures & export: a high-resolution rendering of the canvas (white or black background,
+scale bar in Å, atoms as shaded spheres), the strain/displacement layer maps as publication
+figures (PNG 300 dpi plus SVG or PDF), the atoms as a CSV, and a rotating movie through
+napari-animation where it is installed. Every file is written to a temporary name first and
+then renamed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QPushButton, QSpinBox
+
+from .. import session
+from .._layers import DISPLACEMENT, STRAIN
+from .widgets import WorkerWidget, _path_row, aet_meta, layer_table
+
+
+def save_rendering(viewer, path, size=(2000, 2000), background: str = "white", scale_bar: bool = True,
+                   spheres: bool = True) -> np.ndarray:
+    """Render the canvas at ``size`` (height, width) px and save it as PNG (300 dpi); the
+    viewer's background, scale bar and point shading are restored afterwards."""
+    from PIL import Image
+
+    bar = viewer.scale_bar
+    old = (viewer.canvas.background_color_override, bar.visible, bar.color)
+    shading = {l: l.shading for l in viewer.layers if aet_meta(l).get("kind") == "atoms"}
+    try:
+        viewer.canvas.background_color_override = background
+        bar.visible = scale_bar
+        bar.color = "black" if background == "white" else "white"
+        if spheres:
+            for layer in shading:
+                layer.shading = "spherical"
+        img = np.asarray(viewer.screenshot(size=tuple(int(s) for s in size), canvas_only=True))
+    finally:
+        viewer.canvas.background_color_override = old[0]
+        bar.visible, bar.color = old[1], old[2]
+        for layer, s in shading.items():
+            layer.shading = s
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(img).save(tmp, format="PNG", dpi=(300, 300))
+    os.replace(tmp, path)
+    return img
+
+
+def save_movie(viewer, path, frames: int = 72, fps: int = 24) -> None:
+    """A full turn about the vertical axis in 3D, through napari-animation."""
+    from napari_animation import Animation
+
+    path = Path(path)
+    viewer.dims.ndisplay = 3
+    anim = Animation(viewer)
+    start = tuple(viewer.camera.angles)
+    for k in range(5):
+        viewer.camera.angles = (start[0], start[1] + 90 * k, start[2])
+        anim.capture_keyframe(steps=max(1, frames // 4))
+    tmp = path.with_name(f".tmp_{path.name}")
+    anim.animate(str(tmp), canvas_only=True, fps=fps)
+    os.replace(tmp, path)
+    viewer.camera.angles = start
+
+
+class FiguresWidget(WorkerWidget):
+    """Publication figures and exports."""
+
+    run_label = "Save rendering"
+    layer_kinds = ("atoms",)
+    has_device = False
+
+    def build_form(self, form):
+        self.folder = QLineEdit(str(Path.home() / "napari-aet-figures"))
+        self.width = QSpinBox()
+        self.height = QSpinBox()
+        for s in (self.width, self.height):
+            s.setRange(64, 8000)
+            s.setValue(2000)
+            s.setSuffix(" px")
+        self.background = QComboBox()
+        self.background.addItems(["white", "black"])
+        self.scale_bar = QCheckBox("scale bar (Å)")
+        self.scale_bar.setChecked(True)
+        self.spheres = QCheckBox("atoms as shaded spheres")
+        self.spheres.setChecked(True)
+        form.addRow("folder", self.folder)
+        form.addRow("width", self.width)
+        form.addRow("height", self.height)
+        form.addRow("background", self.background)
+        form.addRow("", self.scale_bar)
+        form.addRow("", self.spheres)
+        self.settings.update(folder=self.folder, width=self.width, height=self.height, background=self.background,
+                             scale_bar=self.scale_bar, spheres=self.spheres)
+
+    def build_extra(self, layout):
+        form = QFormLayout()
+        self.component = QComboBox()
+        self.component.addItems(list(STRAIN + DISPLACEMENT))
+        self.vector_format = QComboBox()
+        self.vector_format.addItems(["svg", "pdf"])
+        self.maps_button = QPushButton("Save layer maps")
+        self.atoms_button = QPushButton("Export atoms (CSV)")
+        self.movie_button = QPushButton("Save rotating movie")
+        try:
+            import napari_animation  # noqa: F401
+        except ImportError:
+            self.movie_button.setEnabled(False)
+            self.movie_button.setToolTip("install napari-animation for movies")
+        form.addRow("atoms", self.layer_box)
+        form.addRow("map component", self.component)
+        form.addRow("vector format", self.vector_format)
+        form.addRow(self.maps_button)
+        form.addRow(self.atoms_button)
+        form.addRow(self.movie_button)
+        self.maps_button.clicked.connect(self.save_layer_maps)
+        self.atoms_button.clicked.connect(self.export_atoms)
+        self.movie_button.clicked.connect(self.save_movie)
+        self.settings.update(component=self.component, vector_format=self.vector_format)
+        layout.addLayout(form)
+
+    def _out(self, name: str) -> Path:
+        folder = Path(self.folder.text()).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
+    def start(self):
+        path = self._out("rendering.png")
+        img = save_rendering(self.viewer, path, (self.height.value(), self.width.value()), self.background.currentText(),
+                             self.scale_bar.isChecked(), self.spheres.isChecked())
+        self.status.setText(f"saved {path} ({img.shape[1]}×{img.shape[0]} px)")
+
+    def _atoms(self):
+        layer = self.selected_layer()
+        if layer is None:
+            raise ValueError("no atoms layer: trace atoms first")
+        return layer, layer_table(layer)
+
+    def save_layer_maps(self):
+        from ..core import figures
+
+        try:
+            layer, table = self._atoms()
+            lattice = (aet_meta(layer).get("analysis") or {}).get("lattice")
+            comp = self.component.currentText()
+            if lattice is None or comp not in table:
+                raise ValueError("the atoms have no strain or displacement yet: run Analyze first")
+            axis = ((aet_meta(layer).get("analysis") or {}).get("settings") or {}).get("layer_axis", "001")
+            fig = figures.layer_maps(table, comp, lattice, axis if axis in ("100", "010", "001") else "001")
+            if fig is None:
+                raise ValueError("no atoms with a layer index")
+            paths = figures.save(fig, self._out(""), f"layers_{comp}", formats=("png", self.vector_format.currentText()))
+            self.status.setText("saved " + ", ".join(str(p) for p in paths))
+        except Exception as exc:
+            self.status.setText(f"error: {str(exc).splitlines()[0]}")
+
+    def export_atoms(self):
+        from ..core.io import write_atoms
+
+        try:
+            layer, table = self._atoms()
+            path = self._out(f"{layer.name.replace(' ', '_')}.csv")
+            meta = dict(aet_meta(layer).get("atoms_metadata") or {})
+            if aet_meta(layer).get("analysis"):
+                meta["analysis"] = aet_meta(layer)["analysis"]
+            write_atoms(path, table.drop(columns=["edited"], errors="ignore"), meta)
+            session.Session().mark_exported(path)
+            self.status.setText(f"saved {path} ({len(table)} atoms)")
+        except Exception as exc:
+            self.status.setText(f"error: {str(exc).splitlines()[0]}")
+
+    def save_movie(self):
+        try:
+            path = self._out("rotation.mp4")
+            save_movie(self.viewer, path)
+            self.status.setText(f"saved {path}")
+        except Exception as exc:
+            self.status.setText(f"error: {str(exc).splitlines()[0]}")

@@ -1,0 +1,321 @@
+"""The workbench dock widgets end to end on small simulated cases (needs xvfb)."""
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+PX = 0.357
+
+
+@pytest.fixture(scope="module")
+def small_case():
+    """A small Pt particle (56³) with its tilt series, RESIRE tomogram and ideal tomogram."""
+    from napari_aet.core.reconstruct import reconstruct
+    from napari_aet.core.simulate import SimulationConfig, simulate
+
+    sim = simulate(SimulationConfig(size=1.5, n_voxels=56, tilt_range=60, tilt_step=6, seed=93))
+    rec = reconstruct(sim.tilt_series.data, sim.tilt_series.angles, PX, device="cpu").volume
+    return sim, rec
+
+
+def _add(viewer, layer_data):
+    data, kwargs, kind = layer_data
+    return getattr(viewer, f"add_{kind}")(data, **kwargs)
+
+
+def _sample_atoms(viewer):
+    """The built-in sample's ideal tomogram and true atoms (1,359 atoms)."""
+    _, ideal, truth = viewer.open_sample("napari-aet", "pt_nanoparticle")
+    return ideal, truth
+
+
+def test_load_widget_reads_the_file_and_its_angles(make_napari_viewer, qtbot, tmp_path, small_case):
+    from napari_aet._qt.widgets import LoadWidget
+    from napari_aet.core.io import write_tilt_series
+
+    sim, _ = small_case
+    write_tilt_series(tmp_path / "tilts.mrc", sim.tilt_series, write_angles_file=True)
+    viewer = make_napari_viewer()
+    w = LoadWidget(viewer)
+    w.path.setText(str(tmp_path / "broken.mrc"))
+    (tmp_path / "broken.mrc").write_bytes(b"")
+    w.run_button.click()
+    qtbot.waitUntil(lambda: w.status.text().startswith("error"), timeout=20000)
+    assert "broken.mrc" in w.status.text() and len(viewer.layers) == 0
+    w.path.setText(str(tmp_path / "tilts.mrc"))
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "tilts" in viewer.layers, timeout=20000)
+    layer = viewer.layers["tilts"]
+    np.testing.assert_allclose(layer.scale[1:], (PX, PX), rtol=1e-5)
+    np.testing.assert_allclose(layer.metadata["napari_aet"]["angles"], sim.tilt_series.angles, atol=1e-4)
+    assert "projections" in w.status.text()
+    # the path is remembered for the next session
+    assert LoadWidget(viewer).path.text() == str(tmp_path / "tilts.mrc")
+
+
+def test_align_widget_recovers_shifts(make_napari_viewer, qtbot):
+    from napari_aet._layers import tilt_series_layer
+    from napari_aet._qt.widgets import AlignWidget
+    from napari_aet.core.simulate import SimulationConfig, simulate
+
+    sim = simulate(SimulationConfig(size=1.5, n_voxels=56, tilt_range=60, tilt_step=10, seed=94, shift_error=2.0))
+    viewer = make_napari_viewer()
+    _add(viewer, tilt_series_layer(sim.tilt_series, name="raw"))
+    w = AlignWidget(viewer)
+    w.method.setCurrentText("projection-matching")
+    w.rounds.setValue(3)
+    w.refine_angles.setChecked(False)
+    w.device.setCurrentText("cpu")
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "raw (aligned)" in viewer.layers, timeout=120000)
+    got = np.asarray(viewer.layers["raw (aligned)"].metadata["napari_aet"]["alignment"]["shifts_px"])
+    err = (got - got.mean(0)) - (sim.shifts - sim.shifts.mean(0))  # the common shift is unobservable
+    assert np.abs(sim.shifts).max() > 1.5 and np.abs(err).max() < 0.3
+    # and the aligned series must reconstruct better than the raw one
+    from napari_aet.core.metrics import match_atoms
+    from napari_aet.core.reconstruct import reconstruct
+    from napari_aet.core.trace import trace_atoms
+
+    def recall(data):
+        vol = reconstruct(np.asarray(data), sim.tilt_series.angles, PX, iterations=60, device="cpu").volume
+        return match_atoms(trace_atoms(vol, PX).atoms[["x", "y", "z"]].to_numpy(), sim.particle.positions).recall
+
+    assert recall(viewer.layers["raw (aligned)"].data) >= max(0.95, recall(viewer.layers["raw"].data))
+
+
+def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(make_napari_viewer, qtbot, small_case):
+    from napari_aet._layers import volume_layer
+    from napari_aet._qt.widgets import EnhanceWidget
+    from napari_aet.core.io import Volume
+    from napari_aet.core.metrics import normalized_error
+
+    sim, rec = small_case
+    viewer = make_napari_viewer()
+    data, kwargs, kind = volume_layer(Volume(rec, PX), name="tomogram (resire)")
+    kwargs["metadata"]["napari_aet"]["tilt_range"] = 60.0
+    _add(viewer, (data, kwargs, kind))
+    w = EnhanceWidget(viewer)
+    w.device.setCurrentText("cpu")
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "tomogram (resire) enhanced" in viewer.layers, timeout=120000)
+    out = viewer.layers["tomogram (resire) enhanced"]
+    src = viewer.layers["tomogram (resire)"]
+    np.testing.assert_allclose(out.scale, src.scale)
+    np.testing.assert_allclose(out.translate, src.translate)
+    assert normalized_error(out.data, sim.ideal.data) < 0.9 * normalized_error(rec, sim.ideal.data)
+    # Fourier intensity before and after, the wedge marked
+    four = viewer.layers["tomogram (resire) |F|² (log)"]
+    wedge = viewer.layers["missing wedge (±60°)"]
+    assert four.data.shape == rec.shape and wedge.data.shape == rec.shape
+    np.testing.assert_allclose(four.scale, 1 / (56 * PX), rtol=1e-6)
+    assert "tomogram (resire) enhanced |F|² (log)" in viewer.layers
+    # the enhanced tomogram is never offered as input by default
+    assert w.layer_box.currentText() == "tomogram (resire)"
+
+
+def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(make_napari_viewer, qtbot, small_case):
+    """SIRT (no positivity) leaves the wedge empty: the marked region must be the dark one."""
+    from napari_aet._layers import tilt_series_layer
+    from napari_aet._qt.widgets import ReconstructWidget
+    from napari_aet.core.fourier import frequency_grids
+
+    sim, _ = small_case
+    viewer = make_napari_viewer()
+    _add(viewer, tilt_series_layer(sim.tilt_series, name="tilts"))
+    w = ReconstructWidget(viewer)
+    w.method.setCurrentText("sirt")
+    w.show_fourier.setChecked(True)
+    w.device.setCurrentText("cpu")
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "missing wedge (±60°)" in viewer.layers, timeout=60000)
+    four = viewer.layers["tomogram (sirt) |F|² (log)"].data
+    wedge = viewer.layers["missing wedge (±60°)"].data == 1
+    kz, ky, kx = frequency_grids(four.shape)
+    shell = (np.sqrt(kz**2 + ky**2 + kx**2) > 0.15) & (np.sqrt(kz**2 + ky**2 + kx**2) < 0.45)
+    assert four[shell & wedge].mean() < 0.8 * four[shell & ~wedge].mean()
+    assert viewer.layers["tomogram (sirt)"].metadata["napari_aet"]["tilt_range"] == pytest.approx(60.0)
+
+
+def test_analyze_widget_colours_atoms_and_shows_layer_displacements(make_napari_viewer, qtbot):
+    from napari_aet._layers import FACET_COLOURS, FCC_COLOURS
+    from napari_aet._qt.widgets import AnalyzeWidget
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    viewer = make_napari_viewer()
+    _, truth = _sample_atoms(viewer)
+    true_fcc = truth.features["fcc"].to_numpy().copy()
+    w = AnalyzeWidget(viewer)
+    assert w.layer_box.currentText() == truth.name
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
+    feats = truth.features
+    assert (feats["fcc"].to_numpy() == true_fcc).mean() >= 0.99
+    blue, black = transform_color(FCC_COLOURS[1])[0], transform_color(FCC_COLOURS[0])[0]
+    fcc = feats["fcc"].to_numpy() == 1
+    np.testing.assert_allclose(truth.face_color[fcc], np.tile(blue, (fcc.sum(), 1)), atol=1e-6)
+    if (~fcc).any():
+        np.testing.assert_allclose(truth.face_color[~fcc], np.tile(black, ((~fcc).sum(), 1)), atol=1e-6)
+    # facets: {100} red, {111} blue
+    w.colour_by.setCurrentText("facet")
+    f100 = (feats["facet"] == "100").to_numpy()
+    assert f100.any()
+    np.testing.assert_allclose(truth.face_color[f100][0], transform_color(FACET_COLOURS["100"])[0], atol=1e-6)
+    # a strain component: diverging map, limits symmetric about zero, colour bar shown
+    w.colour_by.setCurrentText("exy")
+    lo, hi = truth.face_contrast_limits
+    assert lo == -hi and hi > 0 and truth.face_colorbar.visible
+    assert truth.face_colormap.name == "RdBu_r"
+    # per-layer displacement arrows: the slider picks the layer
+    vec = viewer.layers["displacement"]
+    for index in (w.layer_slider.minimum() + 1, w.layer_slider.maximum() - 1):
+        w.layer_slider.setValue(index)
+        sel = (feats["layer"] == index).to_numpy() & np.isfinite(feats["ux"].to_numpy())
+        assert len(vec.data) == sel.sum() > 0
+        assert set(vec.features["layer"]) == {index}
+        lengths = np.linalg.norm(vec.data[:, 1], axis=1)
+        np.testing.assert_allclose(lengths, vec.features["magnitude"] * w.exaggeration.value(), rtol=1e-6)
+    assert "on f.c.c. sites" in w.status.text()
+
+
+@pytest.fixture
+def never_ask_on_close(monkeypatch):
+    """Whatever a test leaves behind, closing its viewers must not wait on a modal question."""
+    yield
+    from qtpy.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+
+
+def test_manual_edits_undo_autosave_and_restore(make_napari_viewer, never_ask_on_close, qtbot, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
+    from napari_aet._qt.correction import CorrectionWidget
+    from napari_aet.core.io import read_atoms
+
+    viewer = make_napari_viewer()
+    ideal, truth = _sample_atoms(viewer)
+    n = len(truth.data)
+    w = CorrectionWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.tomogram_box.setCurrentText(ideal.name)
+    assert w.layer_box.currentText() == truth.name and not w.undo_button.isEnabled()
+    # drag one atom 0.64 Å within its slice (two drag events: one undo step), then refine it
+    # back onto the intensity maximum
+    true_pos = truth.data[10].copy()
+    truth._move({10}, true_pos)
+    truth._move({10}, true_pos + np.array([0.0, -0.3, 0.2]))
+    truth._move({10}, true_pos + np.array([0.0, -0.5, 0.4]))
+    truth._drag_start = None
+    assert np.linalg.norm(truth.data[10] - true_pos) > 0.5
+    assert truth.features["edited"].iloc[10] == 1
+    saved, _ = read_atoms(w.store.atoms_path)
+    np.testing.assert_allclose(saved[["z", "y", "x"]].to_numpy()[10], truth.data[10], atol=1e-9)
+    w.refine_button.click()
+    assert np.linalg.norm(truth.data[10] - true_pos) < 0.05
+    w.undo_button.click()  # undoes the refinement
+    w.undo_button.click()  # undoes the whole drag
+    np.testing.assert_allclose(truth.data[10], true_pos)
+    w.redo_button.click()
+    w.redo_button.click()
+    assert np.linalg.norm(truth.data[10] - true_pos) < 0.05
+    # add an atom, delete another; each is one undoable step, each autosaved
+    truth.add(np.array([[0.0, 0.0, 30.0]]))
+    assert len(truth.data) == n + 1 and truth.features["edited"].iloc[-1] == 1
+    truth.selected_data = {0}
+    truth.remove_selected()
+    assert len(read_atoms(w.store.atoms_path)[0]) == n
+    w.undo_button.click()
+    assert len(truth.data) == n + 1
+    w.undo_button.click()
+    assert len(truth.data) == n
+    w.redo_button.click()
+    assert len(truth.data) == n + 1
+    assert len(read_atoms(w.store.atoms_path)[0]) == n + 1
+    edited = truth.data.copy()
+    # closing with unexported edits asks; "No" keeps the window open
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(1) or QMessageBox.StandardButton.No)
+    viewer.window._qt_window.show()
+    viewer.window._qt_window.close()
+    assert asked and viewer.window._qt_window.isVisible()
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    viewer.close()
+    # a new viewer restores the edits from the session folder
+    viewer2 = make_napari_viewer()
+    w2 = CorrectionWidget(viewer2)
+    viewer2.window.add_dock_widget(w2)
+    assert w2.restore_button.isEnabled() and "autosaved" in w2.status.text()
+    w2.restore_button.click()
+    restored = viewer2.layers[truth.name]
+    np.testing.assert_allclose(restored.data, edited, atol=1e-9)
+    assert restored.features["edited"].sum() >= 2
+    w2.store.mark_exported("test")  # lets the fixture close the viewer without asking
+
+
+def test_figures_rendering_maps_and_export(make_napari_viewer, never_ask_on_close, qtbot, tmp_path, monkeypatch):
+    from PIL import Image
+    from qtpy.QtWidgets import QMessageBox
+
+    from napari_aet._qt.correction import CorrectionWidget
+    from napari_aet._qt.figures import FiguresWidget
+    from napari_aet._qt.widgets import AnalyzeWidget
+
+    viewer = make_napari_viewer(show=True)  # an unshown canvas renders nothing
+    _, truth = _sample_atoms(viewer)
+    viewer.layers["Pt tilt series (simulated)"].visible = False
+    viewer.dims.ndisplay = 3
+    a = AnalyzeWidget(viewer)
+    a.run_button.click()
+    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
+    f = FiguresWidget(viewer)
+    f.folder.setText(str(tmp_path / "figs"))
+    f.width.setValue(640)
+    f.height.setValue(480)
+    f.background.setCurrentText("white")
+    f.run_button.click()
+    assert (tmp_path / "figs" / "rendering.png").exists(), f.status.text()
+    img = np.asarray(Image.open(tmp_path / "figs" / "rendering.png"))
+    assert img.shape[:2] == (480, 640)
+    rgb = img[..., :3].astype(float)
+    assert rgb.std() > 5  # not blank
+    assert (rgb.min(-1) > 250).mean() > 0.3  # a white background around the particle
+    assert (rgb.max(-1) < 150).mean() > 0.005  # dark (blue/black) atoms drawn
+    assert viewer.canvas.background_color_override is None  # the viewer is left as it was
+    f.component.setCurrentText("ezz")
+    f.vector_format.setCurrentText("pdf")
+    f.maps_button.click()
+    for ext in ("png", "pdf"):
+        assert (tmp_path / "figs" / f"layers_ezz.{ext}").stat().st_size > 1000, f.status.text()
+    # an edit makes closing ask; exporting the atoms clears it
+    c = CorrectionWidget(viewer)
+    truth.add(np.array([[0.0, 0.0, 30.0]]))
+    assert c.store.unexported
+    f.atoms_button.click()
+    assert (tmp_path / "figs" / "Pt_atoms_(ground_truth).csv").exists(), f.status.text()
+    assert not c.store.unexported
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: pytest.fail("asked although exported"))
+    viewer.close()
+
+
+def test_movie_through_napari_animation(make_napari_viewer, tmp_path):
+    pytest.importorskip("napari_animation")
+    from napari_aet._qt.figures import save_movie
+
+    viewer = make_napari_viewer()
+    _sample_atoms(viewer)
+    save_movie(viewer, tmp_path / "turn.mp4", frames=8)
+    assert (tmp_path / "turn.mp4").stat().st_size > 1000
+
+
+def test_settings_are_remembered(make_napari_viewer):
+    from napari_aet._qt.widgets import ReconstructWidget
+
+    viewer = make_napari_viewer()
+    w = ReconstructWidget(viewer)
+    w.iterations.setValue(37)
+    w.method.setCurrentText("sirt")
+    w.run_button.click()  # no tilt series: says so, but remembers the settings
+    assert "no tilt series" in w.status.text()
+    w2 = ReconstructWidget(viewer)
+    assert w2.iterations.value() == 37 and w2.method.currentText() == "sirt"
