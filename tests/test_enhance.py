@@ -120,13 +120,28 @@ def test_generate_resume_and_train_with_checkpoint_resume(tmp_path):
     res = train(cfg, tmp_path / "data", tmp_path / "run", device="cpu")
     assert res["epochs_done"] == 2 and (tmp_path / "run" / "weights.pt").exists()
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in log] == [1, 2] and all(np.isfinite(e["val_loss"]) for e in log)
+    epochs = [e for e in log if not e.get("after_bn_recalibration")]
+    assert [e["epoch"] for e in epochs] == [1, 2] and all(np.isfinite(e["val_loss"]) for e in log)
+    assert log[-1]["after_bn_recalibration"] and "bn_recalibration" in res
     cfg.epochs = 3
     res = train(cfg, tmp_path / "data", tmp_path / "run", device="cpu")  # resumes at epoch 2
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in log] == [1, 2, 3]
+    assert [e["epoch"] for e in log if not e.get("after_bn_recalibration")] == [1, 2, 3]
     model, meta = load_weights(tmp_path / "run" / "weights.pt")
     assert meta["training_pixel_size"] == 0.357
+    # fine-tuning from those weights with no epochs only recomputes the batch-norm statistics
+    cfg.epochs, cfg.bn_recalibration_batches = 0, 3
+    res = train(cfg, tmp_path / "data", tmp_path / "recal", device="cpu", init_weights=tmp_path / "run" / "weights.pt")
+    recal, _ = load_weights(tmp_path / "recal" / "weights.pt")
+    a, b = dict(model.named_parameters()), dict(recal.named_parameters())
+    assert all(torch.equal(a[k], b[k]) for k in a)  # weights untouched
+    ra, rb = dict(model.named_buffers()), dict(recal.named_buffers())
+    assert any(not torch.allclose(ra[k], rb[k]) for k in ra if k.endswith("running_var"))
+    assert res["bn_recalibration"]["after"]["val_error_output"] < 10  # finite and sane
+    other = dict(TINY, unet={"depth": 2, "base_width": 6, "norm": "batch", "activation": "silu"}, epochs=0)
+    with pytest.raises(AETInputError, match="architecture"):
+        train(TrainingConfig(**other), tmp_path / "data", tmp_path / "x", device="cpu",
+              init_weights=tmp_path / "run" / "weights.pt")
 
 
 @pytest.mark.slow

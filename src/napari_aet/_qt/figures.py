@@ -54,14 +54,15 @@ def save_movie(viewer, path, frames: int = 72, fps: int = 24) -> None:
     path = Path(path)
     viewer.dims.ndisplay = 3
     anim = Animation(viewer)
-    start = tuple(viewer.camera.angles)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9 / older
+    start = tuple(camera.angles)
     for k in range(5):
-        viewer.camera.angles = (start[0], start[1] + 90 * k, start[2])
+        camera.angles = (start[0], start[1] + 90 * k, start[2])
         anim.capture_keyframe(steps=max(1, frames // 4))
     tmp = path.with_name(f".tmp_{path.name}")
     anim.animate(str(tmp), canvas_only=True, fps=fps)
     os.replace(tmp, path)
-    viewer.camera.angles = start
+    camera.angles = start
 
 
 class FiguresWidget(WorkerWidget):
