@@ -67,9 +67,9 @@ class CorrectionWidget(WorkerWidget):
         self.layer_box.currentTextChanged.connect(self._attach)
         self._attach()
         window = getattr(getattr(napari_viewer, "window", None), "_qt_window", None)
-        if window is not None:  # napari has no public close hook; the Qt window is the one place
-            self._guard = _CloseGuard(window, self.store)
-            window.installEventFilter(self._guard)
+        if window is not None and window.findChild(_CloseGuard) is None:  # one guard per window
+            # napari has no public close hook; the Qt window is the one place
+            window.installEventFilter(_CloseGuard(window, self.store))
         if self.store.has_autosave():
             st = self.store.state()
             self.status.setText(f"an autosaved session holds {st.get('n_atoms', '?')} atoms "
