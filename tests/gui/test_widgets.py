@@ -34,7 +34,12 @@ def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(make_napari_viewer,
     timer.timeout.connect(lambda: ticks.append(1))
     timer.start(5)
     w.run_button.click()
+    pbar = w.napari_progress
+    seen = []
+    timer.timeout.connect(lambda: pbar.n and seen.append(pbar.n))
     qtbot.waitUntil(lambda: any(l.name.startswith("tomogram") for l in viewer.layers), timeout=60000)
+    qtbot.waitUntil(lambda: w.napari_progress is None, timeout=10000)  # napari's progress closed at the end
+    assert seen and max(seen) <= 100 and pbar.total == 100
     timer.stop()
     assert len(ticks) > 3  # the event loop kept running during the reconstruction
     layer = viewer.layers["tomogram (resire)"]

@@ -161,6 +161,13 @@ def test_analyze_widget_colours_atoms_and_shows_layer_displacements(make_napari_
     f100 = (feats["facet"] == "100").to_numpy()
     assert f100.any()
     np.testing.assert_allclose(truth.face_color[f100][0], transform_color(FACET_COLOURS["100"])[0], atol=1e-6)
+    # layers: neighbouring layers get different colours, atoms of one layer the same
+    w.colour_by.setCurrentText("layer")
+    lay = feats["layer"].to_numpy()
+    k = int(np.nanmedian(lay.astype(float)))
+    same = truth.face_color[lay == k]
+    assert np.allclose(same, same[0]) and not np.allclose(truth.face_color[lay == k + 1][0], same[0])
+    assert not truth.face_colorbar.visible
     # a strain component: diverging map, limits symmetric about zero, colour bar shown
     w.colour_by.setCurrentText("exy")
     lo, hi = truth.face_contrast_limits
@@ -251,6 +258,37 @@ def test_manual_edits_undo_autosave_and_restore(make_napari_viewer, never_ask_on
     np.testing.assert_allclose(restored.data, edited, atol=1e-9)
     assert restored.features["edited"].sum() >= 2
     w2.store.mark_exported("test")  # lets the fixture close the viewer without asking
+
+
+def test_adding_an_atom_on_the_tomogram_plane_in_3d(make_napari_viewer, never_ask_on_close):
+    from types import SimpleNamespace
+
+    from napari_aet._qt.correction import CorrectionWidget
+
+    viewer = make_napari_viewer()
+    ideal, truth = _sample_atoms(viewer)
+    viewer.dims.ndisplay = 3
+    w = CorrectionWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.tomogram_box.setCurrentText(ideal.name)
+    w.add_on_plane.setChecked(True)
+    assert ideal.depiction == "plane" and truth.mode == "pan_zoom"
+    ideal.plane.position = (80.0, 72.0, 72.0)  # data (voxel) coordinates; normal along z
+    plane_z = 80.0 * ideal.scale[0] + ideal.translate[0]
+    n = len(truth.data)
+    event = SimpleNamespace(position=(40.0, 3.0, -2.0), view_direction=(-1.0, 0.2, 0.1), dims_displayed=[0, 1, 2],
+                            handled=False, type="mouse_press", modifiers=())
+    for callback in truth.mouse_drag_callbacks:
+        if getattr(callback, "func", None) is not None:
+            callback(truth, event)
+    assert len(truth.data) == n + 1 and event.handled
+    z, y, x = truth.data[-1]
+    assert z == pytest.approx(plane_z)
+    t = (plane_z - 40.0) / -1.0
+    assert (y, x) == pytest.approx((3.0 + 0.2 * t, -2.0 + 0.1 * t))
+    assert truth.features["edited"].iloc[-1] == 1 and w.store.unexported
+    w.add_on_plane.setChecked(False)
+    assert ideal.depiction == "volume"
 
 
 def test_figures_rendering_maps_and_export(make_napari_viewer, never_ask_on_close, qtbot, tmp_path, monkeypatch):

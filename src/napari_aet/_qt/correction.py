@@ -16,7 +16,7 @@ import weakref
 
 import numpy as np
 from qtpy.QtCore import QEvent, QObject
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QMessageBox, QPushButton
+from qtpy.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QMessageBox, QPushButton
 
 from .. import session
 from .widgets import WorkerWidget, aet_meta, layer_table, recolour
@@ -40,6 +40,36 @@ class _CloseGuard(QObject):
                 event.ignore()
                 return True
         return False
+
+
+def ray_plane_point(position, direction, plane_point, plane_normal):
+    """Where the view ray (``position`` + t ``direction``, world coordinates) meets a plane;
+    None when the ray runs parallel to it."""
+    p, d = np.asarray(position, float), np.asarray(direction, float)
+    n = np.asarray(plane_normal, float)
+    denom = float(d @ n)
+    if abs(denom) < 1e-9:
+        return None
+    return p + d * float((np.asarray(plane_point, float) - p) @ n) / denom
+
+
+def _plane_click(widget_ref, layer, event):
+    """Mouse-drag callback: in 3D, a click adds an atom where the view ray meets the tomogram's
+    plane (napari's own add mode would put it at an arbitrary depth along the ray)."""
+    widget = widget_ref()
+    if widget is None or not widget.add_on_plane.isChecked() or event.view_direction is None:
+        return
+    tomo = widget.tomogram_layer()
+    if tomo is None or len(event.dims_displayed) != 3:
+        return
+    scale, translate = np.asarray(tomo.scale)[-3:], np.asarray(tomo.translate)[-3:]
+    point = np.asarray(tomo.plane.position) * scale + translate
+    normal = np.asarray(tomo.plane.normal) / scale
+    hit = ray_plane_point(np.asarray(event.position)[-3:], np.asarray(event.view_direction)[-3:], point,
+                          normal / np.linalg.norm(normal))
+    if hit is not None:
+        layer.add(layer.world_to_data(hit))
+        event.handled = True
 
 
 def _key_action(widget_ref, name: str, _layer=None):
@@ -86,6 +116,8 @@ class CorrectionWidget(WorkerWidget):
         self.redo_button = QPushButton("Redo")
         self.refine_button = QPushButton("Refine edited atoms")
         self.restore_button = QPushButton("Restore last session")
+        self.add_on_plane = QCheckBox("3D: click adds an atom on the tomogram's plane")
+        self.add_on_plane.toggled.connect(self._plane_mode)
         self.undo_button.clicked.connect(self.undo)
         self.redo_button.clicked.connect(self.redo)
         self.refine_button.clicked.connect(self.refine_edited)
@@ -94,6 +126,7 @@ class CorrectionWidget(WorkerWidget):
             row1.addWidget(b)
         for b in (self.refine_button, self.restore_button):
             row2.addWidget(b)
+        layout.addWidget(self.add_on_plane)
         layout.addLayout(row1)
         layout.addLayout(row2)
         self._update_buttons()
@@ -117,6 +150,24 @@ class CorrectionWidget(WorkerWidget):
             self.redo_button.setEnabled(self.history.can_redo)
             self.restore_button.setEnabled(self.store.has_autosave())
 
+    def tomogram_layer(self):
+        name = self.tomogram_box.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _plane_mode(self, on: bool):
+        """Show the tomogram as a movable plane and let clicks on it add atoms (3D)."""
+        tomo, layer = self.tomogram_layer(), self._layer
+        if on and (tomo is None or layer is None):
+            self.status.setText("choose the atoms layer and the tomogram first")
+            self.add_on_plane.setChecked(False)
+            return
+        if tomo is not None:
+            tomo.depiction = "plane" if on else "volume"
+        if on:
+            layer.mode = "pan_zoom"  # the plane callback adds; napari's add mode would add a second point
+            self.viewer.layers.selection.active = layer
+            self.status.setText("3D: shift-drag the plane (napari) to move it; click to add an atom on it")
+
     # ------------------------------------------------------------------ edits
     def _detach(self):
         if self._layer is not None:
@@ -137,6 +188,9 @@ class CorrectionWidget(WorkerWidget):
         self.history = session.EditHistory()
         self._snapshot = layer_table(layer)
         layer.events.data.connect(self._on_data)
+        layer.mouse_drag_callbacks[:] = [c for c in layer.mouse_drag_callbacks
+                                         if getattr(c, "func", None) is not _plane_click]
+        layer.mouse_drag_callbacks.append(functools.partial(_plane_click, weakref.ref(self)))
         ref = weakref.ref(self)
         layer.bind_key("Control-z", functools.partial(_key_action, ref, "undo"), overwrite=True)
         layer.bind_key("Control-Shift-z", functools.partial(_key_action, ref, "redo"), overwrite=True)

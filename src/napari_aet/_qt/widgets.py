@@ -199,6 +199,9 @@ class WorkerWidget(QWidget):
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        from napari.utils import progress
+
+        self.napari_progress = progress(total=0, desc=self.run_label)  # napari's activity dock and status bar
         self.worker.start()
 
     def _on_returned(self, result):
@@ -211,6 +214,12 @@ class WorkerWidget(QWidget):
         self.bar.setMaximum(total)
         self.bar.setValue(done)
         self.status.setText(message)
+        pbar = getattr(self, "napari_progress", None)
+        if pbar is not None:
+            pbar.total = total
+            pbar.n = done
+            pbar.set_description(f"{self.run_label}: {message}"[:80])
+            pbar.refresh()
 
     def cancel(self):
         if self._cancel is not None:
@@ -223,6 +232,10 @@ class WorkerWidget(QWidget):
         self.status.setText("cancelled" if isinstance(exc, Cancelled) else f"error: {str(exc).splitlines()[0]}")
 
     def _on_finished(self):
+        pbar = getattr(self, "napari_progress", None)
+        if pbar is not None:
+            pbar.close()
+            self.napari_progress = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
