@@ -73,7 +73,7 @@ def test_weights_round_trip_checksum_and_refusals(tmp_path, tiny_model):
     digest = save_weights(w, tiny_model, {"training_pixel_size": 0.357})
     (tmp_path / "w.json").write_text(json.dumps({"sha256": digest}))
     model, meta = load_weights(w)
-    assert meta["training_pixel_size"] == 0.357
+    assert meta["training_pixel_size"] == 0.357 and meta["sha256"] == digest  # reports name the weights
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, tiny_model.state_dict()[k])
     # corrupt: checksum mismatch

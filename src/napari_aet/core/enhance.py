@@ -95,9 +95,10 @@ def load_weights(path=None, device="cpu"):
     if not path.exists():
         raise AETInputError(f"weights file {path} does not exist; train with 'napari-aet train' or give --weights")
     side = path.with_suffix(".json")
+    digest = sha256(path)
     if side.exists():
         expected = json.loads(side.read_text()).get("sha256")
-        if expected and sha256(path) != expected:
+        if expected and digest != expected:
             raise AETInputError(f"weights file {path} does not match the checksum in {side.name}: corrupt or replaced; re-download or retrain")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -115,6 +116,7 @@ def load_weights(path=None, device="cpu"):
         first = str(exc).strip().splitlines()[0][:120]
         raise AETInputError(f"weights {path} do not fit the U-Net architecture they declare ({first}); use weights from 'napari-aet train'")
     meta = json.loads(payload.get("metadata") or "{}")
+    meta.update(sha256=digest, weights_path=str(path))  # what a report needs to name the weights used
     return model.to(device).eval(), meta
 
 
