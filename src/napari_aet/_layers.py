@@ -156,20 +156,29 @@ def displacement_vectors(table, lattice: dict, layer: Optional[int] = None, exag
     return data, features
 
 
-def fourier_layers(volume: Volume, tilt_range: Optional[float], name: str):
-    """Image layer of log Fourier intensity (centred, axes in 1/Å) and, when the tilt range is
-    known, a Labels layer marking the missing wedge."""
+def fourier_views(volume: np.ndarray, tilt_range: Optional[float]) -> tuple:
+    """(log Fourier intensity, missing-wedge mask or None): the heavy part of
+    :func:`fourier_layers`, to run in a worker thread."""
     from .core.fourier import fourier_intensity, missing_wedge_mask
+
+    wedge = missing_wedge_mask(volume.shape, tilt_range).astype(np.uint8) if tilt_range else None
+    return fourier_intensity(volume), wedge
+
+
+def fourier_layers(volume: Volume, tilt_range: Optional[float], name: str, views: Optional[tuple] = None):
+    """Image layer of log Fourier intensity (centred, axes in 1/Å) and, when the tilt range is
+    known, a Labels layer marking the missing wedge. ``views``: precomputed
+    :func:`fourier_views` (else computed here)."""
+    intensity, wedge = views if views is not None else fourier_views(volume.data, tilt_range)
 
     n = np.array(volume.data.shape)
     dk = 1.0 / (n * (volume.pixel_size or 1.0))
     scale = tuple(dk)
     translate = tuple(-(n // 2) * dk)
     meta = {"napari_aet": {"kind": "fourier", "pixel_size": volume.pixel_size, "tilt_range": tilt_range}}
-    out = [(fourier_intensity(volume.data), {"name": f"{name} |F|² (log)", "scale": scale, "translate": translate,
-                                               "colormap": "magma", "metadata": meta}, "image")]
-    if tilt_range:
-        wedge = missing_wedge_mask(volume.data.shape, tilt_range).astype(np.uint8)
+    out = [(intensity, {"name": f"{name} |F|² (log)", "scale": scale, "translate": translate,
+                        "colormap": "magma", "metadata": meta}, "image")]
+    if wedge is not None:
         out.append((wedge, {"name": f"missing wedge (±{tilt_range:.0f}°)", "scale": scale, "translate": translate,
                             "opacity": 0.25, "metadata": {"napari_aet": {"kind": "wedge"}}}, "labels"))
     return out

@@ -9,6 +9,7 @@ correction and figures live in :mod:`napari_aet._qt.correction` and :mod:`napari
 from __future__ import annotations
 
 import threading
+from typing import Optional
 
 import numpy as np
 from qtpy.QtCore import QObject, Qt, Signal
@@ -357,6 +358,22 @@ class AlignWidget(WorkerWidget):
 # ---------------------------------------------------------------------- reconstruct
 
 
+def _tilt_range(angles) -> Optional[float]:
+    """The largest |tilt| of a single-axis series (None for Euler angles)."""
+    a = np.asarray(angles, float)
+    return float(np.abs(a).max()) if a.ndim == 1 else None
+
+
+def _reconstruct_task(tilts, angles, pixel_size, method, iterations, device, fourier, progress=None, cancel=None):
+    from .._layers import fourier_views
+    from ..core.reconstruct import reconstruct
+
+    res = reconstruct(tilts, angles, pixel_size, method=method, iterations=iterations, device=device,
+                      progress=progress, cancel=cancel)
+    tilt_range = _tilt_range(angles)
+    return res, tilt_range, fourier_views(res.volume, tilt_range) if fourier else None
+
+
 class ReconstructWidget(WorkerWidget):
     """Reconstruct a tomogram (RESIRE, SIRT or GENFIRE-style) from a tilt-series layer."""
 
@@ -377,8 +394,6 @@ class ReconstructWidget(WorkerWidget):
         self.settings.update(method=self.method, iterations=self.iterations, show_fourier=self.show_fourier)
 
     def start(self):
-        from ..core.reconstruct import reconstruct
-
         layer = self.selected_layer()
         if layer is None:
             self.status.setText("no tilt series layer: open one (File > Open) or the sample first")
@@ -389,19 +404,20 @@ class ReconstructWidget(WorkerWidget):
             return
         self._angles = np.asarray(meta["angles"], float)
         self.status.setText("reconstructing...")
-        self.launch(reconstruct, np.asarray(layer.data), self._angles, float(meta["pixel_size"]),
-                    method=self.method.currentText(), iterations=self.iterations.value(), device=self.device.currentText())
+        self.launch(_reconstruct_task, np.asarray(layer.data), self._angles, float(meta["pixel_size"]),
+                    self.method.currentText(), self.iterations.value(), self.device.currentText(),
+                    self.show_fourier.isChecked())
 
-    def on_result(self, result):
+    def on_result(self, output):
         from .._layers import fourier_layers
 
+        result, tilt_range, views = output
         name = f"tomogram ({result.method})"
-        tilt_range = float(np.abs(self._angles).max()) if self._angles.ndim == 1 else None
         data, kwargs, kind = volume_layer(Volume(result.volume, result.pixel_size), name=name)
         kwargs["metadata"]["napari_aet"]["tilt_range"] = tilt_range
         self.add_layer((data, kwargs, kind))
-        if self.show_fourier.isChecked():
-            for ld in fourier_layers(Volume(result.volume, result.pixel_size), tilt_range, name):
+        if views is not None:
+            for ld in fourier_layers(Volume(result.volume, result.pixel_size), tilt_range, name, views):
                 self.add_layer(ld)
         self.status.setText(f"{result.method}: {result.iterations} iterations in {result.seconds:.1f} s, "
                             f"R = {result.r_factors[-1]:.4f}")
@@ -410,13 +426,16 @@ class ReconstructWidget(WorkerWidget):
 # -------------------------------------------------------------------------- enhance
 
 
-def _enhance_task(volume, pixel_size, weights, flip_average, device, progress=None, cancel=None):
+def _enhance_task(volume, pixel_size, weights, flip_average, device, tilt_range=None, fourier=False,
+                  progress=None, cancel=None):
+    from .._layers import fourier_views
     from ..core.enhance import check_intensity_range, enhance_volume, load_weights
 
     model, meta = load_weights(weights or None, device=device)
     out = enhance_volume(volume, model, pixel_size, meta.get("training_pixel_size"), flip_average=flip_average,
                          device=device, progress=progress, cancel=cancel)
-    return out, check_intensity_range(volume, meta)
+    views = (fourier_views(volume, tilt_range), fourier_views(out, None)) if fourier else None
+    return out, check_intensity_range(volume, meta), views
 
 
 class EnhanceWidget(WorkerWidget):
@@ -454,21 +473,23 @@ class EnhanceWidget(WorkerWidget):
         self._source = layer
         self.status.setText("enhancing...")
         self.launch(_enhance_task, np.asarray(layer.data, np.float32), float(px), self.weights.text().strip(),
-                    self.flip_average.isChecked(), self.device.currentText())
+                    self.flip_average.isChecked(), self.device.currentText(), aet_meta(layer).get("tilt_range"),
+                    self.show_fourier.isChecked())
 
     def on_result(self, result):
         from .._layers import fourier_layers
 
-        out, warning = result
+        out, warning, views = result
         meta = aet_meta(self._source)
         vol = Volume(out, meta["pixel_size"])
         name = f"{self._source.name} enhanced"
         data, kwargs, kind = volume_layer(vol, name=name)
         kwargs["metadata"]["napari_aet"].update(enhanced=True, tilt_range=meta.get("tilt_range"))
         self.add_layer((data, kwargs, kind))
-        if self.show_fourier.isChecked():
+        if views is not None:
             before = Volume(np.asarray(self._source.data, np.float32), meta["pixel_size"])
-            for ld in fourier_layers(before, meta.get("tilt_range"), self._source.name) + fourier_layers(vol, None, name):
+            for ld in (fourier_layers(before, meta.get("tilt_range"), self._source.name, views[0])
+                       + fourier_layers(vol, None, name, views[1])):
                 self.add_layer(ld)
         self.status.setText(warning or "enhanced")
 
