@@ -154,7 +154,7 @@ class FiguresWidget(WorkerWidget):
             paths = figures.save(fig, self._out(""), f"layers_{comp}", formats=("png", self.vector_format.currentText()))
             self.status.setText("saved " + ", ".join(str(p) for p in paths))
         except Exception as exc:
-            self.status.setText(f"error: {str(exc).splitlines()[0]}")
+            self._report(exc)
 
     def export_atoms(self):
         from ..core.io import write_atoms
@@ -169,7 +169,7 @@ class FiguresWidget(WorkerWidget):
             session.Session().mark_exported(path)
             self.status.setText(f"saved {path} ({len(table)} atoms)")
         except Exception as exc:
-            self.status.setText(f"error: {str(exc).splitlines()[0]}")
+            self._report(exc)
 
     def save_movie(self):
         try:
@@ -177,4 +177,4 @@ class FiguresWidget(WorkerWidget):
             save_movie(self.viewer, path)
             self.status.setText(f"saved {path}")
         except Exception as exc:
-            self.status.setText(f"error: {str(exc).splitlines()[0]}")
+            self._report(exc)

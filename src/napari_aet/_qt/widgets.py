@@ -8,6 +8,7 @@ correction and figures live in :mod:`napari_aet._qt.correction` and :mod:`napari
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Optional
 
@@ -21,6 +22,9 @@ from qtpy.QtWidgets import (
 from .. import session
 from .._layers import volume_layer
 from ..core.io import Volume
+
+
+_log = logging.getLogger(__name__)
 
 
 class _Relay(QObject):
@@ -95,6 +99,7 @@ class WorkerWidget(QWidget):
         self.viewer = napari_viewer
         self._cancel = None
         self.worker = None
+        self.napari_progress = None
         self.settings: dict = {}
         self.layer_box = QComboBox()
         self.device = QComboBox()
@@ -185,7 +190,7 @@ class WorkerWidget(QWidget):
         try:
             self.start()
         except Exception as exc:  # bad input caught before the worker: say why, keep the viewer usable
-            self.status.setText(f"error: {str(exc).splitlines()[0]}")
+            self._report(exc)
 
     def launch(self, func, *args, **kwargs):
         """Run ``func(*args, progress=..., cancel=..., **kwargs)`` in a worker thread."""
@@ -209,13 +214,21 @@ class WorkerWidget(QWidget):
         try:
             self.on_result(result)
         except Exception as exc:
-            self.status.setText(f"error: {str(exc).splitlines()[0]}")
+            self._report(exc)
+
+    def _report(self, exc: BaseException) -> None:
+        """One line for the user; the traceback to the log unless it is a known input error."""
+        from ..core.errors import AETInputError
+
+        if not isinstance(exc, AETInputError):
+            _log.error("napari-aet %s failed", self.run_label, exc_info=exc)
+        self.status.setText(f"error: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}")
 
     def _on_progress(self, done: int, total: int, message: str):
         self.bar.setMaximum(total)
         self.bar.setValue(done)
         self.status.setText(message)
-        pbar = getattr(self, "napari_progress", None)
+        pbar = self.napari_progress
         if pbar is not None:
             pbar.total = total
             pbar.n = done
@@ -230,10 +243,13 @@ class WorkerWidget(QWidget):
     def _on_error(self, exc):
         from ..core.errors import Cancelled
 
-        self.status.setText("cancelled" if isinstance(exc, Cancelled) else f"error: {str(exc).splitlines()[0]}")
+        if isinstance(exc, Cancelled):
+            self.status.setText("cancelled")
+        else:
+            self._report(exc)
 
     def _on_finished(self):
-        pbar = getattr(self, "napari_progress", None)
+        pbar = self.napari_progress
         if pbar is not None:
             pbar.close()
             self.napari_progress = None
