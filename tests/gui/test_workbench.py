@@ -357,3 +357,31 @@ def test_settings_are_remembered(make_napari_viewer):
     assert "no tilt series" in w.status.text()
     w2 = ReconstructWidget(viewer)
     assert w2.iterations.value() == 37 and w2.method.currentText() == "sirt"
+
+
+def test_reanalyse_flags_an_added_interstitial(make_napari_viewer, never_ask_on_close, qtbot):
+    """An atom added by hand between lattice sites comes out 'not f.c.c.' after Re-analyse; the
+    others keep their assignment; the step is undoable."""
+    from napari_aet._qt.correction import CorrectionWidget
+
+    viewer = make_napari_viewer()
+    _, truth = _sample_atoms(viewer)
+    n = len(truth.data)
+    w = CorrectionWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    # an octahedral interstitial: half a lattice vector from an interior atom along a cube axis
+    feats = truth.features
+    inner = np.flatnonzero((feats["surface"] == 0).to_numpy())
+    centre = truth.data[inner].mean(0)
+    i = inner[np.argmin(np.linalg.norm(truth.data[inner] - centre, axis=1))]
+    rot = np.asarray(truth.metadata["napari_aet"]["atoms_metadata"]["crystal_rotation"])  # crystal -> sample (x, y, z)
+    a = float(truth.metadata["napari_aet"]["atoms_metadata"]["lattice_constant"])
+    step_xyz = rot @ np.array([a / 2, 0.0, 0.0])
+    truth.add(truth.data[i] + step_xyz[::-1])
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "re-analysed" in w.status.text(), timeout=60000)
+    fcc = truth.features["fcc"].to_numpy()
+    assert len(fcc) == n + 1 and fcc[-1] == 0
+    assert (fcc[:n] == 1).mean() >= 0.99
+    w.undo_button.click()  # back to before the analysis: the added atom still there
+    assert len(truth.data) == n + 1
