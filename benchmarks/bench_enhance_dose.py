@@ -31,8 +31,9 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[501, 502, 503])
     ap.add_argument("--doses", type=float, nargs="+", default=[2e4, 1e3, 5e2, 3e2])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--weights", default=None, help="weights to test (default: the shipped ones)")
     args = ap.parse_args()
-    model, meta = load_weights()
+    model, meta = load_weights(args.weights)
     rows = []
     for dose in args.doses:
         for seed in args.seeds:
