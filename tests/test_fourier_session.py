@@ -9,7 +9,8 @@ from napari_aet.core.fourier import (
     fourier_intensity, frequency_grids, missing_wedge_mask, wedge_correlation, wedge_shell_correlation,
 )
 from napari_aet.core.reconstruct import reconstruct
-from napari_aet.session import EditHistory, Session, load_settings, save_settings, snap_to_maxima
+from napari_aet.core.trace import snap_to_maxima
+from napari_aet.session import EditHistory, Session, load_settings, save_settings
 
 
 def test_wedge_mask_geometry():

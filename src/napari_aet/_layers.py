@@ -13,7 +13,7 @@ import numpy as np
 from .core import geometry
 from .core.io import TiltSeries, Volume
 
-FCC_COLOURS = {1: "#1f4fd1", 0: "#000000"}  # the reference's blue (assigned) / black (not)
+from .core.figures import FACET_COLOURS, FCC_COLOURS  # one palette for napari and the paper figures
 
 
 def tilt_series_layer(ts: TiltSeries, name: str = "tilt series"):
@@ -105,7 +105,6 @@ def points_to_table(data, meta: dict):
     return table
 
 
-FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c"}  # others and none: grey
 LAYER_PALETTE = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb"]
 CATEGORICAL = ("fcc", "facet", "layer")
 STRAIN = ("exx", "eyy", "ezz", "exy", "exz", "eyz")

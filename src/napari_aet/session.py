@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 
 from .core.io import atomic_path, read_atoms, write_atoms, write_json
 
@@ -153,26 +152,3 @@ class Session:
         """Forget the autosave (after the user discards it)."""
         for p in (self.atoms_path, self.atoms_path.with_suffix(".json"), self.state_path):
             p.unlink(missing_ok=True)
-
-
-def snap_to_maxima(volume: np.ndarray, points_vox: np.ndarray, radius: int = 2) -> np.ndarray:
-    """Move each point (fractional voxel indices [z, y, x]) to the brightest voxel within
-    ``radius`` voxels, then to the sub-voxel Gaussian fit around it ("refine edited atoms")."""
-    from .core.trace import subvoxel_positions
-
-    vol = np.asarray(volume, np.float32)
-    pts = np.atleast_2d(np.asarray(points_vox, float))
-    shape = np.array(vol.shape)
-    out = pts.copy()
-    g = np.arange(-radius, radius + 1)
-    offs = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-    offs = offs[np.linalg.norm(offs, axis=1) <= radius]
-    for i, p in enumerate(pts):
-        c = np.round(p).astype(int)
-        cand = c + offs
-        cand = cand[np.all((cand >= 1) & (cand < shape - 1), axis=1)]
-        if len(cand) == 0:
-            continue
-        best = cand[np.argmax(vol[tuple(cand.T)])]
-        out[i] = subvoxel_positions(vol, best[None], "gaussian")[0]
-    return out

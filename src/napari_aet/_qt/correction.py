@@ -251,20 +251,19 @@ class CorrectionWidget(WorkerWidget):
             self._restoring = False
 
     def undo(self):
-        if self._layer is None:
-            return
-        previous = self.history.undo(layer_table(self._layer))
-        if previous is not None:
-            self._show(previous)
-            self._commit("undone")
+        self._step(self.history.undo, "undone")
 
     def redo(self):
+        self._step(self.history.redo, "redone")
+
+    def _step(self, take, message: str):
+        """Show the table ``take`` (history.undo or .redo) hands back for the current one."""
         if self._layer is None:
             return
-        following = self.history.redo(layer_table(self._layer))
-        if following is not None:
-            self._show(following)
-            self._commit("redone")
+        table = take(layer_table(self._layer))
+        if table is not None:
+            self._show(table)
+            self._commit(message)
 
     def restore(self):
         """Bring back the autosaved atoms as a layer (replacing one of the same name)."""
@@ -283,7 +282,7 @@ class CorrectionWidget(WorkerWidget):
 
     def refine_edited(self):
         """Snap the edited (or, if any, the selected) atoms to the tomogram's local maxima."""
-        from ..session import snap_to_maxima
+        from ..core.trace import snap_to_maxima
 
         layer = self._layer
         tomo = next((l for l in self.viewer.layers if l.name == self.tomogram_box.currentText()), None)

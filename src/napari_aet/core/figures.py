@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+FCC_COLOURS = {1: "#1f4fd1", 0: "#000000"}  # the reference's blue (on an f.c.c. site) / black (not)
+FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c", "": "#bbbbbb"}  # others: grey
+
 __all__ = ["orthoslices", "fourier_intensity", "atoms_by_assignment", "atoms_by_facet", "isosurfaces", "layer_maps", "save"]
 
 
@@ -95,7 +98,7 @@ def atoms_by_assignment(table, pixel_size: float = 0.357):
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.4), layout="constrained")
     atoms = table[table["atom"] == 1] if "atom" in table else table
-    colour = np.where(atoms.get("fcc", 1) == 1, "#1f4fd1", "black")
+    colour = np.where(atoms.get("fcc", 1) == 1, FCC_COLOURS[1], FCC_COLOURS[0])
     for ax, (a, b) in zip(axes, (("x", "y"), ("x", "z"))):
         ax.scatter(atoms[a], atoms[b], s=6, c=colour, linewidths=0)
         ax.set_aspect("equal")
@@ -144,7 +147,6 @@ def layer_maps(table, component: str, lattice: dict, layer_axis: str = "001"):
     return fig
 
 
-FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c", "": "#bbbbbb"}
 
 
 def atoms_by_facet(table):

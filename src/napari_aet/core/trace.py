@@ -29,6 +29,7 @@ __all__ = [
     "trace_atoms",
     "find_peaks",
     "subvoxel_positions",
+    "snap_to_maxima",
     "integrated_intensity",
     "kmeans_1d",
     "local_maxima",
@@ -251,3 +252,24 @@ def local_maxima(volume, pixel_size: float, min_distance: float = 2.0):
     res = trace_atoms(volume, pixel_size, min_distance=min_distance)
     atoms = res.atoms
     return atoms[["x", "y", "z"]].to_numpy(), atoms["intensity"].to_numpy()
+
+
+def snap_to_maxima(volume: np.ndarray, points_vox: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Move each point (fractional voxel indices [z, y, x]) to the brightest voxel within
+    ``radius`` voxels, then to the sub-voxel Gaussian fit around it ("refine edited atoms")."""
+    vol = np.asarray(volume, np.float32)
+    pts = np.atleast_2d(np.asarray(points_vox, float))
+    shape = np.array(vol.shape)
+    out = pts.copy()
+    g = np.arange(-radius, radius + 1)
+    offs = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    offs = offs[np.linalg.norm(offs, axis=1) <= radius]
+    for i, p in enumerate(pts):
+        c = np.round(p).astype(int)
+        cand = c + offs
+        cand = cand[np.all((cand >= 1) & (cand < shape - 1), axis=1)]
+        if len(cand) == 0:
+            continue
+        best = cand[np.argmax(vol[tuple(cand.T)])]
+        out[i] = subvoxel_positions(vol, best[None], "gaussian")[0]
+    return out
