@@ -15,8 +15,8 @@ import functools
 import weakref
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject
-from qtpy.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QMessageBox, QPushButton
+from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QMainWindow, QMessageBox, QPushButton
 
 from .. import session
 from .widgets import WorkerWidget, aet_meta, layer_table, recolour
@@ -72,6 +72,15 @@ def _plane_click(widget_ref, layer, event):
         event.handled = True
 
 
+def _call_if_alive(widget_ref, name: str) -> None:
+    widget = widget_ref()
+    if widget is not None:
+        try:
+            getattr(widget, name)()
+        except RuntimeError:  # the Qt object was deleted before the call came
+            pass
+
+
 def _key_action(widget_ref, name: str, _layer=None):
     """A layer key binding that holds the widget weakly (no cycle through the viewer)."""
     widget = widget_ref()
@@ -96,14 +105,32 @@ class CorrectionWidget(WorkerWidget):
         super().__init__(napari_viewer)
         self.layer_box.currentTextChanged.connect(self._attach)
         self._attach()
-        window = getattr(getattr(napari_viewer, "window", None), "_qt_window", None)
-        if window is not None and window.findChild(_CloseGuard) is None:  # one guard per window
-            # napari has no public close hook; the Qt window is the one place
-            window.installEventFilter(_CloseGuard(window, self.store))
+        self._install_close_guard()
+        # napari docks the widget after building it: look for the window again once it has
+        QTimer.singleShot(0, functools.partial(_call_if_alive, weakref.ref(self), "_install_close_guard"))
         if self.store.has_autosave():
             st = self.store.state()
             self.status.setText(f"an autosaved session holds {st.get('n_atoms', '?')} atoms "
                                 f"({st.get('saved_at', '')}): 'Restore last session' brings it back")
+
+    def _install_close_guard(self) -> None:
+        """Put the close guard on the main window this widget is docked in.
+
+        The window is found through Qt's own parent chain: napari hands plugins a proxy of the
+        viewer, and a proxied window cannot parent a Qt object. Called again whenever the widget
+        is shown or re-parented, since it has no window until napari docks it.
+        """
+        window = self.parentWidget()
+        while window is not None and not isinstance(window, QMainWindow):
+            window = window.parentWidget()
+        if window is not None and window.findChild(_CloseGuard) is None:  # one guard per window
+            # napari has no public close hook; the Qt window's close event is the one place
+            window.installEventFilter(_CloseGuard(window, self.store))
+
+    def event(self, event):  # noqa: D102 (Qt's name)
+        if event.type() in (QEvent.Type.ParentChange, QEvent.Type.Show):
+            self._install_close_guard()
+        return super().event(event)
 
     def build_form(self, form):
         self.tomogram_box = QComboBox()
