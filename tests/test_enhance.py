@@ -89,15 +89,17 @@ def test_weights_round_trip_checksum_and_refusals(tmp_path, tiny_model):
     payload["config"]["base_width"] = 8
     other = tmp_path / "other.pt"
     torch.save(payload, other)
+    with pytest.raises(AETInputError, match="no checksum"):
+        load_weights(other)  # no checksum beside it: refused unless trusted
     with pytest.raises(AETInputError, match="architecture"):
-        load_weights(other)
+        load_weights(other, trust=True)
     # not a plain state dict (a pickled object) is refused
     from fractions import Fraction
 
     evil = tmp_path / "evil.pt"
     torch.save({"format": "napari-aet-unet-1", "obj": Fraction(1, 3)}, evil)
     with pytest.raises(AETInputError, match="not a plain state dict"):
-        load_weights(evil)
+        load_weights(evil, trust=True)
     assert sha256(w) == digest
 
 

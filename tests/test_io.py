@@ -285,7 +285,7 @@ def test_atoms_csv_is_lossless_with_sidecar(tmp_path):
     pd.testing.assert_frame_equal(back, io._coerce_atoms(df))
     assert list(back.columns[:19]) == io.ATOM_COLUMNS
     assert back.loc[0, "facet"] == "100" and back.loc[19, "species"] == "Na"
-    assert bmeta == meta
+    assert bmeta == meta | {"data_file": "a.csv"}  # the sidecar names its table
     assert json.loads((tmp_path / "a.json").read_text())["lattice_constant"] == 3.924
 
 

@@ -18,7 +18,12 @@ from typing import Optional, Sequence
 from .core.errors import AETInputError, Cancelled
 from .core.pipeline import RUN_OUTPUTS, run_pipeline, trace_volume
 
+# Exit statuses (README, "Exit statuses"): 0 done; 1 some batch jobs failed; 2 bad input or
+# settings; 3 a file-system error (permissions, disk full, a folder where a file was meant);
+# 4 out of memory; 130 cancelled (Ctrl+C).
 EXIT_BAD_INPUT = 2
+EXIT_OS_ERROR = 3
+EXIT_NO_MEMORY = 4
 EXIT_CANCELLED = 130
 
 
@@ -176,13 +181,42 @@ def _read_tilts_args(args):
                                stack_axis=args.stack_axis, angle_units=args.angle_units)
 
 
-def _check_output_file(path: Path, overwrite: bool, suffixes=(".mrc",)) -> None:
+def _check_output_file(path: Path, overwrite: bool, suffixes=(".mrc",), inputs: Sequence = (),
+                       sidecar: bool = False) -> None:
+    """Refuse an output that would replace an input, an existing file (without --overwrite) or,
+    with ``sidecar``, a JSON beside it that belongs to another file."""
+    import glob
+
+    from .core.io import sidecar_owner
+    from .core.validate import check_not_same_file
+
     if path.suffix.lower() not in suffixes:
         raise AETInputError(f"output {path} must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise AETInputError(f"output {path} is a folder; give a file name ending in {suffixes[0]}")
     if not path.parent.exists():
         raise AETInputError(f"output folder {path.parent} does not exist; create it first")
+    check_not_same_file(path, inputs)
     if path.exists() and not overwrite:
         raise AETInputError(f"{path} exists; choose another name or pass --overwrite")
+    if not sidecar:
+        return
+    side = path.with_suffix(".json")
+    for inp in inputs:
+        if inp is not None and side.exists() and (side.resolve() == Path(inp).resolve()
+                                                  or side.resolve() == Path(inp).with_suffix(".json").resolve()):
+            raise AETInputError(f"writing {path} would replace {side.name}, which belongs to the input {Path(inp).name} "
+                                "(its settings and alignment); choose another output name")
+    if side.exists():
+        owner = sidecar_owner(side)
+        others = sorted(f.name for f in path.parent.glob(glob.escape(path.stem) + ".*")
+                        if f.name not in (side.name, path.name) and not f.name.startswith("."))
+        if (owner is not None and owner != path.name) or (owner is None and (others or not path.exists())):
+            whose = owner or (others[0] if others else "another file")
+            raise AETInputError(f"{side} belongs to {whose}, and writing {path} would replace it; "
+                                "choose another output name")
+        if not overwrite:
+            raise AETInputError(f"{side} exists; choose another name or pass --overwrite")
 
 
 def cmd_reconstruct(args) -> int:
@@ -190,9 +224,14 @@ def cmd_reconstruct(args) -> int:
     from .core.align import align, apply_shifts
     from .core.reconstruct import reconstruct
 
-    _check_output_file(args.output, args.overwrite)
+    from .core.validate import check_int
+
+    _check_output_file(args.output, args.overwrite, inputs=(args.tilts, args.angles), sidecar=True)
     ts = _read_tilts_args(args)
     data, angles, alignment = ts.data, ts.angles, None
+    if args.thickness is not None:
+        check_int(args.thickness, "--thickness", 1, 4 * max(ts.data.shape[1:]),
+                  hint=" voxels (at most 4 times the projection width)")
     if args.align:
         t0 = time.perf_counter()
         res = align(data, angles, pixel_size=ts.pixel_size, device=args.device, progress=progress_bar("align"))
@@ -200,7 +239,7 @@ def cmd_reconstruct(args) -> int:
         _info(f"aligned in {time.perf_counter() - t0:.1f} s: mean |shift| {abs(res.shifts).mean():.2f} px, "
               f"tilt axis at {res.tilt_axis_offset:+.2f} px")
     shape = None
-    if args.thickness:
+    if args.thickness is not None:
         _, nv, nu = data.shape
         shape = (args.thickness, nv, nu)
     result = reconstruct(
@@ -210,7 +249,8 @@ def cmd_reconstruct(args) -> int:
     )
     io.write_volume(args.output, result.volume, result.pixel_size)
     side = result.summary()
-    side.update(tilts=str(args.tilts), angles_deg=np.asarray(angles).tolist(), alignment=alignment)
+    side.update(tilts=str(args.tilts), angles_deg=np.asarray(angles).tolist(), alignment=alignment,
+                data_file=args.output.name)
     io.write_json(args.output.with_suffix(".json"), side)
     _info(f"{args.method}: {result.iterations} iterations on {result.device} in {result.seconds:.1f} s, "
           f"R = {result.r_factors[-1]:.4f} -> {args.output}")
@@ -222,26 +262,33 @@ def cmd_reconstruct(args) -> int:
 
 def _alignment_from_sidecar(vol_path: Path):
     """Shifts and refined angles saved by ``reconstruct --align`` beside the volume, if any."""
-    import json
+    from .core.io import read_sidecar
 
     side = vol_path.with_suffix(".json")
     if not side.exists():
         return None
-    try:
-        info = json.loads(side.read_text())
-    except json.JSONDecodeError:
-        return None
-    al = info.get("alignment")
+    al = read_sidecar(side).get("alignment")
     if not al:
         return None
-    return np.asarray(al["shifts_px"], float), np.asarray(al["angles_deg"], float)
+    try:
+        shifts = np.asarray(al["shifts_px"], float)
+        angles = np.asarray(al["angles_deg"], float)
+    except (KeyError, TypeError, ValueError):
+        raise AETInputError(f"the alignment in {side} is malformed (needs shifts_px and angles_deg); "
+                            "fix or remove it, or reconstruct again with --align")
+    if shifts.ndim != 2 or shifts.shape[1] != 2 or len(angles) != len(shifts) or not (
+            np.all(np.isfinite(shifts)) and np.all(np.isfinite(angles))):
+        raise AETInputError(f"the alignment in {side} is malformed (shifts {shifts.shape}, angles {angles.shape}); "
+                            "fix or remove it, or reconstruct again with --align")
+    return shifts, angles
 
 
 def cmd_trace(args) -> int:
     from .core import io
 
-    _check_output_file(args.output, args.overwrite, suffixes=(".csv",))
-    vol = io.read_volume(args.volume, pixel_size=args.pixel_size)
+    _check_output_file(args.output, args.overwrite, suffixes=(".csv",), inputs=(args.volume, args.tilts, args.angles),
+                       sidecar=True)
+    vol = io.read_volume(args.volume, pixel_size=args.pixel_size, refuse_tilt_series=True)
     tilts_ts, alignment = None, None
     if args.tilts is not None:
         tilts_ts = io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.tilts_pixel_size,
@@ -249,6 +296,9 @@ def cmd_trace(args) -> int:
         if tilts_ts.pixel_size is None:  # no header value: the volume's voxel size is the pixel size
             tilts_ts.pixel_size = vol.pixel_size
         alignment = _alignment_from_sidecar(args.volume)
+        if alignment is not None and len(alignment[0]) != len(tilts_ts.data):
+            raise AETInputError(f"the alignment beside {args.volume} is for {len(alignment[0])} projections but "
+                                f"{args.tilts} has {len(tilts_ts.data)}; give the tilt series this tomogram came from")
     t0 = time.perf_counter()
     table, meta = trace_volume(vol, tilts_ts, alignment, args.min_distance, args.classes, args.species, args.fit,
                                args.upsample, not args.no_refine, args.refine_iterations, args.device, progress_bar)
@@ -271,7 +321,10 @@ def cmd_analyze(args) -> int:
     from .core import io
     from .core.analysis import analyze_atoms
 
-    _check_output_file(args.output, args.overwrite, suffixes=(".csv",))
+    _check_output_file(args.output, args.overwrite, suffixes=(".csv",), inputs=(args.atoms,), sidecar=True)
+    grid_path = args.output.with_name(args.output.stem + "_grid.npz")
+    if args.grid_spacing is not None and grid_path.exists() and not args.overwrite:
+        raise AETInputError(f"{grid_path} exists; choose another name or pass --overwrite")
     table, _ = io.read_atoms(args.atoms)
     df, summary = analyze_atoms(table, lattice_constant=args.lattice_constant, tolerance=args.tolerance,
                                 sigma=args.sigma, layer_axis=args.layer_axis,
@@ -282,7 +335,6 @@ def cmd_analyze(args) -> int:
     summary["atoms"] = str(args.atoms)
     grid = summary.pop("grid", None)
     if grid is not None:
-        grid_path = args.output.with_name(args.output.stem + "_grid.npz")
         with io.atomic_path(grid_path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **grid)
@@ -338,12 +390,12 @@ def cmd_enhance(args) -> int:
     from .core import io
     from .core.enhance import check_intensity_range, enhance_volume, load_weights
 
-    _check_output_file(args.output, args.overwrite)
-    vol = io.read_volume(args.volume, pixel_size=args.pixel_size)
+    _check_output_file(args.output, args.overwrite, inputs=(args.volume,))
     from .core.projector import resolve_device
 
     dev = resolve_device(args.device)
-    model, meta = load_weights(args.weights, device=dev)
+    model, meta = load_weights(args.weights, device=dev, trust=args.trust_weights)
+    vol = io.read_volume(args.volume, pixel_size=args.pixel_size, refuse_tilt_series=True)
     warn = check_intensity_range(vol.data, meta)
     if warn:
         _info(f"warning: {warn}")
@@ -357,11 +409,22 @@ def cmd_enhance(args) -> int:
 
 # -------------------------------------------------------------------------- run
 
+def _check_inputs_outside(out_dir: Path, names: Sequence[str], inputs: Sequence) -> None:
+    """Refuse a results folder whose outputs would replace one of the inputs."""
+    from .core.validate import check_not_same_file
+
+    for name in names:
+        check_not_same_file(out_dir / name, inputs, what="a result")
+
+
 def cmd_run(args) -> int:
-    _prepare_out_dir(args.output, RUN_OUTPUTS, args.overwrite)
+    if not args.resume:
+        _prepare_out_dir(args.output, RUN_OUTPUTS, args.overwrite)
+    _check_inputs_outside(args.output, RUN_OUTPUTS, (args.tilts, args.angles, args.weights))
     ts = _read_tilts_args(args)
     rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
-                       device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar)
+                       device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar,
+                       resume=args.resume, trust_weights=args.trust_weights)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
           f"in {rep['total_seconds']:.0f} s -> {args.output}")
     return 0
@@ -371,7 +434,7 @@ def cmd_batch(args) -> int:
     from .core.batch import run_batch
 
     results = run_batch(args.manifest, args.output, scheduler=args.scheduler, workers=args.workers,
-                        device=args.device, progress=progress_bar("batch"))
+                        device=args.device, progress=progress_bar("batch"), overwrite=args.overwrite)
     width = max(len(r["name"]) for r in results)
     print(f"{'job'.ljust(width)}  status          seconds  atoms  fcc share  reason")
     for r in results:
@@ -459,6 +522,11 @@ def _add_run_options(p: argparse.ArgumentParser, output_metavar: str, output_hel
         p.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
+def _add_trust_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-weights", action="store_true",
+                   help="accept --weights without a checksum file (W.json with its sha256) beside them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -506,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-enhance", action="store_true", help="skip the U-Net")
     p.add_argument("--no-refine", action="store_true", help="skip refining atoms against the tilt series")
     p.add_argument("--weights", type=Path, default=None, metavar="W.pt", help="U-Net weights (default: shipped)")
+    _add_trust_option(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in OUT_DIR from its last finished stage (same data and options)")
     _add_run_options(p, "OUT_DIR", overwrite_help="replace earlier results in OUT_DIR")
     p.set_defaults(func=cmd_run)
 
@@ -518,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler (default: a LocalCluster)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     p.add_argument("--device", default="cpu", help="device inside the workers (default cpu)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="run every job again, replacing earlier results (default: finished jobs are skipped and "
+                   "folders holding other results are refused)")
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("trace", help="trace atoms in a tomogram (and refine them against the tilt series)",
@@ -587,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-size", type=float, default=None, metavar="Å", help="voxel size when the header has none")
     p.add_argument("--tile", type=int, default=144, metavar="VOXELS", help="tile size (default 144; smaller uses less memory)")
     p.add_argument("--flip-average", action="store_true", help="average over wedge-preserving flips (4x slower)")
+    _add_trust_option(p)
     _add_run_options(p, "OUT.mrc")
     p.set_defaults(func=cmd_enhance)
 
@@ -618,6 +693,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print(f"napari-aet {args.command}: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except MemoryError:
+        print(f"napari-aet {args.command}: error: out of memory; bin the data, crop the volume or use a machine "
+              "with more memory", file=sys.stderr)
+        return EXIT_NO_MEMORY
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        reason = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+        print(f"napari-aet {args.command}: error: {reason}{where}; check the path, its permissions and the free "
+              "disk space", file=sys.stderr)
+        return EXIT_OS_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,6 +40,9 @@ def _stats(values: np.ndarray) -> dict:
     return {"n": int(len(v)), "mean": float(v.mean()) if len(v) else None, "std": float(v.std()) if len(v) else None}
 
 
+MAX_GRID_POINTS = 1e7  # 9 float64 components a point: about 0.7 GB
+
+
 def analyze_atoms(
     table,
     lattice_constant: Optional[float] = None,
@@ -65,11 +68,30 @@ def analyze_atoms(
     t0 = time.perf_counter()
     if layer_axis not in LAYER_AXES:
         raise AETInputError(f"layer axis {layer_axis!r} unknown; use one of {', '.join(LAYER_AXES)}")
+    from .validate import check_direction, check_int, check_number
+
+    if lattice_constant is not None:
+        lattice_constant = check_number(lattice_constant, "lattice constant", 2.0, 8.0, unit="Å",
+                                        hint=" (fcc metals lie within 3.5-4.1 Å; Pt 3.924)")
+    tolerance = check_number(tolerance, "site tolerance", 0.0, 2.0, unit="Å", lo_open=True)
+    if sigma is not None:
+        sigma = check_number(sigma, "strain smoothing width (sigma)", 0.0, 50.0, unit="Å", lo_open=True)
+    surface_coordination = check_int(surface_coordination, "surface coordination", 1, 12,
+                                     hint=" (fcc atoms have 12 nearest neighbours)")
+    if support_normal is not None:
+        support_normal = check_direction(support_normal, "support normal")
     rep = Reporter(5, progress, cancel)
     df = table.copy().reset_index(drop=True)
     is_atom = (df["atom"].to_numpy() == 1) if "atom" in df else np.ones(len(df), bool)
     pos_all = df[["x", "y", "z"]].to_numpy(float)
     pos = pos_all[is_atom]
+    if grid_spacing is not None:
+        grid_spacing = check_number(grid_spacing, "grid spacing", 0.05, 20.0, unit="Å")
+        extent = np.ptp(pos, axis=0) if len(pos) else np.zeros(3)
+        n_grid = float(np.linalg.norm(extent) / grid_spacing + 3) ** 3  # any rotation fits in the diagonal
+        if n_grid > MAX_GRID_POINTS:
+            raise AETInputError(f"a {grid_spacing:g} Å grid over this particle has about {n_grid:.2g} points (at most "
+                                f"{MAX_GRID_POINTS:.0e}); give a coarser --grid-spacing, e.g. 0.5 Å")
     lat = fit_fcc_lattice(pos, lattice_constant=lattice_constant, tolerance=tolerance)
     rep.step("lattice")
     site, ok = assign_sites(pos, lat, tolerance)

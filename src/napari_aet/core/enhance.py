@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 NORMALIZATION_PERCENTILE = 99.9
+TILE_LIMIT = 512  # voxels per tile edge: memory grows with its cube
+OUTPUT_LIMIT = 100.0  # largest |output| / input scale a working network gives (trained outputs stay near 0-2)
 WEIGHTS_NAME = "unet_pt.pt"
 
 
@@ -79,45 +81,107 @@ def default_weights_path() -> Path:
     return Path(str(resources.files("napari_aet").joinpath("resources", WEIGHTS_NAME)))
 
 
-def load_weights(path=None, device="cpu"):
+# Architectures the project can build on any machine: a deeper or wider network in a weights
+# file is refused before it is built (a hostile "depth: 999" would exhaust memory).
+ARCHITECTURE_LIMITS = {"depth": (1, 6), "base_width": (1, 64)}
+
+
+def _read_sidecar(side: Path) -> dict:
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AETInputError(f"provenance file {side} is not valid JSON ({str(exc).splitlines()[0][:60]}); "
+                            "restore it from where the weights came from")
+    if not isinstance(info, dict):
+        raise AETInputError(f"provenance file {side} holds a JSON {type(info).__name__}, not an object; "
+                            "restore it from where the weights came from")
+    return info
+
+
+def _check_architecture(config, path: Path):
+    from .unet import UNetConfig
+
+    if not isinstance(config, dict):
+        raise AETInputError(f"weights {path} declare no architecture; use weights from 'napari-aet train'")
+    known = set(UNetConfig.__dataclass_fields__)
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise AETInputError(f"weights {path} declare unknown architecture fields ({', '.join(unknown)}); "
+                            "use weights from 'napari-aet train'")
+    for name, (lo, hi) in ARCHITECTURE_LIMITS.items():
+        v = config.get(name, getattr(UNetConfig, name))
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise AETInputError(f"weights {path} declare {name} = {v!r}, outside {lo}-{hi}; refused "
+                                "(use weights from 'napari-aet train')")
+    for name, allowed in (("norm", ("batch", "group", "instance", "none")), ("activation", ("silu", "relu", "leaky_relu"))):
+        v = config.get(name, getattr(UNetConfig, name))
+        if v not in allowed:
+            raise AETInputError(f"weights {path} declare {name} = {v!r}; use one of {', '.join(allowed)}")
+    return UNetConfig(**config)
+
+
+def load_weights(path=None, device="cpu", trust: bool = False):
     """Load a U-Net from a weights file (plain state dict, ``weights_only=True``).
 
-    A provenance JSON beside the file (same name, ``.json``) with a ``sha256`` is checked.
-    Returns ``(model, metadata)``.
+    The provenance JSON beside the file (same name, ``.json``) must hold the file's
+    ``sha256``, and the file must match it: a damaged or replaced file is refused. ``trust``
+    accepts a file without that JSON (``--trust-weights``); a mismatch is refused even then.
+    The architecture is bounded (:data:`ARCHITECTURE_LIMITS`) and every tensor must be
+    finite. Returns ``(model, metadata)``.
     """
     import pickle
 
     import torch
 
-    from .unet import UNet3D, UNetConfig
+    from .unet import UNet3D
 
     path = Path(path) if path is not None else default_weights_path()
     if not path.exists():
         raise AETInputError(f"weights file {path} does not exist; train with 'napari-aet train' or give --weights")
+    if path.is_dir() or path.stat().st_size == 0:
+        raise AETInputError(f"weights file {path} is empty or a folder; give the weights.pt that 'napari-aet train' wrote")
     side = path.with_suffix(".json")
     digest = sha256(path)
-    if side.exists():
-        expected = json.loads(side.read_text()).get("sha256")
-        if expected and digest != expected:
-            raise AETInputError(f"weights file {path} does not match the checksum in {side.name}: corrupt or replaced; re-download or retrain")
+    expected = _read_sidecar(side).get("sha256") if side.exists() else None
+    if expected is None and not trust:
+        raise AETInputError(f"weights {path} have no checksum ({side.name} with 'sha256' beside them), so damage "
+                            "cannot be ruled out; keep the weights.json that 'napari-aet train' wrote, or pass --trust-weights")
+    if expected is not None and digest != expected:
+        raise AETInputError(f"weights file {path} does not match the checksum in {side.name}: corrupt or replaced; re-download or retrain")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise AETInputError(f"{path} is not a plain state dict ({str(exc).splitlines()[0][:80]}); refused for safety")
     except Exception as exc:
-        raise AETInputError(f"cannot read weights {path} (corrupt: {str(exc).splitlines()[0][:80]}); retrain or re-download")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:80]
+        raise AETInputError(f"cannot read weights {path} (corrupt: {first}); retrain or re-download")
     if not isinstance(payload, dict) or payload.get("format") != "napari-aet-unet-1":
         raise AETInputError(f"{path} is not a napari-aet U-Net weights file; give one written by 'napari-aet train'")
+    cfg = _check_architecture(payload.get("config"), path)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AETInputError(f"weights {path} hold no tensors; use weights from 'napari-aet train'")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise AETInputError(f"weights {path} hold NaN/Inf in {name}: the file is damaged; re-download or retrain")
+        if tensor.is_floating_point() and tensor.numel() and float(tensor.abs().max()) > 1e6:
+            raise AETInputError(f"weights {path} hold values up to {float(tensor.abs().max()):.3g} in {name}, "
+                                "which training never gives: the file is damaged; re-download or retrain")
     try:
-        cfg = UNetConfig(**payload["config"])
         model = UNet3D(cfg)
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(state, strict=True)
     except (TypeError, RuntimeError, KeyError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:120]
         raise AETInputError(f"weights {path} do not fit the U-Net architecture they declare ({first}); use weights from 'napari-aet train'")
-    meta = json.loads(payload.get("metadata") or "{}")
-    meta.update(sha256=digest, weights_path=str(path))  # what a report needs to name the weights used
+    try:
+        meta = json.loads(payload.get("metadata") or "{}")
+    except (TypeError, json.JSONDecodeError):
+        raise AETInputError(f"weights {path} carry unreadable metadata; use weights from 'napari-aet train'")
+    if not isinstance(meta, dict):
+        meta = {}
+    meta.update(sha256=digest, weights_path=str(path), checksum_verified=expected is not None)
     return model.to(device).eval(), meta
+
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list:
@@ -172,9 +236,13 @@ def enhance_volume(
                 "to resample; reconstruct at a voxel size near the training one"
             )
         vol = ndimage.zoom(vol, zoom, order=3)
+    from .validate import check_int
+
+    m = model.multiple
+    check_int(tile, "tile size", max(32, 4 * m), TILE_LIMIT,
+              hint=" voxels (smaller tiles are only slower and larger ones may not fit in memory)")
     scale = intensity_scale(vol)
     x = vol / scale
-    m = model.multiple
     tile = max(m, (min(tile, max(x.shape) + m) // m) * m)
     overlap = min(overlap, tile // 2)
     pad = [(0, max(0, tile - s)) for s in x.shape]
@@ -202,7 +270,14 @@ def enhance_volume(
                     out[sl] += pred * w3
                     weight[sl] += w3
                     rep.step("tile")
-    res = (out / np.maximum(weight, 1e-12))[: x.shape[0], : x.shape[1], : x.shape[2]] * scale
+    res = (out / np.maximum(weight, 1e-12))[: x.shape[0], : x.shape[1], : x.shape[2]]
+    # the network works on the normalised scale, where the input's bright atoms are near 1
+    biggest = float(np.abs(res).max()) if np.all(np.isfinite(res)) else float("inf")
+    if not biggest <= OUTPUT_LIMIT:
+        raise AETInputError(
+            f"the network's output reaches {biggest:.3g} times the input's bright level (NaN/Inf or damaged "
+            "weights); nothing was written: check the weights' checksum or run without the network")
+    res = res * scale
     if zoom != 1.0:
         res = ndimage.zoom(res, [a / b for a, b in zip(volume.shape, res.shape)], order=3)
     return res.astype(np.float32)

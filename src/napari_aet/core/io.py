@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ __all__ = [
     "atoms_metadata_path",
     "check_pixel_size",
     "write_json",
+    "looks_like_tilt_series",
+    "read_sidecar",
+    "sidecar_owner",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -58,8 +62,9 @@ ANGLE_EXTENSIONS = ANGLE_TEXT_EXTENSIONS + (".npy", ".mat")
 TILT_EXTENSIONS = MRC_EXTENSIONS + TIFF_EXTENSIONS + (".npy", ".mat")
 ASE_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".cif": "cif", ".vasp": "vasp", ".poscar": "vasp"}
 
-# Plausible pixel sizes for atomic-resolution tomography, in Å.
-PIXEL_SIZE_RANGE = (0.02, 20.0)
+# Plausible pixel sizes for atomic-resolution tomography, in Å: below 0.1 Å is a header in nm
+# (0.0357 for 0.357 Å) or m; above 20 Å no atom is resolved.
+PIXEL_SIZE_RANGE = (0.1, 20.0)
 
 
 @dataclass
@@ -110,6 +115,16 @@ def _check_readable(path: Path, what: str) -> None:
         _fail(f"{what} file {path} is empty (0 bytes); re-export it")
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    with _UMASK_LOCK:  # reading the umask means setting it: keep other threads out meanwhile
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
@@ -119,6 +134,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    with contextlib.suppress(OSError):  # mkstemp makes 0600; a result file follows the umask like any other
+        os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -173,7 +190,11 @@ def _resolve_pixel_size(header_size: Optional[float], given: Optional[float], pa
         if not required:
             return None
         _fail(f"{path} has no pixel size in its header; pass it in Å (e.g. --pixel-size 0.357)")
-    return check_pixel_size(header_size, str(path))
+    try:
+        return check_pixel_size(header_size, str(path))
+    except AETInputError as exc:
+        reason = str(exc).split(";")[0]
+        _fail(f"{reason} (read from its header); pass the right value with --pixel-size in Å, e.g. 0.357")
 
 
 def _check_values(data: np.ndarray, path, what: str) -> np.ndarray:
@@ -202,9 +223,13 @@ def _read_mrc(path: Path):
             data = np.array(mrc.data)
             vx = float(mrc.voxel_size.x)
             ispg = int(mrc.header.ispg)
+            mz = int(mrc.header.mz)
     except Exception as exc:  # mrcfile raises ValueError/OSError on corrupt files
         _fail(f"cannot read {path} as MRC (truncated or corrupt: {_first_line(exc)}); re-export the file")
-    return data, (vx if vx > 0 else None), {"mrc_is_stack": ispg == 0 and data.ndim == 3}
+    stack = ispg == 0 and data.ndim == 3
+    # MRC2014 marks an image stack by space group 0 with mz = 1; IMOD's older tomograms use
+    # space group 0 too, but with mz = nz
+    return data, (vx if vx > 0 else None), {"mrc_is_stack": stack, "mrc_image_stack": stack and mz == 1}
 
 
 _TIFF_UNITS = {"angstrom": 1.0, "a": 1.0, "\u00c5": 1.0, "\\u00c5": 1.0, "nm": 10.0, "nanometer": 10.0,
@@ -292,7 +317,7 @@ def _pick_mat_variable(path: Path, variables: dict, ndims: Sequence[int], names:
         return next(iter(candidates.values()))
     if not candidates:
         _fail(f"{path} holds no {what}-shaped numeric variable; save the {what} as one array")
-    _fail(f"{path} holds several possible {what} variables ({', '.join(candidates)}); name one (variable=...)")
+    _fail(f"{path} holds several possible {what} variables ({', '.join(candidates)}); name the one to use in the file (keep only that variable, or rename it 'tilts' / 'angles')")
 
 
 def _read_mat_stack(path: Path, variable=None):
@@ -520,10 +545,33 @@ def write_tilt_series(path: PathLike, tilt_series: TiltSeries, write_angles_file
 # ------------------------------------------------------------------------ volumes
 
 
-def read_volume(path: PathLike, pixel_size: Optional[float] = None, require_pixel_size: bool = True) -> Volume:
-    """Read a volume ``[z, y, x]`` from MRC (voxel size from its header) or NPY/TIFF."""
+def looks_like_tilt_series(path: PathLike, extra: Optional[dict] = None) -> Optional[str]:
+    """Why ``path`` is a tilt series rather than a tomogram, or None: an MRC2014 image stack,
+    a tilt-stack extension (.st, .ali) or an angles file of the same name beside it."""
     path = Path(path)
-    raw, header_px, _ = _read_array(path, "volume")
+    if path.suffix.lower() in (".st", ".ali"):
+        return f"its extension {path.suffix} is IMOD's for tilt stacks"
+    if extra and extra.get("mrc_image_stack"):
+        return "its MRC header marks it as an image stack"
+    for ext in (".rawtlt", ".tlt"):  # not .txt/.csv: an atoms table may share the tomogram's name
+        if path.with_suffix(ext).exists():
+            return f"tilt angles ({path.with_suffix(ext).name}) lie beside it"
+    return None
+
+
+def read_volume(path: PathLike, pixel_size: Optional[float] = None, require_pixel_size: bool = True,
+                refuse_tilt_series: bool = False) -> Volume:
+    """Read a volume ``[z, y, x]`` from MRC (voxel size from its header) or NPY/TIFF.
+
+    ``refuse_tilt_series``: raise when the file is a tilt series (see :func:`looks_like_tilt_series`).
+    """
+    path = Path(path)
+    raw, header_px, extra = _read_array(path, "volume")
+    if refuse_tilt_series:
+        why = looks_like_tilt_series(path, extra)
+        if why:
+            _fail(f"{path} is a tilt series, not a tomogram ({why}); reconstruct it first: "
+                  f"napari-aet reconstruct {path} -o TOMOGRAM.mrc")
     if raw.ndim != 3:
         _fail(f"{path} holds an array of shape {raw.shape}, not a 3D volume; give a (z, y, x) volume")
     data = _check_values(raw, path, "volume")
@@ -598,6 +646,30 @@ def _facet_str(v) -> str:
     return str(v)
 
 
+def read_sidecar(side: PathLike) -> dict:
+    """The JSON object in a sidecar file; one-line errors for invalid JSON or a non-object."""
+    side = Path(side)
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read sidecar {side} ({_first_line(exc)}); fix or remove it")
+    except json.JSONDecodeError as exc:
+        _fail(f"sidecar {side} is not valid JSON ({exc.msg}, line {exc.lineno}); fix or remove it")
+    if not isinstance(info, dict):
+        _fail(f"sidecar {side} holds a JSON {type(info).__name__}, not an object; fix or remove it")
+    return info
+
+
+def sidecar_owner(side: PathLike) -> Optional[str]:
+    """The data file a sidecar JSON belongs to (its ``data_file``), None when it does not say."""
+    try:
+        info = json.loads(Path(side).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    owner = info.get("data_file") if isinstance(info, dict) else None
+    return owner if isinstance(owner, str) else None
+
+
 def atoms_metadata_path(path: PathLike) -> Path:
     """The JSON sidecar of an atoms table (crystal rotation, lattice, settings)."""
     return Path(path).with_suffix(".json")
@@ -617,8 +689,8 @@ def write_atoms(path: PathLike, table, metadata: Optional[dict] = None) -> None:
     if path.suffix.lower() == ".csv":
         with atomic_path(path) as tmp:
             df.to_csv(tmp, index=False)
-        if metadata is not None:
-            write_json(atoms_metadata_path(path), metadata)
+        if metadata is not None:  # the sidecar names its table, so no other file's sidecar is taken for it
+            write_json(atoms_metadata_path(path), {**metadata, "data_file": path.name})
         return
     fmt = _ase_format(path)
     if fmt is None:
@@ -678,10 +750,7 @@ def read_atoms(path: PathLike):
             _fail(f"cannot read {path} as an atoms CSV ({_first_line(exc)}); give columns x,y,z,... per the contract")
         side = atoms_metadata_path(path)
         if side.exists():
-            try:
-                meta = json.loads(side.read_text())
-            except json.JSONDecodeError as exc:
-                _fail(f"sidecar {side} is not valid JSON ({exc.msg}); fix or remove it")
+            meta = read_sidecar(side)
         return _coerce_atoms(df), meta
     fmt = _ase_format(path)
     if fmt is None:

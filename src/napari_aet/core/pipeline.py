@@ -60,18 +60,110 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
 
 
 def _peak_gib() -> float:
-    import resource
+    """Peak resident memory of this process so far, GiB (psutil: the same on every platform)."""
+    import psutil
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    info = psutil.Process().memory_info()
+    peak = getattr(info, "peak_wset", None) or getattr(info, "peak_rss", None)  # Windows / newer psutil
+    if peak is None:
+        try:
+            import resource  # POSIX only
+
+            scale = 1 if __import__("sys").platform == "darwin" else 1024
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        except ImportError:  # pragma: no cover
+            peak = info.rss
+    return peak / 2**30
+
+
+WORK_DIR = ".napari-aet-partial"  # an unfinished run's files, inside the results folder
+_OLD_DIR = ".napari-aet-replaced"  # an earlier run's files while the new run moves in
+
+
+def _fingerprint(ts, settings: dict) -> str:
+    """What a resumed run must share with the interrupted one: the data and the settings."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(np.ascontiguousarray(ts.data, dtype=np.float32).tobytes())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+class _RunFolder:
+    """The files of one run, built in ``OUT/.napari-aet-partial`` and moved into ``OUT`` at the end.
+
+    Each finished stage is recorded in ``progress.json`` with its outputs, so ``--resume``
+    continues an interrupted run from its last finished stage; a run that never finished
+    leaves the results folder as it was (an earlier run's files untouched, nothing mixed).
+    """
+
+    def __init__(self, out: Path, fingerprint: str, resume: bool):
+        import json
+        import shutil
+
+        from .io import write_json
+
+        self.out, self.work = out, out / WORK_DIR
+        self.out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out / _OLD_DIR, ignore_errors=True)  # left by a run killed while moving in
+        self.progress = {"fingerprint": fingerprint, "stages": {}}
+        if resume:
+            try:
+                self.progress = json.loads((self.work / "progress.json").read_text())
+            except (OSError, ValueError):
+                raise AETInputError(f"{out} holds no interrupted run to resume; run again without --resume")
+            if self.progress.get("fingerprint") != fingerprint:
+                raise AETInputError(f"the interrupted run in {out} used other data or settings; run again "
+                                    "without --resume to start over, or give the same tilt series and options")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.work.mkdir()
+            write_json(self.work / "progress.json", self.progress)
+        self._write = write_json
+
+    def done(self, stage: str) -> bool:
+        return stage in self.progress["stages"]
+
+    def record(self, stage: str, timing: dict) -> None:
+        self.progress["stages"][stage] = timing
+        self._write(self.work / "progress.json", self.progress)
+
+    @property
+    def stages(self) -> dict:
+        return self.progress["stages"]
+
+    def commit(self, names) -> None:
+        """Move the finished run into ``OUT``; an earlier run's outputs go first, ``report.json``
+        (the mark of a finished run) comes last."""
+        import os
+        import shutil
+
+        old = self.out / _OLD_DIR
+        old.mkdir(exist_ok=True)
+        for name in names:
+            if (self.out / name).exists():
+                os.replace(self.out / name, old / name)
+        for name in sorted(names, key=lambda n: n == "report.json"):
+            if (self.work / name).exists():
+                os.replace(self.work / name, self.out / name)
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, device: str = "auto",
-                 weights=None, refine: bool = True, figures: bool = True, progress_factory=None) -> dict:
+                 weights=None, refine: bool = True, figures: bool = True, progress_factory=None,
+                 resume: bool = False, trust_weights: bool = False) -> dict:
     """Align, reconstruct, enhance, trace, refine and analyze a tilt series into ``out``.
 
-    ``out`` gets tomogram.mrc, tomogram_enhanced.mrc, atoms.csv (+ atoms.json), report.json
-    and figures/. ``progress_factory(name)`` returns a progress callback per stage.
+    ``out`` gets tomogram.mrc, tomogram_enhanced.mrc (with the network), atoms.csv
+    (+ atoms.json), report.json and figures/, all from this run: the run is built in
+    ``out/.napari-aet-partial`` and moved into place when it has finished, replacing every
+    output of an earlier run. ``resume`` continues an interrupted run with the same data and
+    settings from its last finished stage. ``progress_factory(name)`` returns a progress
+    callback per stage.
     """
+    import json
     import platform
 
     from .. import __version__
@@ -79,79 +171,117 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     from .align import align, apply_shifts
     from .analysis import analyze_atoms
     from .reconstruct import reconstruct
+    from .validate import check_angle_values, check_finite_output, check_tilt_signal
 
     progress_bar = progress_factory or (lambda name: None)
     out = Path(out)
+    check_tilt_signal(ts.data)
+    check_angle_values(ts.angles)
+    model = meta_w = None
+    if enhance:  # the weights are checked before any work, not after the reconstruction
+        from .enhance import load_weights
+        from .projector import resolve_device
 
-    out.mkdir(parents=True, exist_ok=True)
-    stages, report = {}, {"version": __version__, "python": platform.python_version(), "settings": {
-        "align": align_first, "enhance": enhance, "device": device, "refine": refine, "weights": str(weights) if weights else "shipped",
-        "pixel_size": ts.pixel_size, "n_projections": int(ts.data.shape[0]), "angles_deg": np.asarray(ts.angles).tolist()}}
+        model, meta_w = load_weights(weights, device=resolve_device(device), trust=trust_weights)
+    settings = {"align": align_first, "enhance": enhance, "refine": refine,
+                "weights": str(weights) if weights else "shipped",
+                "pixel_size": ts.pixel_size, "n_projections": int(ts.data.shape[0]),
+                "angles_deg": np.asarray(ts.angles).tolist()}
+    run = _RunFolder(out, _fingerprint(ts, settings), resume)
+    work = run.work
+    report = {"version": __version__, "python": platform.python_version(), "settings": settings | {"device": device}}
 
     def stage(name, fn):
         t0 = time.perf_counter()
         res = fn()
-        stages[name] = {"seconds": round(time.perf_counter() - t0, 3), "process_peak_gib": round(_peak_gib(), 3)}
+        run.record(name, {"seconds": round(time.perf_counter() - t0, 3), "process_peak_gib": round(_peak_gib(), 3)})
         return res
+
+    def saved(name):
+        return json.loads((work / name).read_text())
 
     data, angles = ts.data, ts.angles
     if align_first:
-        al = stage("align", lambda: align(data, angles, pixel_size=ts.pixel_size, device=device, progress=progress_bar("align")))
-        data, angles = apply_shifts(data, -al.shifts), al.angles
-        report["alignment"] = al.summary()
-    rec = stage("reconstruct", lambda: reconstruct(data, angles, ts.pixel_size, device=device,
-                                                   progress=progress_bar("reconstruct")))
-    io.write_volume(out / "tomogram.mrc", rec.volume, rec.pixel_size)
-    report["reconstruction"] = {k: v for k, v in rec.summary().items() if k != "r_factors"} | {"r_factors": rec.r_factors}
-    traced_volume = rec.volume
+        if not run.done("align"):
+            stage("align", lambda: io.write_json(work / "alignment.json", align(
+                data, angles, pixel_size=ts.pixel_size, device=device, progress=progress_bar("align")).summary()))
+        report["alignment"] = saved("alignment.json")
+        data = apply_shifts(data, -np.asarray(report["alignment"]["shifts_px"], float))
+        angles = np.asarray(report["alignment"]["angles_deg"], float)
+    if not run.done("reconstruct"):
+        def do_reconstruct():
+            rec = reconstruct(data, angles, ts.pixel_size, device=device, progress=progress_bar("reconstruct"))
+            check_finite_output(rec.volume, "the reconstruction")
+            io.write_volume(work / "tomogram.mrc", rec.volume, rec.pixel_size)
+            io.write_json(work / "reconstruction.json",
+                          {k: v for k, v in rec.summary().items() if k != "r_factors"} | {"r_factors": rec.r_factors})
+        stage("reconstruct", do_reconstruct)
+    rec_volume = io.read_volume(work / "tomogram.mrc")
+    report["reconstruction"] = saved("reconstruction.json")
+    traced_volume = rec_volume.data
     if enhance:
-        from .enhance import check_intensity_range, enhance_volume, load_weights
-        from .projector import resolve_device
+        if not run.done("enhance"):
+            def do_enhance():
+                from .enhance import check_intensity_range, enhance_volume
 
-        dev = resolve_device(device)
-        model, meta = load_weights(weights, device=dev)
-        warn = check_intensity_range(rec.volume, meta)
-        enh = stage("enhance", lambda: enhance_volume(rec.volume, model, rec.pixel_size, meta.get("training_pixel_size"),
-                                                      device=dev, progress=progress_bar("enhance")))
-        io.write_volume(out / "tomogram_enhanced.mrc", enh, rec.pixel_size)
-        report["enhancement"] = {"weights_sha256": meta.get("sha256"), "warning": warn}
-        traced_volume = enh
-    vol = io.Volume(traced_volume, rec.pixel_size)
-    aligned = io.TiltSeries(data, angles, ts.pixel_size)
-    table, meta = stage("trace_refine", lambda: trace_volume(vol, aligned, refine=refine, device=device,
-                                                              progress_factory=progress_factory))
-    analysed, summary = stage("analyze", lambda: analyze_atoms(table, progress=progress_bar("analyze")))
-    meta["analysis"] = summary
-    io.write_atoms(out / "atoms.csv", analysed, metadata=meta)
+                warn = check_intensity_range(rec_volume.data, meta_w)
+                enh = enhance_volume(rec_volume.data, model, rec_volume.pixel_size, meta_w.get("training_pixel_size"),
+                                     device=resolve_device(device), progress=progress_bar("enhance"))
+                check_finite_output(enh, "the enhanced tomogram", "the U-Net weights may be damaged; run with --no-enhance")
+                io.write_volume(work / "tomogram_enhanced.mrc", enh, rec_volume.pixel_size)
+                io.write_json(work / "enhancement.json", {"weights_sha256": meta_w.get("sha256"), "warning": warn})
+            stage("enhance", do_enhance)
+        report["enhancement"] = saved("enhancement.json")
+        traced_volume = io.read_volume(work / "tomogram_enhanced.mrc").data
+    vol = io.Volume(traced_volume, rec_volume.pixel_size)
+    if not run.done("trace_refine"):
+        def do_trace():
+            table, meta = trace_volume(vol, io.TiltSeries(data, angles, ts.pixel_size), refine=refine, device=device,
+                                       progress_factory=progress_factory)
+            io.write_atoms(work / "traced.csv", table, metadata=meta)
+        stage("trace_refine", do_trace)
+    if not run.done("analyze"):
+        def do_analyze():
+            table, meta = io.read_atoms(work / "traced.csv")
+            analysed, summary = analyze_atoms(table, progress=progress_bar("analyze"))
+            meta["analysis"] = summary
+            io.write_atoms(work / "atoms.csv", analysed, metadata=meta)
+        stage("analyze", do_analyze)
+    analysed, meta = io.read_atoms(work / "atoms.csv")
+    summary = meta["analysis"]
     if figures:
         from . import figures as fg
         from .geometry import as_euler_angles
 
-        fig_dir = out / "figures"
-        fig_dir.mkdir(exist_ok=True)
+        fig_dir = work / "figures"
 
         def make_figures():
-            vols = {"RESIRE": rec.volume} | ({"U-Net": traced_volume} if enhance else {})
-            files = fg.save(fg.orthoslices(vols, rec.pixel_size), fig_dir, "tomogram_slices")
+            fig_dir.mkdir(exist_ok=True)
+            vols = {"RESIRE": rec_volume.data} | ({"U-Net": traced_volume} if enhance else {})
+            px = rec_volume.pixel_size
+            files = fg.save(fg.orthoslices(vols, px), fig_dir, "tomogram_slices")
             tilt_max = float(np.abs(as_euler_angles(angles)[:, 1]).max())
-            files += fg.save(fg.fourier_intensity(vols, tilt_max, rec.pixel_size), fig_dir, "fourier_intensity")
+            files += fg.save(fg.fourier_intensity(vols, tilt_max, px), fig_dir, "fourier_intensity")
             files += fg.save(fg.atoms_by_assignment(analysed), fig_dir, "atoms_fcc")
             files += fg.save(fg.atoms_by_facet(analysed), fig_dir, "atoms_facets")
-            files += fg.save(fg.isosurfaces(vols, rec.pixel_size), fig_dir, "tomogram_3d")
+            files += fg.save(fg.isosurfaces(vols, px), fig_dir, "tomogram_3d")
             for comp in ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "eyz"):
                 f = fg.layer_maps(analysed, comp, summary["lattice"], summary["settings"]["layer_axis"])
                 if f is not None:
                     files += fg.save(f, fig_dir, f"layers_{comp}")
-            return files
 
-        report["figures"] = [Path(f).name for f in stage("figures", make_figures)]
+        if not run.done("figures"):
+            stage("figures", make_figures)
+        report["figures"] = sorted(f.name for f in fig_dir.iterdir()) if fig_dir.exists() else []
     atoms = analysed[analysed["atom"] == 1]
+    stages = run.stages
     report.update({
-        "stages": stages,
+        "stages": stages, "resumed": bool(resume),
         "n_atoms": int(len(atoms)), "n_non_atoms": int(len(analysed) - len(atoms)),
         "share_assigned_fcc": summary["share_assigned"], "lattice_constant": summary["lattice"]["lattice_constant"],
         "crystal_rotation": summary["lattice"]["crystal_rotation"], "facet_statistics": summary["facet_statistics"],
         "refinement": meta.get("refinement"), "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
     })
-    io.write_json(out / "report.json", report)
+    io.write_json(work / "report.json", report)
+    run.commit(RUN_OUTPUTS)
     return report

@@ -57,6 +57,10 @@ class ReconstructionResult:
         }
 
 
+MAX_ITERATIONS = 100_000
+MAX_VOLUME_EDGE = 4096  # voxels; the memory check decides below that
+
+
 def estimate_memory(volume_shape, n_projections: int, detector_shape, method: str = "resire",
                     oversampling: int = 2, chunk_bytes: int = 256 * 2**20) -> int:
     """Bytes a reconstruction needs at its peak (float32), for the memory check."""
@@ -70,17 +74,6 @@ def estimate_memory(volume_shape, n_projections: int, detector_shape, method: st
         return int(nf * 4 * 3 + nf // 2 * (8 + 16) + nproj * 4 * 2 + nvox * 4 * 2)
     # x, momentum, previous x, column weights, gradient, support; b, residual, row weights; chunk buffers
     return int(nvox * 4 * 6 + nproj * 4 * 3 + 3 * chunk_bytes)
-
-
-def _available_memory(device) -> int:
-    if device.type == "cuda":
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    import psutil
-
-    return int(psutil.virtual_memory().available)
 
 
 def _check_inputs(data: np.ndarray, angles) -> None:
@@ -143,25 +136,33 @@ def reconstruct(
     pixel_size = check_pixel_size(pixel_size)
     angles = None if angles is None else np.asarray(angles, dtype=np.float64)
     _check_inputs(data, angles)
+    from .validate import check_angle_values
+
+    check_angle_values(angles)
     if method not in METHODS:
         raise AETInputError(f"reconstruction method {method!r} unknown; use one of {', '.join(METHODS)}")
-    iterations = DEFAULT_ITERATIONS[method] if iterations is None else int(iterations)
-    if iterations < 1:
-        raise AETInputError(f"{iterations} iterations; give at least 1")
+    from .validate import check_int, check_number, check_tilt_signal
+
+    check_tilt_signal(data)
+    iterations = DEFAULT_ITERATIONS[method] if iterations is None else iterations
+    iterations = check_int(iterations, "iterations", 1, MAX_ITERATIONS)
+    check_number(r_free_fraction, "R-free fraction (--r-free)", 0.0, 0.5,
+                 hint=" (a share of the Fourier points, e.g. 0.05)")
+    check_int(oversampling, "oversampling", 1, 4)
+    check_number(interpolation_cutoff, "interpolation cutoff", 0.0, 2.0, lo_open=True)
     n, nv, nu = data.shape
-    volume_shape = tuple(int(s) for s in (volume_shape or (nu, nv, nu)))
+    volume_shape = tuple(check_int(s, "volume size", 1, MAX_VOLUME_EDGE, hint=" voxels along each axis")
+                         for s in (volume_shape or (nu, nv, nu)))
     if support is not None and tuple(support.shape) != volume_shape:
         raise AETInputError(f"support has shape {tuple(support.shape)} but the volume is {volume_shape}; give a matching mask")
     dev = resolve_device(device)
     if check_memory:
-        need = estimate_memory(volume_shape, n, (nv, nu), method, oversampling)
-        have = _available_memory(dev)
-        if need > 0.9 * have:
-            raise AETInputError(
-                f"reconstructing {volume_shape} from {n} projections needs about {need / 2**30:.1f} GiB "
-                f"but {dev.type} has {have / 2**30:.1f} GiB free; bin the tilt series by 2, reconstruct a "
-                f"smaller volume{' or use --device cpu' if dev.type == 'cuda' else ''}"
-            )
+        from .validate import check_memory as _check_memory
+
+        _check_memory(estimate_memory(volume_shape, n, (nv, nu), method, oversampling),
+                      f"reconstructing {volume_shape} from {n} projections",
+                      f"bin the tilt series by 2, reconstruct a smaller volume"
+                      f"{' or use --device cpu' if dev.type == 'cuda' else ''}", device=dev)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     b = torch.as_tensor(np.ascontiguousarray(data, dtype=np.float32), device=dev)
@@ -182,6 +183,11 @@ def reconstruct(
             settings.update(momentum=method == "resire", single_axis_fast_path=proj.single_axis)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+    if not bool(torch.isfinite(vol).all()):
+        raise AETInputError(f"{method} diverged (NaN/Inf in the volume); use fewer iterations or another --method")
+    if not bool((vol != 0).any()):
+        raise AETInputError(f"{method} gave a volume that is zero everywhere; check the tilt series' sign and "
+                            "background, the angles and the settings")
     return ReconstructionResult(
         volume=vol.detach().cpu().numpy().astype(np.float32), pixel_size=pixel_size, method=method,
         r_factors=r_factors, r_free=r_free, iterations=iterations, device=str(dev),

@@ -530,12 +530,35 @@ def add_poisson_noise(tilts: np.ndarray, dose: float, cross_section: float, rng)
     return (counts / scale).astype(np.float32)
 
 
+MAX_VOXELS = 512  # volume edge; the ideal tomogram alone is 0.5 GB at 512³
+
+
+def check_config(cfg: SimulationConfig) -> None:
+    """Every setting in its range before any work (one line naming the option otherwise)."""
+    from .validate import check_int, check_memory, check_number
+
+    n = check_int(cfg.n_voxels, "--voxels", 16, MAX_VOXELS)
+    check_pixel_size(cfg.pixel_size)
+    check_number(cfg.vacancy_fraction, "--vacancies", 0.0, 1.0, hint=" (a share of the surface atoms)")
+    check_number(cfg.offsite_fraction, "--offsite-fraction", 0.0, 1.0, hint=" (a share of the atoms)")
+    check_number(cfg.strain, "--strain", -0.2, 0.2, hint=" (a plain fraction: 0.01 = 1%)")
+    check_number(cfg.surface_relaxation, "--surface-relaxation", -2.0, 2.0, unit="Å")
+    check_number(cfg.offsite_distance, "--offsite-distance", 0.0, 5.0, unit="Å")
+    check_number(cfg.b_factor, "--b-factor", 0.0, 100.0, unit="Å²")
+    check_number(cfg.probe_sigma, "--probe-sigma", 0.0, 10.0, unit="Å")
+    check_number(cfg.cross_section, "--cross-section", 0.0, 10.0, unit="Å²", lo_open=True)
+    check_number(cfg.angle_error, "--angle-error", 0.0, 10.0, unit="°")
+    check_number(cfg.shift_error, "--shift-error", 0.0, n / 4, unit="px")
+    if cfg.dose is not None:
+        check_number(cfg.dose, "--dose", 0.0, 1e12, unit="e/Å²", lo_open=True)
+    # ideal tomogram, its projections and working copies: about 4 float32 volumes
+    check_memory(4 * 4 * n**3, f"a {n}³ simulation", "use fewer --voxels")
+
+
 def simulate(cfg: Optional[SimulationConfig] = None, progress=None, cancel=None, **changes) -> Simulation:
     """Simulate a particle, its ideal tomogram and its tilt series (one call, seeded)."""
     cfg = (cfg or SimulationConfig()).replace(**changes) if changes else (cfg or SimulationConfig())
-    if cfg.n_voxels < 16:
-        raise AETInputError(f"{cfg.n_voxels} voxels is too few; use at least 16")
-    check_pixel_size(cfg.pixel_size)
+    check_config(cfg)
     rng = np.random.default_rng(cfg.seed)
     particle = make_particle(cfg, rng)
     nominal = np.asarray(cfg.angles, float) if cfg.angles is not None else tilt_angles(cfg.tilt_range, cfg.tilt_step)

@@ -157,6 +157,10 @@ def kmeans_1d(values: np.ndarray, n_classes: int, iterations: int = 100) -> tupl
     return rank[labels], centres[order]
 
 
+MAX_CLASSES = 8
+MAX_UPSAMPLE = 4  # the AET literature upsamples 2-3 times; memory grows with the cube
+
+
 def trace_atoms(
     volume: np.ndarray,
     pixel_size: float,
@@ -191,10 +195,24 @@ def trace_atoms(
 
     pixel_size = check_pixel_size(pixel_size)
     vol = _check_volume(volume)
-    if n_classes < 2:
-        raise AETInputError(f"{n_classes} classes; give at least 2 (noise and atoms)")
-    if min_distance <= 0:
-        raise AETInputError(f"minimum distance {min_distance} Å must be positive")
+    from .validate import check_int, check_memory, check_number
+
+    n_classes = check_int(n_classes, "number of intensity classes (--classes)", 2, MAX_CLASSES,
+                          hint=" (noise plus one class per species)")
+    names = [str(n) for n in species_names]
+    if names and len(names) != n_classes - 1:
+        raise AETInputError(
+            f"{len(names)} species names ({' '.join(names)}) for {n_classes - 1} atom classes: the lowest of the "
+            f"{n_classes} classes is noise; give --classes {len(names) + 1} or {n_classes - 1} names, faint to bright")
+    min_distance = check_number(min_distance, "minimum distance between atoms", 0.5, 10.0, unit="Å")
+    upsample = check_int(upsample, "upsampling factor", 1, MAX_UPSAMPLE)
+    if radius is not None:
+        radius = check_number(radius, "integration radius", 0.0, 10.0, unit="Å", lo_open=True)
+    if fit not in ("gaussian", "parabola"):
+        raise AETInputError(f"sub-voxel fit {fit!r} unknown; use gaussian or parabola")
+    # the upsampled volume, its filtered copies and the peak search (float32, about 4 copies)
+    check_memory(vol.size * upsample**3 * 4 * 4, f"tracing on a volume upsampled {upsample} times",
+                 "use a smaller --upsample or crop the tomogram")
     if support is not None and tuple(support.shape) != vol.shape:
         raise AETInputError(f"support has shape {tuple(support.shape)} but the volume is {vol.shape}")
     rep = Reporter(4, progress, cancel)
@@ -224,7 +242,6 @@ def trace_atoms(
     if support is not None:
         inside = np.asarray(support, bool)[tuple(np.clip(np.round(sub).astype(int), 0, np.array(vol.shape) - 1).T)]
         atom[~inside] = 0
-    names = list(species_names)
     species = [
         (names[lab - 1] if 0 < lab <= len(names) else "") if a else "" for lab, a in zip(labels, atom)
     ]

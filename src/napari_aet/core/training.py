@@ -367,6 +367,10 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
                 "config": cfg.to_dict(), "validation": history[-1] if history else None}
         digest = save_weights(run_dir / "weights.pt", model, meta)
         result["sha256"] = digest
+        # the checksum goes beside the weights at once (the command line adds the provenance)
+        from .io import write_json
+
+        write_json(run_dir / "weights.json", {"sha256": digest})
     if world > 1 and dist.is_initialized():
         dist.barrier()
     return result

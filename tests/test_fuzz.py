@@ -1,0 +1,133 @@
+"""Property-based and fuzz tests (Hypothesis) over the readers, the command-line parameters
+and the atoms table: whatever comes in, the answer is a correct result or a one-line
+AETInputError (exit status 2), never a traceback, a NaN in an output or a changed input."""
+
+import json
+import math
+import string
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from napari_aet.cli import main
+from napari_aet.core import io
+from napari_aet.core.errors import AETInputError
+
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXTENSIONS = [".mrc", ".st", ".tif", ".npy", ".mat", ".txt", ".rawtlt", ".csv", ".xyz"]
+
+
+@FUZZ
+@given(payload=st.binary(max_size=2048), ext=st.sampled_from(EXTENSIONS))
+def test_readers_never_raise_anything_but_input_errors(tmp_path, payload, ext):
+    path = tmp_path / f"f{ext}"
+    path.write_bytes(payload)
+    for reader in (lambda: io.read_tilt_series(path, angles=np.zeros(1), pixel_size=0.357),
+                   lambda: io.read_volume(path, pixel_size=0.357),
+                   lambda: io.read_angles(path),
+                   lambda: io.read_atoms(path)):
+        try:
+            out = reader()
+        except AETInputError as exc:
+            assert "\n" not in str(exc) and str(exc)
+            continue
+        # whatever a reader accepts is finite
+        arr = out.data if hasattr(out, "data") else (out[0][["x", "y", "z"]].to_numpy(float) if isinstance(out, tuple) else out)
+        assert np.all(np.isfinite(np.asarray(arr, float)))
+
+
+@FUZZ
+@given(text=st.text(alphabet=string.printable, max_size=300))
+def test_angle_text_is_parsed_or_refused(tmp_path, text):
+    path = tmp_path / "a.txt"
+    path.write_text(text)
+    try:
+        a = io.read_angles(path)
+    except AETInputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert a.ndim in (1, 2) and np.all(np.isfinite(a)) and len(a) > 0
+
+
+finite = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
+any_float = st.one_of(st.floats(allow_nan=True, allow_infinity=True), finite)
+
+
+@FUZZ
+@given(data=arrays(np.float64, st.tuples(st.integers(0, 12), st.just(3)), elements=any_float),
+       species=st.lists(st.sampled_from(["Pt", "Pd", "", "X1", "Au"]), min_size=12, max_size=12))
+def test_atoms_table_round_trips_or_is_refused(tmp_path, data, species):
+    df = pd.DataFrame({"x": data[:, 0], "y": data[:, 1], "z": data[:, 2], "atom": 1,
+                       "species": species[: len(data)]})
+    try:
+        io.write_atoms(tmp_path / "a.csv", df, metadata={"k": 1})
+    except AETInputError as exc:
+        assert "\n" not in str(exc)
+        return
+    back, meta = io.read_atoms(tmp_path / "a.csv")
+    np.testing.assert_array_equal(back[["x", "y", "z"]].to_numpy(float), data)
+    assert meta["k"] == 1 and meta["data_file"] == "a.csv"
+
+
+@pytest.fixture(scope="module")
+def atoms_csv(tmp_path_factory):
+    """A small perfect fcc cluster (Pt, 3.924 Å) as an atoms table."""
+    from ase.cluster import Octahedron
+
+    d = tmp_path_factory.mktemp("atoms")
+    at = Octahedron("Pt", 5, cutoff=1, latticeconstant=3.924)
+    pos = at.positions - at.positions.mean(0)
+    io.write_atoms(d / "atoms.csv", pd.DataFrame({"x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2], "atom": 1,
+                                                   "species": "Pt"}))
+    return d / "atoms.csv"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(option=st.sampled_from(["--lattice-constant", "--tolerance", "--sigma", "--grid-spacing", "--surface-coordination"]),
+       value=st.one_of(st.sampled_from(["nan", "inf", "-inf", "0", "-1", "1e9", "abc", "1e-9"]),
+                       st.floats(-20, 20, allow_nan=False).map(lambda v: f"{v:.6g}")))
+def test_analyze_options_give_a_result_or_one_line(tmp_path, atoms_csv, capsys, option, value):
+    out = tmp_path / "an.csv"
+    out.unlink(missing_ok=True)
+    before = atoms_csv.read_bytes()
+    try:
+        rc = main(["analyze", str(atoms_csv), "-o", str(out), "--overwrite", option, value])
+    except SystemExit as exc:  # argparse refuses what is not a number of the right type
+        assert exc.code == 2
+        return
+    err = capsys.readouterr().err.strip().splitlines()
+    assert atoms_csv.read_bytes() == before
+    if rc == 2:
+        assert err and "error" in err[-1] and not out.exists()
+        return
+    assert rc == 0
+    summary = json.loads(out.with_suffix(".json").read_text())  # strict JSON: no NaN written
+
+    def finite_numbers(o):
+        if isinstance(o, dict):
+            return all(finite_numbers(v) for v in o.values())
+        if isinstance(o, list):
+            return all(finite_numbers(v) for v in o)
+        return not isinstance(o, float) or math.isfinite(o)
+
+    assert finite_numbers(summary["lattice"]) and summary["lattice"]["lattice_constant"] > 0
+
+
+@FUZZ
+@given(shape=st.tuples(st.integers(1, 6), st.integers(1, 12), st.integers(1, 12)),
+       scale=st.sampled_from([0.0, -1.0, 1.0, 1e30]), n_angles=st.integers(0, 8))
+def test_reconstruct_inputs_refused_up_front_or_reconstructed(shape, scale, n_angles):
+    from napari_aet.core.reconstruct import reconstruct
+
+    data = np.abs(np.random.default_rng(0).normal(size=shape)).astype(np.float32) * np.float32(scale)
+    angles = np.linspace(-60, 60, n_angles)
+    try:
+        res = reconstruct(data, angles, 0.357, iterations=3, device="cpu")
+    except AETInputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert np.all(np.isfinite(res.volume)) and np.any(res.volume != 0)

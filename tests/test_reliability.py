@@ -1,0 +1,432 @@
+"""Regression tests for bad, careless and hostile input (issue: no silent wrong result, no lost
+file, no hostile input obeyed). Each case must end in one line on standard error and exit
+status 2 (or a correct result), and leave every file it did not own untouched."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_aet.cli import main
+from napari_aet.core import io
+from napari_aet.core.errors import AETInputError
+
+
+def _snapshot(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no message"
+    last = err[-1]
+    assert "error" in last and "Traceback" not in "\n".join(err), err
+    for w in words:
+        assert w.lower() in last.lower(), (w, last)
+    return last
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory):
+    """A small noise-free simulation on disk (48³, ±60° in 15° steps) and its tomogram."""
+    d = tmp_path_factory.mktemp("sim")
+    assert main(["simulate", str(d), "--size", "1.2", "--voxels", "48", "--tilt-range", "60", "--tilt-step", "15",
+                 "--dose", "0", "--seed", "3"]) == 0
+    assert main(["reconstruct", str(d / "tilts.mrc"), "--iterations", "30", "--device", "cpu",
+                 "-o", str(d / "VOL.mrc")]) == 0
+    return d
+
+
+@pytest.fixture
+def work(sim_dir, tmp_path):
+    """A private copy of the simulation folder, so a test may try to damage it."""
+    import shutil
+
+    d = tmp_path / "w"
+    shutil.copytree(sim_dir, d)
+    return d
+
+
+# ------------------------------------------------------------------ silent wrong results
+
+
+@pytest.mark.parametrize("transform, words", [
+    (lambda a: np.zeros_like(a), ["zero everywhere"]),
+    (lambda a: -a, ["mostly negative"]),
+])
+def test_zero_or_negated_tilt_series_is_refused(work, capsys, transform, words):
+    ts = io.read_tilt_series(work / "tilts.mrc")
+    ts.data = transform(ts.data)
+    io.write_tilt_series(work / "bad.mrc", ts)
+    assert main(["reconstruct", str(work / "bad.mrc"), "--angles", str(work / "angles.txt"), "--device", "cpu",
+                 "-o", str(work / "out.mrc")]) == 2
+    _one_line_error(capsys, *words)
+    assert not (work / "out.mrc").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--method", "genfire", "--r-free", "1.5"], ["r-free", "at most 0.5"]),
+    (["--thickness", "0"], ["--thickness", "at least 1"]),
+    (["--thickness", "-5"], ["--thickness", "at least 1"]),
+    (["--thickness", "100000"], ["--thickness", "at most"]),
+    (["--iterations", "0"], ["iterations"]),
+])
+def test_reconstruct_settings_out_of_range(work, capsys, argv, words):
+    assert main(["reconstruct", str(work / "tilts.mrc"), "--device", "cpu", "-o", str(work / "o.mrc"), *argv]) == 2
+    _one_line_error(capsys, *words)
+
+
+@pytest.mark.parametrize("angles, words", [
+    (lambda n: np.zeros(n), ["same direction"]),
+    (lambda n: np.linspace(-650, 650, n), ["±90"]),
+    (lambda n: np.c_[np.zeros(n), np.linspace(-650, 650, n), np.zeros(n)], ["±360"]),
+])
+def test_implausible_angles_are_refused(work, capsys, angles, words):
+    n = len(io.read_angles(work / "angles.txt"))
+    np.savetxt(work / "bad_angles.txt", angles(n))
+    assert main(["reconstruct", str(work / "tilts.mrc"), "--angles", str(work / "bad_angles.txt"), "--device", "cpu",
+                 "-o", str(work / "o.mrc")]) == 2
+    _one_line_error(capsys, *words)
+
+
+def test_pixel_size_in_nm_is_refused(work, capsys):
+    ts = io.read_tilt_series(work / "tilts.mrc")
+    import mrcfile
+
+    with mrcfile.new(work / "nm.mrc") as m:
+        m.set_data(ts.data)
+        m.set_image_stack()
+        m.voxel_size = 0.0357  # nm written where Å belongs
+    assert main(["reconstruct", str(work / "nm.mrc"), "--angles", str(work / "angles.txt"), "-o", str(work / "o.mrc")]) == 2
+    _one_line_error(capsys, "0.0357", "--pixel-size")
+
+
+def test_species_must_match_the_classes(work, capsys):
+    assert main(["trace", str(work / "VOL.mrc"), "--classes", "2", "--species", "Pd", "Pt", "Au",
+                 "-o", str(work / "a.csv")]) == 2
+    _one_line_error(capsys, "3 species", "--classes 4")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--lattice-constant", "-3.9"], ["lattice constant", "at least 2"]),
+    (["--support-normal", "0", "0", "0"], ["support normal", "zero"]),
+    (["--grid-spacing", "-1"], ["grid spacing"]),
+    (["--grid-spacing", "0.001"], ["grid spacing"]),
+    (["--sigma", "-2"], ["sigma"]),
+    (["--surface-coordination", "-3"], ["surface coordination"]),
+    (["--tolerance", "nan"], ["tolerance"]),
+])
+def test_analyze_settings_out_of_range(work, capsys, argv, words):
+    assert main(["analyze", str(work / "truth.csv"), "-o", str(work / "an.csv"), *argv]) == 2
+    _one_line_error(capsys, *words)
+    assert not (work / "an.csv").exists()
+
+
+def test_enhance_refuses_a_tilt_series(work, capsys):
+    assert main(["enhance", str(work / "tilts.mrc"), "--device", "cpu", "-o", str(work / "e.mrc")]) == 2
+    _one_line_error(capsys, "tilt series, not a tomogram")
+    assert not (work / "e.mrc").exists()
+
+
+@pytest.mark.parametrize("tile", ["0", "-16", "8"])
+def test_enhance_tile_is_bounded(work, capsys, tile):
+    assert main(["enhance", str(work / "VOL.mrc"), "--tile", tile, "--device", "cpu", "-o", str(work / "e.mrc")]) == 2
+    _one_line_error(capsys, "tile size")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--vacancies", "2"], ["--vacancies", "at most 1"]),
+    (["--voxels", "100000"], ["--voxels", "at most 512"]),
+    (["--dose", "-5"], []),  # a negative dose means "noise-free" on the command line (0 too)
+])
+def test_simulate_settings_bounded(tmp_path, capsys, argv, words):
+    rc = main(["simulate", str(tmp_path / "s"), "--size", "1.2", "--voxels", "48", "--tilt-step", "30", *argv])
+    if words:
+        assert rc == 2
+        _one_line_error(capsys, *words)
+    else:
+        assert rc == 0
+
+
+def test_trace_upsample_bounded(work, capsys):
+    assert main(["trace", str(work / "VOL.mrc"), "--upsample", "50", "-o", str(work / "a.csv")]) == 2
+    _one_line_error(capsys, "upsampling factor", "at most 4")
+
+
+# ----------------------------------------------------------------------- weights
+
+
+def _weights_copy(tmp_path, damage=None, checksum=True):
+    from napari_aet.core.enhance import default_weights_path, sha256
+
+    src = default_weights_path()
+    dst = tmp_path / "w.pt"
+    data = bytearray(src.read_bytes())
+    if damage:
+        data = damage(data)
+    dst.write_bytes(bytes(data))
+    if checksum:
+        (tmp_path / "w.json").write_text(json.dumps({"sha256": sha256(dst)}))
+    return dst
+
+
+def test_weights_without_checksum_need_trust(work, tmp_path, capsys):
+    w = _weights_copy(tmp_path, checksum=False)
+    assert main(["enhance", str(work / "VOL.mrc"), "--weights", str(w), "--device", "cpu", "-o", str(work / "e.mrc")]) == 2
+    _one_line_error(capsys, "checksum", "--trust-weights")
+    assert main(["enhance", str(work / "VOL.mrc"), "--weights", str(w), "--trust-weights", "--device", "cpu",
+                 "-o", str(work / "e.mrc")]) == 0
+    assert np.isfinite(io.read_volume(work / "e.mrc").data).all()
+
+
+def test_weights_with_nan_or_huge_tensors_are_refused_even_when_trusted(tmp_path):
+    import torch
+
+    from napari_aet.core.enhance import default_weights_path, load_weights
+
+    payload = torch.load(default_weights_path(), weights_only=True)
+    key = next(k for k, v in payload["state_dict"].items() if v.is_floating_point() and v.numel() > 10)
+    for value, words in ((float("nan"), "NaN"), (3.8e26, "damaged")):
+        bad = {**payload, "state_dict": dict(payload["state_dict"])}
+        t = bad["state_dict"][key].clone()
+        t.view(-1)[3] = value
+        bad["state_dict"][key] = t
+        torch.save(bad, tmp_path / "bad.pt")
+        with pytest.raises(AETInputError, match=words):
+            load_weights(tmp_path / "bad.pt", trust=True)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"depth": 999}, "depth"), ({"base_width": 10**6}, "base_width"), ({"norm": "evil"}, "norm"),
+    ({"extra_field": 1}, "unknown"),
+])
+def test_hostile_architecture_is_refused_before_it_is_built(tmp_path, change, words):
+    import torch
+
+    from napari_aet.core.enhance import default_weights_path, load_weights
+
+    payload = torch.load(default_weights_path(), weights_only=True)
+    payload["config"] = {**payload["config"], **change}
+    torch.save(payload, tmp_path / "h.pt")
+    with pytest.raises(AETInputError, match=words):
+        load_weights(tmp_path / "h.pt", trust=True)
+
+
+@pytest.mark.parametrize("sidecar", ["", "{not json", "[1, 2]", '"text"'])
+def test_empty_weights_or_broken_sidecar_is_one_line(work, tmp_path, capsys, sidecar):
+    w = tmp_path / "w.pt"
+    w.write_bytes(b"" if not sidecar else _weights_copy(tmp_path, checksum=False).read_bytes())
+    if sidecar:
+        (tmp_path / "w.json").write_text(sidecar)
+    assert main(["enhance", str(work / "VOL.mrc"), "--weights", str(w), "--trust-weights", "--device", "cpu",
+                 "-o", str(work / "e.mrc")]) == 2
+    _one_line_error(capsys, "empty" if not sidecar else "w.json")
+
+
+def test_run_checks_the_weights_before_any_work(work, tmp_path, capsys, monkeypatch):
+    import napari_aet.core.reconstruct as rc
+
+    monkeypatch.setattr(rc, "reconstruct", lambda *a, **k: pytest.fail("reconstructed before checking the weights"))
+    w = _weights_copy(tmp_path, damage=lambda d: d[: len(d) // 2])
+    (tmp_path / "w.json").write_text(json.dumps({"sha256": "0" * 64}))
+    assert main(["run", str(work / "tilts.mrc"), "--weights", str(w), "--device", "cpu", "-o", str(work / "r")]) == 2
+    _one_line_error(capsys, "checksum")
+
+
+# ------------------------------------------------------------------------ files lost
+
+
+def test_trace_never_replaces_the_volumes_sidecar(work, capsys):
+    assert main(["reconstruct", str(work / "tilts.mrc"), "--align", "--iterations", "5", "--device", "cpu",
+                 "-o", str(work / "A.mrc")]) == 0
+    before = _snapshot(work)
+    for extra in ([], ["--overwrite"]):
+        assert main(["trace", str(work / "A.mrc"), "--tilts", str(work / "tilts.mrc"), "--no-refine",
+                     "-o", str(work / "A.csv"), *extra]) == 2
+        _one_line_error(capsys, "A.json", "belongs to")
+    assert _snapshot(work) == before
+
+
+def test_reconstruct_never_replaces_a_simulations_meta_json(work, capsys):
+    before = _snapshot(work)
+    for extra in ([], ["--overwrite"]):
+        assert main(["reconstruct", str(work / "tilts.mrc"), "--iterations", "3", "--device", "cpu",
+                     "-o", str(work / "meta.mrc"), *extra]) == 2
+        _one_line_error(capsys, "meta.json")
+    assert _snapshot(work) == before
+
+
+@pytest.mark.parametrize("cmd", [
+    lambda w: ["reconstruct", str(w / "tilts.mrc"), "-o", str(w / "tilts.mrc"), "--overwrite"],
+    lambda w: ["enhance", str(w / "VOL.mrc"), "-o", str(w / "VOL.mrc"), "--overwrite"],
+    lambda w: ["analyze", str(w / "truth.csv"), "-o", str(w / "truth.csv"), "--overwrite"],
+])
+def test_output_may_not_be_the_input(work, capsys, cmd):
+    before = _snapshot(work)
+    assert main(cmd(work)) == 2
+    _one_line_error(capsys, "input")
+    assert _snapshot(work) == before
+
+
+def test_output_a_folder_or_unwritable_is_one_line(work, tmp_path, capsys):
+    (work / "dir.mrc").mkdir()
+    assert main(["reconstruct", str(work / "tilts.mrc"), "-o", str(work / "dir.mrc")]) == 2
+    _one_line_error(capsys, "folder")
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        assert main(["reconstruct", str(work / "tilts.mrc"), "--iterations", "2", "--device", "cpu",
+                     "-o", str(ro / "o.mrc")]) == 3
+
+
+def test_os_and_memory_errors_map_to_one_line(monkeypatch, work, capsys):
+    import napari_aet.cli as cli
+
+    def boom_os(args):
+        raise OSError(28, "No space left on device", str(work / "x.mrc"))
+
+    def boom_mem(args):
+        raise MemoryError()
+
+    for fn, code, words in ((boom_os, 3, ["no space left"]), (boom_mem, 4, ["out of memory"])):
+        monkeypatch.setattr(cli, "cmd_reconstruct", fn)
+        assert main(["reconstruct", str(work / "tilts.mrc"), "-o", str(work / "o.mrc")]) == code
+        _one_line_error(capsys, *words)
+
+
+def test_malformed_alignment_sidecar_is_one_line(work, capsys):
+    (work / "VOL.json").write_text(json.dumps({"alignment": {"shifts_px": "abc", "angles_deg": [1, 2]},
+                                               "data_file": "VOL.mrc"}))
+    assert main(["trace", str(work / "VOL.mrc"), "--tilts", str(work / "tilts.mrc"), "-o", str(work / "t.csv")]) == 2
+    _one_line_error(capsys, "alignment", "malformed")
+    (work / "VOL.json").write_text("[1, 2, 3]")
+    assert main(["trace", str(work / "VOL.mrc"), "--tilts", str(work / "tilts.mrc"), "-o", str(work / "t.csv")]) == 2
+    _one_line_error(capsys, "not an object")
+
+
+def test_outputs_follow_the_umask(work):
+    old = os.umask(0o022)
+    try:
+        io.write_json(work / "m.json", {"a": 1})
+        io.write_volume(work / "m.mrc", np.ones((4, 4, 4), np.float32), 0.357)
+    finally:
+        os.umask(old)
+    for name in ("m.json", "m.mrc"):
+        assert (work / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# ------------------------------------------------------------------------ runs as a unit
+
+
+def _run(ts, out, **kw):
+    from napari_aet.core.pipeline import run_pipeline
+
+    kw = {"align_first": False, "enhance": False, "refine": False, "figures": False, "device": "cpu"} | kw
+    return run_pipeline(ts, out, **kw)
+
+
+def test_interrupted_run_leaves_the_folder_alone_and_resumes(work, monkeypatch):
+    import napari_aet.core.analysis as an
+
+    ts = io.read_tilt_series(work / "tilts.mrc")
+    out = work / "run"
+    real = an.analyze_atoms
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(an, "analyze_atoms", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(ts, out)
+    # nothing half-done in the results folder: the finished stages wait in the work folder
+    assert sorted(p.name for p in out.iterdir()) == [".napari-aet-partial"]
+    progress = json.loads((out / ".napari-aet-partial" / "progress.json").read_text())
+    assert set(progress["stages"]) == {"reconstruct", "trace_refine"}
+    # --resume continues from the analysis without reconstructing again
+    import napari_aet.core.reconstruct as rc
+
+    monkeypatch.setattr(an, "analyze_atoms", real)
+    monkeypatch.setattr(rc, "reconstruct", lambda *a, **k: pytest.fail("reconstructed again"))
+    rep = _run(ts, out, resume=True)
+    assert rep["resumed"] and rep["n_atoms"] > 50
+    assert sorted(p.name for p in out.iterdir()) == ["atoms.csv", "atoms.json", "report.json", "tomogram.mrc"]
+    # resuming with other data is refused
+    with pytest.raises(AETInputError, match="no interrupted run"):
+        _run(ts, out, resume=True)
+
+
+def test_resume_refuses_other_settings(work, monkeypatch):
+    import napari_aet.core.analysis as an
+
+    ts = io.read_tilt_series(work / "tilts.mrc")
+    monkeypatch.setattr(an, "analyze_atoms", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        _run(ts, work / "run")
+    with pytest.raises(AETInputError, match="other data or settings"):
+        _run(ts, work / "run", resume=True, refine=True)
+
+
+def test_rerun_without_the_network_leaves_no_stale_enhanced_tomogram(work, monkeypatch):
+    ts = io.read_tilt_series(work / "tilts.mrc")
+    out = work / "run"
+    import napari_aet.core.enhance as en
+
+    monkeypatch.setattr(en, "enhance_volume", lambda vol, *a, **k: vol * 1.0)  # fast stand-in for the U-Net
+    _run(ts, out, enhance=True)
+    assert (out / "tomogram_enhanced.mrc").exists()
+    _run(ts, out, enhance=False)
+    assert not (out / "tomogram_enhanced.mrc").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["enhance"] is False and "enhancement" not in report
+
+
+def test_cli_run_changes_nothing_outside_its_folder(work, capsys):
+    before = _snapshot(work)
+    assert main(["run", str(work / "tilts.mrc"), "--no-align", "--no-enhance", "--no-refine", "--device", "cpu",
+                 "-o", str(work / "res")]) == 0
+    after = _snapshot(work)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed and all(k.startswith("res/") for k in changed), changed
+    assert {"report.json", "atoms.csv", "tomogram.mrc"} <= {Path(k).name for k in changed}
+    assert not (work / "res" / ".napari-aet-partial").exists()
+
+
+# ------------------------------------------------------------------------------ batch
+
+
+def test_batch_paths_and_no_overwrite(work, tmp_path, monkeypatch):
+    from napari_aet.core.batch import read_manifest, run_job
+
+    (work / "jobs").mkdir()
+    (work / "jobs" / "m.csv").write_text("tilts,output\n../tilts.mrc,out1\n")
+    monkeypatch.chdir(tmp_path)
+    jobs = read_manifest(work / "jobs" / "m.csv", "bt")
+    # inputs relative to the manifest, outputs relative to -o (itself relative to the current folder)
+    assert jobs[0]["tilts"] == str((work / "tilts.mrc").resolve())
+    assert jobs[0]["output"] == str((tmp_path / "bt" / "out1").resolve())
+    # a folder holding another run's files is not overwritten without --overwrite
+    out = Path(jobs[0]["output"])
+    out.mkdir(parents=True)
+    (out / "atoms.csv").write_text("precious")
+    res = run_job(jobs[0])
+    assert res["status"] == "failed" and "--overwrite" in res["reason"]
+    assert (out / "atoms.csv").read_text() == "precious"
+
+
+@pytest.mark.parametrize("text, suffix, words", [
+    ("tilts,pixel_size\na.mrc,abc\n", ".csv", "not a number"),
+    ("just a string\n", ".yaml", "not a list of jobs"),
+    ("- 1\n- 2\n", ".yaml", "not a list of jobs"),
+])
+def test_bad_manifests_are_one_line(tmp_path, text, suffix, words):
+    from napari_aet.core.batch import read_manifest
+
+    m = tmp_path / f"m{suffix}"
+    m.write_text(text)
+    with pytest.raises(AETInputError, match=words):
+        read_manifest(m, tmp_path / "out")
