@@ -430,3 +430,21 @@ def test_bad_manifests_are_one_line(tmp_path, text, suffix, words):
     m.write_text(text)
     with pytest.raises(AETInputError, match=words):
         read_manifest(m, tmp_path / "out")
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"unet": {"depth": 999}}, "depth"), ({"voxels": 100000}, "voxels"), ({"batch_size": 0}, "batch_size"),
+    ({"lr": float("nan")}, "lr"),
+])
+def test_hostile_training_configs_are_refused_before_any_work(tmp_path, config, words):
+    from napari_aet.core.training import load_config
+
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    with pytest.raises(AETInputError, match=words):
+        load_config(tmp_path / "c.json")
+
+
+def test_refine_iterations_bounded(work, capsys):
+    assert main(["trace", str(work / "VOL.mrc"), "--tilts", str(work / "tilts.mrc"), "--refine-iterations", "-1",
+                 "-o", str(work / "t.csv")]) == 2
+    _one_line_error(capsys, "refinement iterations")

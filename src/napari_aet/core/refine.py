@@ -109,6 +109,11 @@ def refine_positions(
 
     from .projector import resolve_device
 
+    from .validate import check_int, check_number
+
+    iterations = check_int(iterations, "refinement iterations", 0, 100_000)
+    check_number(step_size, "refinement step size", 0.0, 1.0, unit="Å", lo_open=True)
+    check_number(max_step, "largest refinement move", 0.0, 10.0, unit="Å", lo_open=True)
     dev = resolve_device(device) if isinstance(device, str) else device
     pos0 = np.asarray(positions, np.float64).reshape(-1, 3)
     if len(pos0) == 0:

@@ -81,7 +81,27 @@ def load_config(path) -> TrainingConfig:
     unknown = set(raw) - names
     if unknown:
         raise AETInputError(f"training config {path} has unknown fields: {', '.join(sorted(unknown))}")
-    return TrainingConfig(**raw)
+    cfg = TrainingConfig(**raw)
+    check_training_config(cfg, str(path))
+    return cfg
+
+
+def check_training_config(cfg: TrainingConfig, source: str = "training config") -> None:
+    """Bounds on every size that sets memory or time, checked before any data is made."""
+    from .enhance import _check_architecture
+    from .validate import check_int, check_number
+
+    check_int(cfg.voxels, f"{source}: voxels", 32, 256)
+    check_int(cfg.crop, f"{source}: crop", 16, cfg.voxels)
+    check_int(cfg.batch_size, f"{source}: batch_size", 1, 256)
+    check_int(cfg.n_train, f"{source}: n_train", 1, 10**6)
+    check_int(cfg.n_val, f"{source}: n_val", 0, 10**5)
+    check_int(cfg.chunk_size, f"{source}: chunk_size", 1, 1024)
+    check_int(cfg.epochs, f"{source}: epochs", 0, 10**5)
+    check_int(cfg.recon_iterations, f"{source}: recon_iterations", 1, 10**4)
+    check_number(cfg.lr, f"{source}: lr", 0.0, 1.0, lo_open=True)
+    check_number(cfg.pixel_size, f"{source}: pixel_size", 0.1, 20.0, unit="Å")
+    _check_architecture(cfg.unet, Path(source))
 
 
 # ---------------------------------------------------------------------------- data
