@@ -448,3 +448,51 @@ def test_refine_iterations_bounded(work, capsys):
     assert main(["trace", str(work / "VOL.mrc"), "--tilts", str(work / "tilts.mrc"), "--refine-iterations", "-1",
                  "-o", str(work / "t.csv")]) == 2
     _one_line_error(capsys, "refinement iterations")
+
+
+# ------------------------------------------------------------- never worse than no network
+
+
+def test_data_consistency_accepts_a_faithful_tomogram_and_rejects_erased_atoms(work):
+    from napari_aet.core.enhance import data_consistency
+
+    ts = io.read_tilt_series(work / "tilts.mrc")
+    rec = io.read_volume(work / "VOL.mrc").data
+    same = data_consistency(rec, rec * 3.0, ts.data, ts.angles)  # a scale alone changes nothing
+    assert same["network_accepted"] and same["r_factor_enhanced"] == pytest.approx(same["r_factor_reconstruction"], rel=1e-3)
+    erased = rec.copy()
+    erased[:, :24, :] = 0  # half the particle gone
+    bad = data_consistency(rec, erased, ts.data, ts.angles)
+    assert not bad["network_accepted"] and bad["r_factor_enhanced"] > 2 * bad["r_factor_reconstruction"]
+
+
+def test_run_traces_the_plain_tomogram_when_the_network_breaks_consistency(work, monkeypatch):
+    import napari_aet.core.enhance as en
+
+    def eraser(vol, *a, **k):
+        out = vol.copy()
+        out[:, : vol.shape[1] // 2, :] = 0
+        return out
+
+    monkeypatch.setattr(en, "enhance_volume", eraser)
+    ts = io.read_tilt_series(work / "tilts.mrc")
+    rep = _run(ts, work / "run", enhance=True)
+    enh = rep["enhancement"]
+    assert not enh["consistency"]["network_accepted"] and "plain" in enh["note"]
+    assert rep["traced_tomogram"] == "tomogram.mrc"
+    assert (work / "run" / "tomogram_enhanced.mrc").exists() and (work / "run" / "tomogram.mrc").exists()
+    # the atoms come from the plain tomogram: all of the particle, not half of it
+    plain = _run(ts, work / "plain")
+    assert abs(rep["n_atoms"] - plain["n_atoms"]) <= 0.02 * plain["n_atoms"]
+
+
+def test_enhance_reports_the_r_factor_before_and_after(work, capsys):
+    assert main(["reconstruct", str(work / "tilts.mrc"), "--iterations", "30", "--device", "cpu",
+                 "-o", str(work / "R.mrc")]) == 0
+    capsys.readouterr()
+    assert main(["enhance", str(work / "R.mrc"), "--device", "cpu", "-o", str(work / "E.mrc")]) == 0
+    err = capsys.readouterr().err
+    side = json.loads((work / "E.json").read_text())
+    c = side["consistency"]
+    assert c is not None and side["data_file"] == "E.mrc" and side["tilts"].endswith("tilts.mrc")
+    assert f"{c['r_factor_reconstruction']:.4f}" in err and f"{c['r_factor_enhanced']:.4f}" in err

@@ -249,7 +249,7 @@ def cmd_reconstruct(args) -> int:
     )
     io.write_volume(args.output, result.volume, result.pixel_size)
     side = result.summary()
-    side.update(tilts=str(args.tilts), angles_deg=np.asarray(angles).tolist(), alignment=alignment,
+    side.update(tilts=str(args.tilts.resolve()), angles_deg=np.asarray(angles).tolist(), alignment=alignment,
                 data_file=args.output.name)
     io.write_json(args.output.with_suffix(".json"), side)
     _info(f"{args.method}: {result.iterations} iterations on {result.device} in {result.seconds:.1f} s, "
@@ -390,7 +390,7 @@ def cmd_enhance(args) -> int:
     from .core import io
     from .core.enhance import check_intensity_range, enhance_volume, load_weights
 
-    _check_output_file(args.output, args.overwrite, inputs=(args.volume,))
+    _check_output_file(args.output, args.overwrite, inputs=(args.volume, args.tilts, args.weights), sidecar=True)
     from .core.projector import resolve_device
 
     dev = resolve_device(args.device)
@@ -399,12 +399,55 @@ def cmd_enhance(args) -> int:
     warn = check_intensity_range(vol.data, meta)
     if warn:
         _info(f"warning: {warn}")
+    measured = _measured_tilts_for(args, vol)
     t0 = time.perf_counter()
     out = enhance_volume(vol.data, model, vol.pixel_size, meta.get("training_pixel_size"), tile=args.tile,
                          flip_average=args.flip_average, device=dev, progress=progress_bar("enhance"))
+    side = {"data_file": args.output.name, "volume": str(args.volume), "weights_sha256": meta.get("sha256"),
+            "weights": meta.get("weights_path"), "consistency": None}
+    if measured is not None:
+        from .core.enhance import data_consistency
+
+        side["consistency"] = c = data_consistency(vol.data, out, measured[0], measured[1], device=dev)
+        side["tilts"] = str(measured[2])
+        if c["network_accepted"]:
+            _info(f"re-projection R against {measured[2].name}: {c['r_factor_reconstruction']:.4f} -> "
+                  f"{c['r_factor_enhanced']:.4f} (within the {c['tolerance']:.0%} tolerance)")
+        else:
+            _info(f"note: the network's tomogram explains {measured[2].name} worse (R {c['r_factor_reconstruction']:.4f} "
+                  f"-> {c['r_factor_enhanced']:.4f}); trace the plain tomogram {args.volume.name} instead")
+    else:
+        _info("note: no tilt series to check the network's output against (pass --tilts, or reconstruct with this "
+              "version so the tomogram's JSON names its tilt series)")
     io.write_volume(args.output, out, vol.pixel_size)
+    io.write_json(args.output.with_suffix(".json"), side)
     _info(f"enhanced {vol.data.shape} on {dev} in {time.perf_counter() - t0:.1f} s -> {args.output}")
     return 0
+
+
+def _measured_tilts_for(args, vol):
+    """The (aligned) tilt series a tomogram came from: ``--tilts`` or the one its JSON names."""
+    from .core import io
+    from .core.align import apply_shifts
+
+    path, angles = args.tilts, args.angles
+    if path is None:
+        side = args.volume.with_suffix(".json")
+        info = io.read_sidecar(side) if side.exists() else {}
+        if not info.get("tilts") or not Path(info["tilts"]).exists():
+            return None
+        path = Path(info["tilts"])
+        if angles is None and info.get("angles_deg") and not info.get("alignment"):
+            angles = np.asarray(info["angles_deg"], float)
+    ts = io.read_tilt_series(path, angles=angles, require_pixel_size=False)
+    data, ang = ts.data, ts.angles
+    alignment = _alignment_from_sidecar(args.volume)
+    if alignment is not None and len(alignment[0]) == len(data):
+        data, ang = apply_shifts(data, -alignment[0]), alignment[1]
+    if data.shape[1:] != vol.data.shape[1:]:
+        raise AETInputError(f"{path} has projections of {data.shape[1]}x{data.shape[2]} but the tomogram is "
+                            f"{vol.data.shape[1]}x{vol.data.shape[2]} in y, x; give the tilt series it came from")
+    return data, ang, Path(path)
 
 
 # -------------------------------------------------------------------------- run
@@ -417,6 +460,19 @@ def _check_inputs_outside(out_dir: Path, names: Sequence[str], inputs: Sequence)
         check_not_same_file(out_dir / name, inputs, what="a result")
 
 
+def _report_network(rep: dict) -> None:
+    """One line on whether the network's tomogram was used (its re-projection R-factor)."""
+    enh = rep.get("enhancement") or {}
+    c = enh.get("consistency")
+    if not c:
+        return
+    if enh.get("note"):
+        _info(f"note: {enh['note']}")
+    else:
+        _info(f"network accepted: re-projection R {c['r_factor_reconstruction']:.4f} (reconstruction) -> "
+              f"{c['r_factor_enhanced']:.4f} (network), within the {c['tolerance']:.0%} tolerance")
+
+
 def cmd_run(args) -> int:
     if not args.resume:
         _prepare_out_dir(args.output, RUN_OUTPUTS, args.overwrite)
@@ -425,6 +481,7 @@ def cmd_run(args) -> int:
     rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
                        device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar,
                        resume=args.resume, trust_weights=args.trust_weights)
+    _report_network(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
           f"in {rep['total_seconds']:.0f} s -> {args.output}")
     return 0
@@ -472,6 +529,7 @@ def cmd_demo(args) -> int:
     )
     rep = run_pipeline(sim.tilt_series, out, align_first=True, enhance=not args.no_enhance, device=args.device,
                        refine=not args.no_refine, progress_factory=progress_bar)
+    _report_network(rep)
     table, _ = io.read_atoms(out / "atoms.csv")
     atoms = table[table["atom"] == 1]
     m = match_atoms(atoms[["x", "y", "z"]].to_numpy(), p.positions[p.is_particle])
@@ -655,12 +713,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("enhance", help="recover the missing wedge of a tomogram with the U-Net",
-                       description="Apply the trained U-Net (shipped weights by default) in overlapping tiles.")
+                       description="Apply the trained U-Net (shipped weights by default) in overlapping tiles, then "
+                       "re-project its tomogram against the measured tilt series and report the R-factor before and after. "
+                       "Writes OUT.mrc and OUT.json (weights, consistency).")
     p.add_argument("volume", type=Path, metavar="VOL.mrc")
     p.add_argument("--weights", type=Path, default=None, metavar="W.pt", help="weights (default: shipped)")
     p.add_argument("--pixel-size", type=float, default=None, metavar="Å", help="voxel size when the header has none")
     p.add_argument("--tile", type=int, default=144, metavar="VOXELS", help="tile size (default 144; smaller uses less memory)")
     p.add_argument("--flip-average", action="store_true", help="average over wedge-preserving flips (4x slower)")
+    p.add_argument("--tilts", type=Path, default=None, metavar="TILTS",
+                   help="the measured tilt series, to check that the network's tomogram still explains it "
+                   "(default: the one named in VOL.json)")
+    p.add_argument("--angles", type=Path, default=None, metavar="FILE", help="angles of --tilts (default: found beside it)")
     _add_trust_option(p)
     _add_run_options(p, "OUT.mrc")
     p.set_defaults(func=cmd_enhance)

@@ -33,10 +33,13 @@ __all__ = [
     "default_weights_path",
     "enhance_volume",
     "tile_starts",
+    "reprojection_r_factor",
+    "data_consistency",
 ]
 
 NORMALIZATION_PERCENTILE = 99.9
 TILE_LIMIT = 512  # voxels per tile edge: memory grows with its cube
+CONSISTENCY_TOLERANCE = 0.25  # see data_consistency; chosen on own-simulator validation data
 OUTPUT_LIMIT = 100.0  # largest |output| / input scale a working network gives (trained outputs stay near 0-2)
 WEIGHTS_NAME = "unet_pt.pt"
 
@@ -297,3 +300,35 @@ def check_intensity_range(volume: np.ndarray, metadata: dict) -> Optional[str]:
         warnings.warn(msg, stacklevel=2)
         return msg
     return None
+
+
+def reprojection_r_factor(volume: np.ndarray, tilts: np.ndarray, angles, device="cpu") -> float:
+    """R-factor ``sum|b - s A x| / sum|b|`` of a tomogram ``x`` re-projected against the measured
+    tilt series ``b``, with the least-squares scale ``s`` (the network keeps the intensity scale
+    only up to its normalisation, and a scale says nothing about consistency)."""
+    import torch
+
+    from .projector import Projector, resolve_device
+
+    dev = resolve_device(device)
+    b = torch.as_tensor(np.asarray(tilts, np.float32), device=dev)
+    proj = Projector(np.shape(volume), angles, b.shape[1:], device=dev)
+    ax = proj.forward(np.asarray(volume, np.float32))
+    scale = float((ax * b).sum() / (ax * ax).sum().clamp_min(1e-30))
+    return float((b - scale * ax).abs().sum() / b.abs().sum().clamp_min(1e-30))
+
+
+def data_consistency(reconstruction: np.ndarray, enhanced: np.ndarray, tilts: np.ndarray, angles,
+                     tolerance: float = CONSISTENCY_TOLERANCE, device="cpu") -> dict:
+    """Whether the network's tomogram still explains the measured tilt series.
+
+    The reconstruction fits the measurement as well as the method can; the network adds what
+    the measurement did not constrain (the missing wedge), so its re-projection R-factor is
+    somewhat higher. It is accepted while ``R_enhanced <= (1 + tolerance) * R_reconstruction``;
+    beyond that the network changed what was measured (invented or erased atoms), and the
+    plain reconstruction is the one to trust.
+    """
+    r_rec = reprojection_r_factor(reconstruction, tilts, angles, device)
+    r_enh = reprojection_r_factor(enhanced, tilts, angles, device)
+    return {"r_factor_reconstruction": round(r_rec, 5), "r_factor_enhanced": round(r_enh, 5),
+            "tolerance": tolerance, "network_accepted": bool(r_enh <= (1 + tolerance) * r_rec)}

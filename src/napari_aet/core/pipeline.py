@@ -222,17 +222,28 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     if enhance:
         if not run.done("enhance"):
             def do_enhance():
-                from .enhance import check_intensity_range, enhance_volume
+                from .enhance import check_intensity_range, data_consistency, enhance_volume
 
                 warn = check_intensity_range(rec_volume.data, meta_w)
                 enh = enhance_volume(rec_volume.data, model, rec_volume.pixel_size, meta_w.get("training_pixel_size"),
                                      device=resolve_device(device), progress=progress_bar("enhance"))
                 check_finite_output(enh, "the enhanced tomogram", "the U-Net weights may be damaged; run with --no-enhance")
                 io.write_volume(work / "tomogram_enhanced.mrc", enh, rec_volume.pixel_size)
-                io.write_json(work / "enhancement.json", {"weights_sha256": meta_w.get("sha256"), "warning": warn})
+                # never worse than no network: the network's tomogram must still explain the measurement
+                consistency = data_consistency(rec_volume.data, enh, data, angles, device=device)
+                note = None
+                if not consistency["network_accepted"]:
+                    note = (f"the network's tomogram explains the tilt series worse (R {consistency['r_factor_enhanced']:.4f} "
+                            f"against {consistency['r_factor_reconstruction']:.4f}); the atoms were traced in the plain "
+                            "reconstruction (both tomograms kept)")
+                io.write_json(work / "enhancement.json", {"weights_sha256": meta_w.get("sha256"), "warning": warn,
+                                                          "consistency": consistency, "note": note})
             stage("enhance", do_enhance)
         report["enhancement"] = saved("enhancement.json")
-        traced_volume = io.read_volume(work / "tomogram_enhanced.mrc").data
+        enhanced_volume = io.read_volume(work / "tomogram_enhanced.mrc").data
+        if report["enhancement"].get("consistency", {}).get("network_accepted", True):
+            traced_volume = enhanced_volume
+    traced_enhanced = enhance and traced_volume is not rec_volume.data
     vol = io.Volume(traced_volume, rec_volume.pixel_size)
     if not run.done("trace_refine"):
         def do_trace():
@@ -257,7 +268,7 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
 
         def make_figures():
             fig_dir.mkdir(exist_ok=True)
-            vols = {"RESIRE": rec_volume.data} | ({"U-Net": traced_volume} if enhance else {})
+            vols = {"RESIRE": rec_volume.data} | ({"U-Net": enhanced_volume} if enhance else {})
             px = rec_volume.pixel_size
             files = fg.save(fg.orthoslices(vols, px), fig_dir, "tomogram_slices")
             tilt_max = float(np.abs(as_euler_angles(angles)[:, 1]).max())
@@ -276,7 +287,8 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     atoms = analysed[analysed["atom"] == 1]
     stages = run.stages
     report.update({
-        "stages": stages, "resumed": bool(resume),
+        "stages": stages, "resumed": bool(resume), "traced_tomogram": "tomogram_enhanced.mrc" if traced_enhanced
+        else "tomogram.mrc",
         "n_atoms": int(len(atoms)), "n_non_atoms": int(len(analysed) - len(atoms)),
         "share_assigned_fcc": summary["share_assigned"], "lattice_constant": summary["lattice"]["lattice_constant"],
         "crystal_rotation": summary["lattice"]["crystal_rotation"], "facet_statistics": summary["facet_statistics"],

@@ -52,6 +52,17 @@ class TrainingConfig:
     b_range: tuple = (3.0, 8.0)  # Å²
     angle_error: float = 0.3  # degrees, max
     recon_iterations: int = 100
+    # domain randomisation (issue 12): each is off at its default, so older configs make the same data
+    dose_log_uniform: bool = False  # draw the dose log-uniformly over dose_range (reaches low doses)
+    probe_sigma_range: tuple = (0.0, 0.0)  # Å, Gaussian core of the probe
+    probe_tail_range: tuple = (0.0, 0.0)  # share of the intensity in a broad tail (probe tails, TDS)
+    probe_tail_sigma_range: tuple = (1.0, 3.0)  # Å, width of that tail
+    background_range: tuple = (0.0, 0.0)  # a plane per projection, as a share of the mean signal
+    read_noise_range: tuple = (0.0, 0.0)  # Gaussian detector noise, as a share of the mean signal
+    gain_drift: float = 0.0  # max relative change of the total intensity from projection to projection
+    shift_error_px: float = 0.0  # max residual misalignment (uniform), pixels, left uncorrected
+    recon_methods: tuple = ("resire",)  # drawn per pair
+    recon_iterations_range: Optional[tuple] = None  # drawn per pair instead of recon_iterations
     # model and optimisation
     unet: dict = field(default_factory=lambda: {"depth": 3, "base_width": 12, "norm": "batch", "activation": "silu"})
     crop: int = 64
@@ -116,6 +127,28 @@ def _amorphous(radius: float, rng, min_dist: float = 2.4, density: float = 0.062
     return thin_to_min_distance(pts[np.linalg.norm(pts, axis=1) <= radius], min_dist)
 
 
+def _measurement_effects(tilts: np.ndarray, cfg: TrainingConfig, rng, pixel_size: float) -> np.ndarray:
+    """Probe tails, a background plane and gain drift on noise-free projections (domain randomisation)."""
+    from scipy import ndimage
+
+    out = np.asarray(tilts, np.float32).copy()
+    tail = rng.uniform(*cfg.probe_tail_range)
+    if tail > 0:
+        sigma = rng.uniform(*cfg.probe_tail_sigma_range) / pixel_size
+        out = (1 - tail) * out + tail * ndimage.gaussian_filter(out, (0, sigma, sigma), mode="constant")
+    level = rng.uniform(*cfg.background_range)
+    if level > 0:
+        a, nv, nu = out.shape
+        v, u = np.mgrid[-1:1:nv * 1j, -1:1:nu * 1j]
+        mean = float(out.mean())
+        for k in range(a):
+            gv, gu = rng.uniform(-0.5, 0.5, 2)
+            out[k] += level * mean * (1 + gv * v + gu * u)
+    if cfg.gain_drift > 0:
+        out *= (1 + rng.uniform(-cfg.gain_drift, cfg.gain_drift, len(out))).astype(np.float32)[:, None, None]
+    return out
+
+
 def make_pair(cfg: TrainingConfig, seed: int, device="cpu"):
     """One (input, target) pair, both normalized by the input's scale, shape voxels³."""
     from . import geometry
@@ -139,9 +172,22 @@ def make_pair(cfg: TrainingConfig, seed: int, device="cpu"):
     n_proj = int(rng.integers(cfg.projections_range[0], cfg.projections_range[1] + 1))
     nominal = np.linspace(-half, half, n_proj)
     true = nominal + rng.uniform(-cfg.angle_error, cfg.angle_error, n_proj)
-    tilts = project_atoms(pos, w, true, (n, n), p, b)
-    tilts = add_poisson_noise(tilts, rng.uniform(*cfg.dose_range), 0.02, rng)
-    rec = reconstruct(tilts, nominal, p, iterations=cfg.recon_iterations, device=device, check_memory=False).volume
+    shifts = rng.uniform(-cfg.shift_error_px, cfg.shift_error_px, (n_proj, 2)) if cfg.shift_error_px else None
+    tilts = project_atoms(pos, w, true, (n, n), p, b, probe_sigma=rng.uniform(*cfg.probe_sigma_range), shifts=shifts)
+    tilts = _measurement_effects(tilts, cfg, rng, p)
+    if cfg.dose_log_uniform:
+        dose = float(np.exp(rng.uniform(*np.log(cfg.dose_range))))
+    else:
+        dose = rng.uniform(*cfg.dose_range)
+    tilts = add_poisson_noise(tilts, dose, 0.02, rng)
+    read = rng.uniform(*cfg.read_noise_range)
+    if read > 0:
+        tilts = tilts + rng.normal(0, read * float(tilts.mean()), tilts.shape).astype(np.float32)
+    method = str(rng.choice(list(cfg.recon_methods)))
+    iters = cfg.recon_iterations if not cfg.recon_iterations_range else int(rng.integers(*cfg.recon_iterations_range))
+    if method == "genfire":  # GENFIRE needs its grid to be at least the volume
+        iters = max(iters, 50)
+    rec = reconstruct(tilts, nominal, p, method=method, iterations=iters, device=device, check_memory=False).volume
     from .enhance import intensity_scale
 
     s = intensity_scale(rec)
