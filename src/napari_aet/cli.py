@@ -164,9 +164,17 @@ def cmd_simulate(args) -> int:
 
 
 def _add_tilt_input(p: argparse.ArgumentParser) -> None:
-    p.add_argument("tilts", type=Path, metavar="TILTS", help="tilt series: .mrc/.st/.ali, .tif, .npy or .mat")
+    p.add_argument("tilts", type=Path, metavar="TILTS",
+                   help="tilt series: .mrc/.st/.ali, .tif, .npy, .mat, Velox/EMD .emd/.h5 or DigitalMicrograph .dm3/.dm4")
     p.add_argument("--angles", type=Path, default=None, metavar="FILE",
-                   help="angles in degrees (.txt/.csv/.rawtlt/.tlt, .npy, .mat); default: found beside TILTS")
+                   help="angles in degrees (.txt/.csv/.rawtlt/.tlt, .npy, .mat); default: the file's own metadata "
+                   "(Velox stage alpha, FEI MRC extended header), a SerialEM .mdoc beside it, or an angles file beside it")
+    p.add_argument("--angle-convention", choices=("zyz", "zyx", "tilt-axis"), default="zyz",
+                   help="zyz: single tilts or Z-Y-Z Euler angles (the contract's; default); zyx: Z-Y-X Euler angles "
+                   "as RESIRE uses them; tilt-axis: single tilts about an axis at --tilt-axis-angle in the image")
+    p.add_argument("--tilt-axis-angle", type=float, default=0.0, metavar="DEG",
+                   help="with --angle-convention tilt-axis: the tilt axis's angle from the image's vertical (v) axis, "
+                   "counter-clockwise, degrees (default 0)")
     p.add_argument("--pixel-size", type=float, default=None, metavar="Å",
                    help="pixel size in Å (default: from the file header; required when it has none)")
     p.add_argument("--angle-units", choices=("deg", "rad"), default="deg", help="unit of the angles file (default deg)")
@@ -178,7 +186,8 @@ def _read_tilts_args(args):
     from .core import io
 
     return io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.pixel_size,
-                               stack_axis=args.stack_axis, angle_units=args.angle_units)
+                               stack_axis=args.stack_axis, angle_units=args.angle_units,
+                               angle_convention=args.angle_convention, tilt_axis_angle=args.tilt_axis_angle)
 
 
 def _check_output_file(path: Path, overwrite: bool, suffixes=(".mrc",), inputs: Sequence = (),
@@ -250,6 +259,7 @@ def cmd_reconstruct(args) -> int:
     io.write_volume(args.output, result.volume, result.pixel_size)
     side = result.summary()
     side.update(tilts=str(args.tilts.resolve()), angles_deg=np.asarray(angles).tolist(), alignment=alignment,
+                angles_source=ts.metadata.get("angles_source"), angle_convention=ts.metadata.get("angle_convention"),
                 data_file=args.output.name)
     io.write_json(args.output.with_suffix(".json"), side)
     _info(f"{args.method}: {result.iterations} iterations on {result.device} in {result.seconds:.1f} s, "

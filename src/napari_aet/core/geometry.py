@@ -32,6 +32,9 @@ __all__ = [
     "is_single_axis",
     "project_points",
     "random_rotation",
+    "ANGLE_CONVENTIONS",
+    "zyz_from_matrix",
+    "convert_angles",
 ]
 
 
@@ -143,3 +146,48 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
         ]
     )
+
+
+# ----------------------------------------------------------------------- angle conventions
+
+ANGLE_CONVENTIONS = ("zyz", "zyx", "tilt-axis")
+
+
+def zyz_from_matrix(m: np.ndarray) -> np.ndarray:
+    """Z-Y-Z Euler angles (degrees) of a rotation matrix: ``R = Rz(phi) Ry(theta) Rz(psi)``,
+    theta in [0, 180]; at theta = 0 or 180 the split between phi and psi is arbitrary and
+    psi is set to 0."""
+    m = np.asarray(m, dtype=np.float64)
+    theta = np.arccos(np.clip(m[2, 2], -1.0, 1.0))
+    if np.sin(theta) < 1e-9:
+        phi = np.arctan2(m[1, 0], m[0, 0]) if m[2, 2] > 0 else np.arctan2(-m[1, 0], -m[0, 0])
+        return np.degrees([phi, theta, 0.0])
+    return np.degrees([np.arctan2(m[1, 2], m[0, 2]), theta, np.arctan2(m[2, 1], -m[2, 0])])
+
+
+def convert_angles(angles, convention: str = "zyz", tilt_axis_angle: float = 0.0) -> np.ndarray:
+    """Angles in another convention as the contract's (degrees).
+
+    ``zyz``: the contract's own: tilts (N,) or Z-Y-Z Euler (N, 3), returned unchanged.
+    ``zyx``: Euler (N, 3) (phi, theta, psi) with ``R = Rz(phi) Ry(theta) Rx(psi)``, the Z-Y-X
+    order RESIRE uses for measured data; returned as Z-Y-Z Euler (N, 3) of the same rotations.
+    ``tilt-axis``: single-axis tilts (N,) about an axis lying in the detector plane at
+    ``tilt_axis_angle`` degrees from v (the image rows' direction, counter-clockwise towards
+    -u); returned as Z-Y-Z Euler ``(alpha, t, -alpha)``.
+    """
+    a = np.asarray(angles, dtype=np.float64)
+    if convention == "zyz":
+        return a
+    if convention == "zyx":
+        if a.ndim != 2 or a.shape[1] != 3:
+            raise ValueError(f"Z-Y-X angles need three columns (phi theta psi); got shape {a.shape}")
+        out = np.empty_like(a)
+        for k, (phi, theta, psi) in enumerate(np.deg2rad(a)):
+            out[k] = zyz_from_matrix(rotation_z(phi) @ rotation_y(theta) @ rotation_x(psi))
+        return out
+    if convention == "tilt-axis":
+        if a.ndim != 1:
+            raise ValueError(f"tilt-axis angles are one tilt per projection; got shape {a.shape}")
+        alpha = float(tilt_axis_angle)
+        return np.stack([np.full_like(a, alpha), a, np.full_like(a, -alpha)], axis=1)
+    raise ValueError(f"angle convention {convention!r} unknown; use one of {', '.join(ANGLE_CONVENTIONS)}")

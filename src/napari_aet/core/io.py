@@ -59,7 +59,8 @@ MRC_EXTENSIONS = (".mrc", ".st", ".ali", ".rec", ".map")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 ANGLE_TEXT_EXTENSIONS = (".txt", ".csv", ".rawtlt", ".tlt")
 ANGLE_EXTENSIONS = ANGLE_TEXT_EXTENSIONS + (".npy", ".mat")
-TILT_EXTENSIONS = MRC_EXTENSIONS + TIFF_EXTENSIONS + (".npy", ".mat")
+VENDOR_EXTENSIONS = (".emd", ".dm3", ".dm4", ".h5", ".hdf5")  # Velox/EMD 1.0 and DigitalMicrograph
+TILT_EXTENSIONS = MRC_EXTENSIONS + TIFF_EXTENSIONS + (".npy", ".mat") + VENDOR_EXTENSIONS
 ASE_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".cif": "cif", ".vasp": "vasp", ".poscar": "vasp"}
 
 # Plausible pixel sizes for atomic-resolution tomography, in Å: below 0.1 Å is a header in nm
@@ -352,6 +353,11 @@ def _read_array(path: Path, what: str, variable=None):
         return _read_npy(path)
     if ext == ".mat":
         return _read_mat_stack(path, variable)
+    if ext in VENDOR_EXTENSIONS:
+        from .vendor import read_vendor_stack
+
+        data, px, tilts, info = read_vendor_stack(path)
+        return data, px, {"vendor": info, "vendor_tilts": tilts}
     _fail(
         f"{path}: unknown {what} file type {ext or '(no extension)'}; use "
         f"{', '.join(TILT_EXTENSIONS)}"
@@ -485,17 +491,34 @@ def read_tilt_series(
     variable: Optional[str] = None,
     require_angles: bool = True,
     require_pixel_size: bool = True,
+    angle_convention: str = "zyz",
+    tilt_axis_angle: float = 0.0,
 ) -> TiltSeries:
     """Read a tilt series ``[a, v, u]`` and its angles.
 
     Parameters
     ----------
-    path : MRC/ST/ALI, TIFF, NPY or MAT (v5 or v7.3) file, projections along ``stack_axis``.
-    angles : angles file, array, or None to look beside the file (same stem with
-        ``.rawtlt``/``.tlt``/``.txt``, else ``angles.*``).
-    pixel_size : Å; required when the file's header has none.
+    path : MRC/ST/ALI, TIFF, NPY, MAT (v5 or v7.3), Velox/EMD (.emd, .h5) or DigitalMicrograph
+        (.dm3/.dm4) file, projections along ``stack_axis``.
+    angles : angles file, array, or None to take them from the file's own metadata (Velox
+        stage alpha per frame, an FEI1/FEI2 MRC extended header), a SerialEM mdoc beside it
+        (``name.mrc.mdoc``/``name.mdoc``), or an angles file beside it (same stem with
+        ``.rawtlt``/``.tlt``/``.txt``, else ``angles.*``), in that order.
+    pixel_size : Å; required when neither the file nor its mdoc has one.
+    angle_convention, tilt_axis_angle : how to read the angles
+        (:func:`napari_aet.core.geometry.convert_angles`); they are returned as the contract's.
+
+    Returns
+    -------
+    TiltSeries
+        ``metadata['angles_source']`` names where the angles came from.
     """
+    from . import vendor
+    from .geometry import ANGLE_CONVENTIONS, convert_angles
+
     path = Path(path)
+    if angle_convention not in ANGLE_CONVENTIONS:
+        _fail(f"angle convention {angle_convention!r} unknown; use one of {', '.join(ANGLE_CONVENTIONS)}")
     raw, header_px, extra = _read_array(path, "tilt series", variable)
     if raw.ndim != 3:
         _fail(
@@ -505,17 +528,37 @@ def read_tilt_series(
     if stack_axis not in (0, 1, 2, -1):
         _fail(f"stack axis {stack_axis} is not 0, 1 or 2; give the axis that indexes projections")
     data = _check_values(np.moveaxis(raw, stack_axis, 0), path, "tilt series")
-    px = _resolve_pixel_size(header_px, pixel_size, path, require_pixel_size)
 
-    angles_arr = None
+    angles_arr, source = None, None
     if angles is None:
-        found = find_angles_file(path)
-        if found is None and require_angles:
-            _fail(f"no angles for {path}: put {path.stem}.rawtlt (degrees, one a line) beside it or pass --angles")
-        if found is not None:
-            angles = found
-    if angles is not None:
+        n = data.shape[0]
+        meta_tilts = extra.pop("vendor_tilts", None)
+        header = vendor.mrc_header_tilts(path, n) if path.suffix.lower() in MRC_EXTENSIONS else None
+        mdoc = vendor.find_mdoc(path)
+        if meta_tilts is not None:
+            angles_arr, source = np.asarray(meta_tilts, float), f"{extra['vendor']['reader']} metadata (stage alpha of each frame)"
+        elif header is not None:
+            angles_arr, source = header
+        elif mdoc is not None:
+            angles_arr, mdoc_px, mdoc_axis = vendor.mdoc_tilts(mdoc)
+            source = f"SerialEM mdoc {mdoc.name}"
+            if header_px is None and mdoc_px:
+                header_px = mdoc_px
+            if mdoc_axis is not None:
+                extra["mdoc_tilt_axis_angle_deg"] = mdoc_axis
+        else:
+            found = find_angles_file(path)
+            if found is None and require_angles:
+                _fail(f"no angles for {path}: put {path.stem}.rawtlt (degrees, one a line) beside it or pass --angles")
+            if found is not None:
+                angles, source = found, f"file {found.name} beside the tilt series"
+        if angles_arr is not None:
+            angles_arr = _normalize_angles(angles_arr, source)
+    else:
+        source = f"file {Path(angles).name}" if isinstance(angles, (str, os.PathLike)) else "given array"
+    if angles is not None and angles_arr is None:
         angles_arr = read_angles(angles, units=angle_units)
+    if angles_arr is not None:
         if angles_arr.shape[0] != data.shape[0]:
             hint = ""
             if stack_axis == 0 and angles_arr.shape[0] in raw.shape[1:]:
@@ -525,6 +568,14 @@ def read_tilt_series(
                 f"{angles_arr.shape[0]} angles for {data.shape[0]} projections in {path}{hint}; "
                 "give one angle per projection"
             )
+        try:
+            angles_arr = convert_angles(angles_arr, angle_convention, tilt_axis_angle)
+        except ValueError as exc:
+            _fail(f"angles from {source}: {exc}")
+        extra.update(angles_source=source, angle_convention=angle_convention)
+        if angle_convention == "tilt-axis":
+            extra["tilt_axis_angle_deg"] = float(tilt_axis_angle)
+    px = _resolve_pixel_size(header_px, pixel_size, path, require_pixel_size)
     return TiltSeries(np.ascontiguousarray(data), angles_arr, px, str(path), extra)
 
 
