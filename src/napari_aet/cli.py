@@ -180,14 +180,29 @@ def _add_tilt_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--angle-units", choices=("deg", "rad"), default="deg", help="unit of the angles file (default deg)")
     p.add_argument("--stack-axis", type=int, default=0, metavar="AXIS",
                    help="axis of TILTS that indexes projections (default 0; MATLAB files often use 2)")
+    g = p.add_argument_group("preparation (each optional; recorded in the JSON)")
+    g.add_argument("--background", choices=("constant", "plane", "quadratic"), default=None,
+                   help="subtract a background fitted outside the particle in each projection")
+    g.add_argument("--normalize", action="store_true", help="scale projections to equal total intensity (drift)")
+    g.add_argument("--denoise", choices=("bm3d",), default=None, help="BM3D with the noise level estimated from the data")
+    g.add_argument("--find-tilt-axis", nargs="?", const="auto", default=None, metavar="DEG",
+                   help="estimate the tilt axis's in-plane angle (or give it in degrees) and rotate the projections "
+                   "so it runs along v; single-axis tilts only")
 
 
 def _read_tilts_args(args):
     from .core import io
+    from .core.preprocess import prepare
 
-    return io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.pixel_size,
-                               stack_axis=args.stack_axis, angle_units=args.angle_units,
-                               angle_convention=args.angle_convention, tilt_axis_angle=args.tilt_axis_angle)
+    ts = io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.pixel_size,
+                             stack_axis=args.stack_axis, angle_units=args.angle_units,
+                             angle_convention=args.angle_convention, tilt_axis_angle=args.tilt_axis_angle)
+    if args.background or args.normalize or args.denoise or args.find_tilt_axis is not None:
+        ts, info = prepare(ts, background=args.background, normalize=args.normalize, denoise=args.denoise,
+                           tilt_axis=args.find_tilt_axis)
+        if "tilt_axis" in info:
+            _info(f"tilt axis at {info['tilt_axis']['tilt_axis_angle_deg']:+.2f}° from v: projections rotated to put it along v")
+    return ts
 
 
 def _check_output_file(path: Path, overwrite: bool, suffixes=(".mrc",), inputs: Sequence = (),
@@ -260,6 +275,7 @@ def cmd_reconstruct(args) -> int:
     side = result.summary()
     side.update(tilts=str(args.tilts.resolve()), angles_deg=np.asarray(angles).tolist(), alignment=alignment,
                 angles_source=ts.metadata.get("angles_source"), angle_convention=ts.metadata.get("angle_convention"),
+                preprocessing=ts.metadata.get("preprocessing"),
                 data_file=args.output.name)
     io.write_json(args.output.with_suffix(".json"), side)
     _info(f"{args.method}: {result.iterations} iterations on {result.device} in {result.seconds:.1f} s, "
@@ -268,6 +284,21 @@ def cmd_reconstruct(args) -> int:
 
 
 # ------------------------------------------------------------------------ trace
+
+
+def _as_reconstructed(vol_path: Path, ts):
+    """The tilt series prepared as it was for the tomogram (its JSON records the preparation)."""
+    from .core.io import read_sidecar
+    from .core.preprocess import prepare
+
+    side = vol_path.with_suffix(".json")
+    prep = (read_sidecar(side).get("preprocessing") if side.exists() else None) or {}
+    if not prep:
+        return ts
+    axis = prep.get("tilt_axis", {}).get("tilt_axis_angle_deg") if prep.get("tilt_axis") else None
+    ts, _ = prepare(ts, background=(prep.get("background") or {}).get("model"), normalize="normalize" in prep,
+                    denoise=(prep.get("denoise") or {}).get("method"), tilt_axis=axis)
+    return ts
 
 
 def _alignment_from_sidecar(vol_path: Path):
@@ -305,6 +336,7 @@ def cmd_trace(args) -> int:
                                        stack_axis=args.stack_axis, angle_units=args.angle_units, require_pixel_size=False)
         if tilts_ts.pixel_size is None:  # no header value: the volume's voxel size is the pixel size
             tilts_ts.pixel_size = vol.pixel_size
+        tilts_ts = _as_reconstructed(args.volume, tilts_ts)
         alignment = _alignment_from_sidecar(args.volume)
         if alignment is not None and len(alignment[0]) != len(tilts_ts.data):
             raise AETInputError(f"the alignment beside {args.volume} is for {len(alignment[0])} projections but "
@@ -449,7 +481,7 @@ def _measured_tilts_for(args, vol):
         path = Path(info["tilts"])
         if angles is None and info.get("angles_deg") and not info.get("alignment"):
             angles = np.asarray(info["angles_deg"], float)
-    ts = io.read_tilt_series(path, angles=angles, require_pixel_size=False)
+    ts = _as_reconstructed(args.volume, io.read_tilt_series(path, angles=angles, require_pixel_size=False))
     data, ang = ts.data, ts.angles
     alignment = _alignment_from_sidecar(args.volume)
     if alignment is not None and len(alignment[0]) == len(data):

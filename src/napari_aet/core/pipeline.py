@@ -188,7 +188,8 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
                 "pixel_size": ts.pixel_size, "n_projections": int(ts.data.shape[0]),
                 "angles_deg": np.asarray(ts.angles).tolist(),
                 "angles_source": (ts.metadata or {}).get("angles_source"),
-                "angle_convention": (ts.metadata or {}).get("angle_convention", "zyz")}
+                "angle_convention": (ts.metadata or {}).get("angle_convention", "zyz"),
+                "preprocessing": (ts.metadata or {}).get("preprocessing")}
     run = _RunFolder(out, _fingerprint(ts, settings), resume)
     work = run.work
     report = {"version": __version__, "python": platform.python_version(), "settings": settings | {"device": device}}
