@@ -26,10 +26,12 @@ def tilt_series_layer(ts: TiltSeries, name: str = "tilt series"):
             "angles": None if ts.angles is None else np.asarray(ts.angles).tolist(),
             "pixel_size": ts.pixel_size,
             "source": ts.source,
+            "angles_source": (ts.metadata or {}).get("angles_source"),
         }
     }
     kwargs = {
         "name": name,
+        "units": ("pixel", "angstrom", "angstrom") if ts.pixel_size else ("pixel",) * 3,
         "scale": (1.0, p, p),
         "translate": (0.0, -(nv // 2) * p, -(nu // 2) * p),
         "metadata": meta,

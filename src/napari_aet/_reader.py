@@ -1,37 +1,80 @@
-"""napari reader: tilt series (MRC/ST/ALI, TIFF, NPY, MAT) with their angles, and MRC volumes."""
+"""napari reader: tilt series (MRC/ST/ALI, TIFF, NPY, MAT, Velox EMD, DM3/DM4) with their
+angles, and MRC volumes. Files that hold no 3D stack (a 2D TIFF, a single MRC image) are left
+to other readers: ``napari_get_reader`` returns None for them, looking at headers only."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from ._layers import tilt_series_layer, volume_layer
 from .core import io
 
-_SUFFIXES = tuple(io.TILT_EXTENSIONS)
+# .h5/.hdf5 are too generic to claim in napari; the command line reads EMD 1.0 files with them
+_SUFFIXES = tuple(e for e in io.TILT_EXTENSIONS if e not in (".h5", ".hdf5"))
+
+
+def _stack_shape(path: Path) -> Optional[tuple]:
+    """The array's shape from the file's header alone (None when it cannot be told cheaply)."""
+    ext = path.suffix.lower()
+    try:
+        if ext in io.MRC_EXTENSIONS:
+            import mrcfile
+
+            with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
+                h = mrc.header
+                return (int(h.nz), int(h.ny), int(h.nx))
+        if ext in io.TIFF_EXTENSIONS:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tuple(tif.series[0].shape)
+        if ext == ".npy":
+            import numpy as np
+
+            return tuple(np.load(path, mmap_mode="r").shape)
+        if ext in (".dm3", ".dm4", ".emd"):
+            from .core.vendor import _rsciio_reader
+
+            sigs = _rsciio_reader(ext)(str(path), lazy=True)
+            return max((tuple(s["data"].shape) for s in sigs), key=len)
+    except Exception:
+        return ()  # unreadable: not ours to open
+    return None
 
 
 def napari_get_reader(path):
-    """Return a reader for one file we understand, else None (napari tries other plugins)."""
+    """Return a reader for one file we can read as a tilt series or tomogram, else None
+    (napari then tries other plugins)."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
-    if Path(str(path)).suffix.lower() not in _SUFFIXES:
+    path = Path(str(path))
+    if path.suffix.lower() not in _SUFFIXES or not path.is_file():
         return None
+    shape = _stack_shape(path)
+    if shape is not None:
+        if len(shape) != 3 or min(shape) < 2:  # 2D image, single slice, 4D data or unreadable
+            return None
     return read_path
 
 
 def classify(path) -> str:
     """'tilt_series' or 'volume' for a file, from its type, header and the angles beside it."""
+    from .core.vendor import find_mdoc
+
     path = Path(path)
     ext = path.suffix.lower()
-    if ext in (".st", ".ali"):
+    if ext in (".st", ".ali") or ext in io.VENDOR_EXTENSIONS:
         return "tilt_series"
-    if io.find_angles_file(path, include_generic=False) is not None:
+    if io.find_angles_file(path, include_generic=False) is not None or find_mdoc(path) is not None:
         return "tilt_series"
     if ext in io.MRC_EXTENSIONS:
-        _, _, extra = io._read_mrc(path)
-        return "tilt_series" if extra.get("mrc_is_stack") else "volume"
+        import mrcfile
+
+        with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
+            return "tilt_series" if int(mrc.header.ispg) == 0 else "volume"
     return "tilt_series" if io.find_angles_file(path) is not None else "volume"
 
 

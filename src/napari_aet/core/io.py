@@ -61,7 +61,10 @@ ANGLE_TEXT_EXTENSIONS = (".txt", ".csv", ".rawtlt", ".tlt")
 ANGLE_EXTENSIONS = ANGLE_TEXT_EXTENSIONS + (".npy", ".mat")
 VENDOR_EXTENSIONS = (".emd", ".dm3", ".dm4", ".h5", ".hdf5")  # Velox/EMD 1.0 and DigitalMicrograph
 TILT_EXTENSIONS = MRC_EXTENSIONS + TIFF_EXTENSIONS + (".npy", ".mat") + VENDOR_EXTENSIONS
-ASE_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".cif": "cif", ".vasp": "vasp", ".poscar": "vasp"}
+ASE_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".cif": "cif", ".vasp": "vasp", ".poscar": "vasp",
+               ".pdb": "proteindatabank", ".xsf": "xsf", ".lmp": "lammps-data"}
+# formats that keep only species and positions (no per-atom columns); PDB rounds to 1 pm
+POSITIONS_ONLY_FORMATS = ("proteindatabank", "xsf", "lammps-data")
 
 # Plausible pixel sizes for atomic-resolution tomography, in Å: below 0.1 Å is a header in nm
 # (0.0357 for 0.357 Å) or m; above 20 Å no atom is resolved.
@@ -758,13 +761,18 @@ def write_atoms(path: PathLike, table, metadata: Optional[dict] = None) -> None:
         return
     fmt = _ase_format(path)
     if fmt is None:
-        _fail(f"{path}: unknown atoms file type; use .csv (lossless), .xyz, .extxyz, .cif or POSCAR")
+        _fail(f"{path}: unknown atoms file type; use .csv (lossless), .xyz, .extxyz, .cif, POSCAR, .pdb, .xsf or .lmp")
     import ase
     import ase.io
 
     atoms = _to_ase(df, metadata, fmt)
+    kwargs = {}
+    if fmt == "lammps-data":
+        kwargs = {"masses": True, "specorder": sorted(set(atoms.get_chemical_symbols()))}
+    elif fmt in POSITIONS_ONLY_FORMATS:
+        atoms = ase.Atoms(symbols=atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     with atomic_path(path) as tmp:
-        ase.io.write(tmp, atoms, format=fmt)
+        ase.io.write(tmp, atoms, format=fmt, **kwargs)
 
 
 # Periodic formats (CIF, POSCAR) wrap coordinates into their cell: there the sample-frame
@@ -818,11 +826,11 @@ def read_atoms(path: PathLike):
         return _coerce_atoms(df), meta
     fmt = _ase_format(path)
     if fmt is None:
-        _fail(f"{path}: unknown atoms file type; use .csv (lossless), .xyz, .extxyz, .cif or POSCAR")
+        _fail(f"{path}: unknown atoms file type; use .csv (lossless), .xyz, .extxyz, .cif, POSCAR, .pdb, .xsf or .lmp")
     import ase.io
 
     try:
-        atoms = ase.io.read(path, format=fmt)
+        atoms = ase.io.read(path, format=fmt, **({"atom_style": "atomic"} if fmt == "lammps-data" else {}))
     except Exception as exc:
         _fail(f"cannot read {path} as {fmt} ({_first_line(exc)}); re-export it")
     pos = atoms.positions.copy()

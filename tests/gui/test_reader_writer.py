@@ -1,0 +1,58 @@
+"""napari's reader and writer paths: files we cannot read go to other readers; a tomogram or
+tilt series saved from napari reopens with its voxel size and angles; atoms through ASE."""
+
+import numpy as np
+import pytest
+
+from napari_aet.core import io
+
+pytestmark = pytest.mark.gui
+
+
+def test_reader_declines_what_is_not_a_stack(tmp_path):
+    import tifffile
+
+    from napari_aet._reader import napari_get_reader
+
+    tifffile.imwrite(tmp_path / "image.tif", np.ones((16, 16), np.float32))
+    np.save(tmp_path / "image.npy", np.ones((16, 16), np.float32))
+    (tmp_path / "broken.mrc").write_bytes(b"not an mrc")
+    for name in ("image.tif", "image.npy", "broken.mrc"):
+        assert napari_get_reader(str(tmp_path / name)) is None, name
+    tifffile.imwrite(tmp_path / "stack.tif", np.ones((4, 16, 16), np.float32))
+    assert napari_get_reader(str(tmp_path / "stack.tif")) is not None
+
+
+def test_a_2d_tiff_opens_with_another_reader(make_napari_viewer, tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "image.tif", np.arange(256, dtype=np.float32).reshape(16, 16))
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "image.tif"))  # napari picks a reader that can
+    assert layers and layers[0].data.shape == (16, 16)
+
+
+def test_tomogram_and_tilt_series_saved_from_napari_reopen_as_they_were(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    tilts, ideal, atoms = viewer.open_sample("napari-aet", "pt_nanoparticle")
+    ideal.save(str(tmp_path / "tomo.mrc"), plugin="napari-aet")
+    vol = io.read_volume(tmp_path / "tomo.mrc")
+    assert vol.pixel_size == pytest.approx(0.357, rel=1e-5)
+    np.testing.assert_array_equal(vol.data, ideal.data)
+    back = viewer.open(str(tmp_path / "tomo.mrc"), plugin="napari-aet")[0]
+    np.testing.assert_allclose(back.scale, ideal.scale, rtol=1e-5)
+    np.testing.assert_allclose(back.translate, ideal.translate, rtol=1e-5)
+
+    tilts.save(str(tmp_path / "tilts.mrc"), plugin="napari-aet")
+    ts = io.read_tilt_series(tmp_path / "tilts.mrc")  # angles from the .rawtlt written beside it
+    np.testing.assert_allclose(ts.angles, tilts.metadata["napari_aet"]["angles"], atol=1e-5)
+    assert ts.pixel_size == pytest.approx(0.357, rel=1e-5)
+    reopened = viewer.open(str(tmp_path / "tilts.mrc"), plugin="napari-aet")[0]
+    assert reopened.metadata["napari_aet"]["kind"] == "tilt_series"
+    assert [str(u) for u in reopened.units][1:] == ["angstrom", "angstrom"]
+
+    for ext in ("pdb", "xsf", "lmp"):
+        atoms.save(str(tmp_path / f"atoms.{ext}"), plugin="napari-aet")
+        table, _ = io.read_atoms(tmp_path / f"atoms.{ext}")
+        np.testing.assert_allclose(table[["z", "y", "x"]].to_numpy(), atoms.data, atol=1e-3)
+        assert set(table["species"]) == {"Pt"}
