@@ -117,3 +117,9 @@ def test_tilt_axis_convention_rotates_the_detector_frame():
     axis = np.array([-np.sin(np.radians(30)), np.cos(np.radians(30)), 0.0]) * 5
     for row in e:
         np.testing.assert_allclose(geometry.euler_zyz_matrix(*row) @ axis, axis, atol=1e-12)
+
+
+def test_readme_worked_examples_hold():
+    np.testing.assert_allclose(geometry.convert_angles(np.array([[10.0, 30.0, 5.0]]), "zyx"), [[0.08, 30.38, 8.58]],
+                               atol=0.006)
+    np.testing.assert_allclose(geometry.convert_angles(np.array([40.0]), "tilt-axis", 23.4), [[23.4, 40.0, -23.4]])
