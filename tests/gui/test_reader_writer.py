@@ -56,3 +56,46 @@ def test_tomogram_and_tilt_series_saved_from_napari_reopen_as_they_were(make_nap
         table, _ = io.read_atoms(tmp_path / f"atoms.{ext}")
         np.testing.assert_allclose(table[["z", "y", "x"]].to_numpy(), atoms.data, atol=1e-3)
         assert set(table["species"]) == {"Pt"}
+
+
+def test_microscope_files_open_in_napari_and_the_load_widget(make_napari_viewer, qtbot, tmp_path):
+    """The public fixtures open through napari (DM4 stack: no calibration, so pixels) and through
+    the Load widget docked from the plugin menu (a SerialEM stack: angles and pixel size from
+    its mdoc), with the tilt axis found and rotated onto v."""
+    import shutil
+    from pathlib import Path
+
+    import mrcfile
+
+    from napari_aet.core import geometry
+    from napari_aet.core.simulate import SimulationConfig, atom_weights, project_atoms, simulate
+
+    data = Path(__file__).parent.parent / "data" / "vendor"
+    viewer = make_napari_viewer()
+    dm = viewer.open(str(data / "test-1.dm4"), plugin="napari-aet")[0]
+    assert dm.data.shape == (2, 2, 2) and dm.metadata["napari_aet"]["kind"] == "tilt_series"
+
+    # a simulated particle recorded at the mdoc's 41 tilts with the axis at 30° in the image
+    shutil.copy(data / "tilt_series.mdoc", tmp_path / "TS_01.mrc.mdoc")
+    from napari_aet.core.vendor import mdoc_tilts
+
+    tilts, _, _ = mdoc_tilts(tmp_path / "TS_01.mrc.mdoc")
+    sim = simulate(SimulationConfig(size=1.5, n_voxels=64, pixel_size=0.4, tilt_range=60, tilt_step=30, seed=5, dose=None))
+    proj = project_atoms(sim.particle.positions, atom_weights(sim.particle.species),
+                         geometry.convert_angles(tilts, "tilt-axis", 30.0), (64, 64), 0.4)
+    with mrcfile.new(tmp_path / "TS_01.mrc") as m:
+        m.set_data(proj.astype(np.float32))
+        m.set_image_stack()
+    _, w = viewer.window.add_plugin_dock_widget("napari-aet", "Load tilt series")
+    w.path.setText(str(tmp_path / "TS_01.mrc"))
+    w.find_axis.setChecked(True)
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "TS_01" in viewer.layers, timeout=60000)
+    layer = viewer.layers["TS_01"]
+    np.testing.assert_allclose(layer.scale[1:], (5.4, 5.4))  # PixelSpacing of the mdoc
+    np.testing.assert_allclose(layer.metadata["napari_aet"]["angles"], tilts)
+    import re
+
+    assert "SerialEM mdoc" in w.status.text()
+    found = float(re.search(r"tilt axis ([+-][0-9.]+)°", w.status.text()).group(1))
+    assert abs(found - 30.0) < 0.2, w.status.text()

@@ -260,14 +260,21 @@ class WorkerWidget(QWidget):
 # ----------------------------------------------------------------------------- load
 
 
-def _read_tilt_series_task(path, angles, pixel_size, angle_units, progress=None, cancel=None):
+def _read_tilt_series_task(path, angles, pixel_size, angle_units, convention="zyz", tilt_axis_angle=0.0,
+                           background=None, normalize=False, denoise=None, tilt_axis=None, progress=None, cancel=None):
     from ..core.io import read_tilt_series
+    from ..core.preprocess import prepare
 
     if progress:
-        progress(0, 1, "reading...")
-    ts = read_tilt_series(path, angles=angles or None, pixel_size=pixel_size or None, angle_units=angle_units)
+        progress(0, 2, "reading...")
+    ts = read_tilt_series(path, angles=angles or None, pixel_size=pixel_size or None, angle_units=angle_units,
+                          angle_convention=convention, tilt_axis_angle=tilt_axis_angle)
     if progress:
-        progress(1, 1, "read")
+        progress(1, 2, "preparing...")
+    if background or normalize or denoise or tilt_axis is not None:
+        ts, _ = prepare(ts, background=background, normalize=normalize, denoise=denoise, tilt_axis=tilt_axis)
+    if progress:
+        progress(2, 2, "read")
     return ts
 
 
@@ -289,18 +296,42 @@ class LoadWidget(WorkerWidget):
         self.pixel_size.setSuffix(" Å")
         self.angle_units = QComboBox()
         self.angle_units.addItems(["deg", "rad"])
-        form.addRow("tilt series", _path_row(self.path, "Tilt series", filters="*.mrc *.st *.ali *.tif *.tiff *.npy *.mat"))
+        self.convention = QComboBox()
+        self.convention.addItems(["zyz", "zyx", "tilt-axis"])
+        self.tilt_axis_angle = QDoubleSpinBox()
+        self.tilt_axis_angle.setRange(-180.0, 180.0)
+        self.tilt_axis_angle.setDecimals(2)
+        self.tilt_axis_angle.setSuffix(" °")
+        self.background = QComboBox()
+        self.background.addItems(["none", "constant", "plane", "quadratic"])
+        self.normalize = QCheckBox("equal total intensity across tilts")
+        self.denoise = QComboBox()
+        self.denoise.addItems(["none", "bm3d"])
+        self.find_axis = QCheckBox("find the tilt axis and rotate it onto v")
+        form.addRow("tilt series", _path_row(self.path, "Tilt series",
+                                             filters="*.mrc *.st *.ali *.tif *.tiff *.npy *.mat *.emd *.dm3 *.dm4 *.h5"))
         form.addRow("angles", _path_row(self.angles, "Tilt angles"))
         form.addRow("pixel size", self.pixel_size)
         form.addRow("angle units", self.angle_units)
-        self.settings.update(path=self.path, angles=self.angles, pixel_size=self.pixel_size, angle_units=self.angle_units)
+        form.addRow("angle convention", self.convention)
+        form.addRow("tilt-axis angle", self.tilt_axis_angle)
+        form.addRow("background", self.background)
+        form.addRow("normalise", self.normalize)
+        form.addRow("denoise", self.denoise)
+        form.addRow("tilt axis", self.find_axis)
+        self.settings.update(path=self.path, angles=self.angles, pixel_size=self.pixel_size, angle_units=self.angle_units,
+                             convention=self.convention, tilt_axis_angle=self.tilt_axis_angle, background=self.background,
+                             normalize=self.normalize, denoise=self.denoise, find_axis=self.find_axis)
 
     def start(self):
         if not self.path.text().strip():
             self.status.setText("choose a tilt-series file first")
             return
+        none = lambda box: None if box.currentText() == "none" else box.currentText()  # noqa: E731
         self.launch(_read_tilt_series_task, self.path.text().strip(), self.angles.text().strip(),
-                    self.pixel_size.value(), self.angle_units.currentText())
+                    self.pixel_size.value(), self.angle_units.currentText(), self.convention.currentText(),
+                    self.tilt_axis_angle.value(), none(self.background), self.normalize.isChecked(), none(self.denoise),
+                    "auto" if self.find_axis.isChecked() else None)
 
     def on_result(self, ts):
         from pathlib import Path
@@ -309,8 +340,12 @@ class LoadWidget(WorkerWidget):
 
         self.add_layer(tilt_series_layer(ts, name=Path(str(ts.source or "tilt series")).stem))
         a = np.asarray(ts.angles)
+        tilt = a if a.ndim == 1 else a[:, 1]
+        axis = (ts.metadata or {}).get("preprocessing", {}).get("tilt_axis")
+        extra = f"; tilt axis {axis['tilt_axis_angle_deg']:+.2f}° rotated onto v" if axis else ""
         self.status.setText(f"{ts.n_projections} projections of {ts.data.shape[1]}×{ts.data.shape[2]} px, "
-                            f"{ts.pixel_size} Å/px, tilts {a.min():.1f}° to {a.max():.1f}°")
+                            f"{ts.pixel_size} Å/px, tilts {tilt.min():.1f}° to {tilt.max():.1f}° "
+                            f"(angles: {(ts.metadata or {}).get('angles_source')}){extra}")
 
 
 # ---------------------------------------------------------------------------- align
