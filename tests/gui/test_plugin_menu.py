@@ -44,3 +44,17 @@ def test_all_widgets_dock_together_and_close_cleanly(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: correction.window().findChild(_CloseGuard) is not None, timeout=5000)
     assert len(correction.window().findChildren(_CloseGuard)) == 1
     viewer.close()
+
+
+def test_errors_reach_napari_notifications(make_napari_viewer, qtbot, tmp_path):
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-aet", "Load tilt series")
+    (tmp_path / "empty.mrc").write_bytes(b"")
+    w.path.setText(str(tmp_path / "empty.mrc"))
+    before = len(notification_manager.records)
+    w.run_button.click()
+    qtbot.waitUntil(lambda: w.status.text().startswith("error"), timeout=20000)
+    new = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("empty.mrc" in m and "empty" in m for m in new), new

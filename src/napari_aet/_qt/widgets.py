@@ -222,7 +222,11 @@ class WorkerWidget(QWidget):
 
         if not isinstance(exc, AETInputError):
             _log.error("napari-aet %s failed", self.run_label, exc_info=exc)
-        self.status.setText(f"error: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}")
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        self.status.setText(f"error: {line}")
+        from napari.utils.notifications import show_error
+
+        show_error(f"{self.run_label}: {line}")  # napari's notification area, where users look
 
     def _on_progress(self, done: int, total: int, message: str):
         self.bar.setMaximum(total)
