@@ -326,7 +326,7 @@ def test_figures_rendering_maps_and_export(make_napari_viewer, never_ask_on_clos
     for ext in ("png", "pdf"):
         assert (tmp_path / "figs" / f"layers_ezz.{ext}").stat().st_size > 1000, f.status.text()
     # an edit makes closing ask; exporting the atoms clears it
-    c = CorrectionWidget(viewer)
+    c = CorrectionWidget(viewer, session_folder=tmp_path / "own-session")  # not the default session
     truth.add(np.array([[0.0, 0.0, 30.0]]))
     assert c.store.unexported
     f.atoms_button.click()

@@ -212,6 +212,9 @@ class CorrectionWidget(WorkerWidget):
         if layer is None:
             return
         self._layer = layer
+        # the layer names the session that autosaves its edits, so an export elsewhere
+        # (Figures & export) clears this session's close prompt, not another one's
+        layer.metadata.setdefault("napari_aet", {})["session_folder"] = str(self.store.folder)
         self.history = session.EditHistory()
         self._snapshot = layer_table(layer)
         layer.events.data.connect(self._on_data)

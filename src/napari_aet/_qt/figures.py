@@ -166,7 +166,7 @@ class FiguresWidget(WorkerWidget):
             if aet_meta(layer).get("analysis"):
                 meta["analysis"] = aet_meta(layer)["analysis"]
             write_atoms(path, table.drop(columns=["edited"], errors="ignore"), meta)
-            session.Session().mark_exported(path)
+            session.Session(aet_meta(layer).get("session_folder")).mark_exported(path)  # the editing session
             self.status.setText(f"saved {path} ({len(table)} atoms)")
         except Exception as exc:
             self._report(exc)
