@@ -1,0 +1,148 @@
+"""One whole session in one real napari window, the way a microscopist works: the sample from
+File > Open Sample, every step docked from Plugins > napari AET and driven through its form
+(set the inputs, press the button, wait for the worker, read the layers), manual correction
+with undo, autosave and restore after closing, figures and export, and a clean close.
+
+Screenshots of the window after each step go to ``$NAPARI_AET_SCREENSHOTS`` when it is set
+(``docs/screenshots`` is made this way: ``NAPARI_AET_SCREENSHOTS=docs/screenshots bash
+scripts/test.sh tests/gui/test_session_end_to_end.py``), otherwise to a temporary folder, and
+are checked for size and content either way.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+STEPS_TIMEOUT = 240_000  # ms; a slow CI machine runs every worker here
+
+
+def _dock(viewer, name):
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-aet", name)
+    assert type(widget.viewer).__name__ == "PublicOnlyProxy"  # what napari hands a plugin
+    return widget
+
+
+def _shot(viewer, folder: Path, name: str, qtbot):
+    from PIL import Image
+
+    qtbot.wait(50)
+    img = np.asarray(viewer.screenshot(canvas_only=False, flash=False))
+    assert img.shape[0] > 300 and img.shape[1] > 500 and img[..., :3].std() > 5, name  # a real, non-blank window
+    Image.fromarray(img).save(folder / f"{name}.png")
+
+
+def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
+    from napari_aet.core import io
+    from napari_aet.core.metrics import match_atoms
+
+    shots = Path(os.environ.get("NAPARI_AET_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("NAPARI_AET_HOME", str(tmp_path / "home"))
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    tilts, ideal, truth = viewer.open_sample("napari-aet", "pt_nanoparticle")
+    ideal.visible = truth.visible = False
+    _shot(viewer, shots, "01_sample", qtbot)
+
+    align = _dock(viewer, "Align")
+    align.layer_box.setCurrentText(tilts.name)
+    align.method.setCurrentText("com")
+    align.refine_angles.setChecked(False)
+    align.device.setCurrentText("cpu")
+    align.run_button.click()
+    qtbot.waitUntil(lambda: f"{tilts.name} (aligned)" in viewer.layers, timeout=STEPS_TIMEOUT)
+    aligned = viewer.layers[f"{tilts.name} (aligned)"]
+    _shot(viewer, shots, "02_align", qtbot)
+
+    rec = _dock(viewer, "Reconstruct")
+    rec.layer_box.setCurrentText(aligned.name)
+    rec.iterations.setValue(60)
+    rec.show_fourier.setChecked(True)
+    rec.device.setCurrentText("cpu")
+    rec.run_button.click()
+    qtbot.waitUntil(lambda: "tomogram (resire)" in viewer.layers, timeout=STEPS_TIMEOUT)
+    tomo = viewer.layers["tomogram (resire)"]
+    np.testing.assert_allclose(tomo.scale, ideal.scale, rtol=1e-6)  # Å, the sample's voxel size
+    aligned.visible = False
+    _shot(viewer, shots, "03_reconstruct", qtbot)
+
+    enh = _dock(viewer, "Enhance (U-Net)")
+    enh.layer_box.setCurrentText(tomo.name)
+    enh.device.setCurrentText("cpu")
+    enh.run_button.click()
+    qtbot.waitUntil(lambda: f"{tomo.name} enhanced" in viewer.layers, timeout=STEPS_TIMEOUT)
+    enhanced = viewer.layers[f"{tomo.name} enhanced"]
+    tomo.visible = False
+    _shot(viewer, shots, "04_enhance", qtbot)
+
+    tr = _dock(viewer, "Trace atoms")
+    tr.layer_box.setCurrentText(enhanced.name)
+    tr.device.setCurrentText("cpu")
+    tr.run_button.click()
+    qtbot.waitUntil(lambda: "traced atoms" in viewer.layers, timeout=STEPS_TIMEOUT)
+    atoms = viewer.layers["traced atoms"]
+    is_atom = atoms.features["atom"].to_numpy() == 1
+    m = match_atoms(atoms.data[is_atom][:, ::-1], truth.data[:, ::-1])
+    assert m.recall > 0.97 and m.precision > 0.97, (m.recall, m.precision)
+    _shot(viewer, shots, "05_trace", qtbot)
+
+    an = _dock(viewer, "Analyze")
+    an.layer_box.setCurrentText(atoms.name)
+    an.run_button.click()
+    qtbot.waitUntil(lambda: "displacement" in viewer.layers and "fcc" in viewer.layers["traced atoms"].features,
+                    timeout=STEPS_TIMEOUT)
+    atoms = viewer.layers["traced atoms"]
+    assert atoms.features["fcc"].mean() > 0.9
+    viewer.dims.ndisplay = 3
+    enhanced.visible = False
+    _shot(viewer, shots, "06_analyze", qtbot)
+
+    # manual correction: add, move, delete, undo; every edit autosaved
+    corr = _dock(viewer, "Correct atoms")
+    corr.layer_box.setCurrentText(atoms.name)
+    n0 = len(atoms.data)
+    atoms.add(np.array([[0.0, 0.0, 40.0]]))
+    assert len(atoms.data) == n0 + 1 and corr.store.unexported
+    moved = atoms.data.copy()
+    moved[0] += 0.5
+    atoms.data = moved
+    atoms.selected_data = {1}
+    atoms.remove_selected()
+    assert len(atoms.data) == n0
+    corr.undo()
+    assert len(atoms.data) == n0 + 1
+    saved, _ = io.read_atoms(corr.store.atoms_path)
+    assert len(saved) == n0 + 1  # the autosave follows every edit, undo included
+    _shot(viewer, shots, "07_correct", qtbot)
+
+    fig = _dock(viewer, "Figures & export")
+    fig.folder.setText(str(tmp_path / "figs"))
+    fig.width.setValue(800)
+    fig.height.setValue(600)
+    fig.layer_box.setCurrentText(atoms.name)
+    fig.run_button.click()
+    assert (tmp_path / "figs" / "rendering.png").exists(), fig.status.text()
+    fig.component.setCurrentText("exx")
+    fig.maps_button.click()
+    assert (tmp_path / "figs" / "layers_exx.png").exists(), fig.status.text()
+    fig.atoms_button.click()
+    exported = tmp_path / "figs" / "traced_atoms.csv"
+    table, _ = io.read_atoms(exported)
+    assert len(table) == n0 + 1 and not corr.store.unexported
+    _shot(viewer, shots, "08_figures", qtbot)
+
+    # close (no prompt: exported), then a new window restores the autosaved session
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: pytest.fail("asked although exported"))
+    viewer.close()
+    viewer2 = make_napari_viewer()
+    corr2 = _dock(viewer2, "Correct atoms")
+    corr2.restore()
+    restored = [l for l in viewer2.layers if l.name.startswith("traced atoms")]
+    assert restored and len(restored[0].data) == n0 + 1
+    corr2.store.mark_exported("test")
