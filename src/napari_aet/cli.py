@@ -373,6 +373,7 @@ def cmd_analyze(args) -> int:
                                 surface_coordination=args.surface_coordination,
                                 strain_excludes_surface=args.strain_excludes_surface,
                                 support_normal=args.support_normal, grid_spacing=args.grid_spacing,
+                                lattice=args.lattice, strain_reference=args.strain_reference,
                                 progress=progress_bar("analyze"))
     summary["atoms"] = str(args.atoms)
     grid = summary.pop("grid", None)
@@ -384,6 +385,10 @@ def cmd_analyze(args) -> int:
     io.write_atoms(args.output, df, metadata=summary)
     lat = summary["lattice"]
     st = summary["facet_statistics"]
+    if lat.get("kind") == "affine":
+        lengths = ", ".join(f"{v:.4f}" for v in lat["base_vector_lengths"])
+        angles = ", ".join(f"{v:.2f}" for v in lat["base_vector_angles"])
+        _info(f"affine lattice: base vectors {lengths} Å, angles {angles}°")
     _info(f"a = {lat['lattice_constant']:.4f} Å, {summary['share_assigned']:.1%} of {summary['n_atoms']} atoms on fcc sites, "
           f"{summary['n_surface']} surface atoms ({st['100']['n_atoms']} on {{100}}, {st['111']['n_atoms']} on {{111}}) "
           f"in {summary['seconds']:.1f} s -> {args.output}")
@@ -722,6 +727,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("atoms", type=Path, metavar="ATOMS.csv", help="atoms table (x, y, z in Å; rows with atom = 0 are kept but not analysed)")
     p.add_argument("--lattice-constant", type=float, default=None, metavar="Å", help="fix the lattice constant (default: fitted)")
     p.add_argument("--tolerance", type=float, default=0.7, metavar="Å", help="max distance to an fcc site (default 0.7)")
+    p.add_argument("--lattice", choices=("auto", "cubic", "affine"), default="auto",
+                   help="cubic: one lattice constant; affine: three independent base vectors (what calibration, tilt "
+                   "and scan errors make of a measured lattice); auto (default): affine when a base-vector length or "
+                   "angle departs from cubic by more than 4 standard errors")
+    p.add_argument("--strain-reference", choices=("lattice", "cubic"), default="lattice",
+                   help="strain relative to the fitted lattice (default; trust it when the calibration is uncertain) "
+                   "or to the cubic lattice of the same mean constant (when the anisotropy may be real strain)")
     p.add_argument("--sigma", type=float, default=None, metavar="Å", help="strain smoothing width (default: 1.25 lattice constants)")
     p.add_argument("--layer-axis", default="001", help="crystal axis of the one-unit-cell layers (default 001)")
     p.add_argument("--strain-excludes-surface", action="store_true", help="fit strain from interior atoms only")

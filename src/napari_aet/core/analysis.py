@@ -53,6 +53,8 @@ def analyze_atoms(
     strain_excludes_surface: bool = False,
     support_normal: Optional[Sequence[float]] = None,
     grid_spacing: Optional[float] = None,
+    lattice: str = "auto",
+    strain_reference: str = "lattice",
     progress=None,
     cancel=None,
 ):
@@ -64,6 +66,12 @@ def analyze_atoms(
     ``grid_spacing`` (Å): also sample strain and displacement on a crystal-frame grid and
     average it over each layer (per-layer maps, the reference's Figure 3e-g); returned in
     ``summary['grid']`` as arrays.
+    ``lattice``: 'auto' (default), 'cubic' or 'affine' (see :func:`fit_fcc_lattice`);
+    displacements and strain are taken relative to the fitted lattice. ``strain_reference``:
+    'lattice' (default: relative to the fitted lattice, which removes a homogeneous
+    anisotropy that calibration errors create) or 'cubic' (adds the fitted lattice's
+    homogeneous strain against the cubic lattice of the same mean constant; use it when the
+    calibration is trusted and the anisotropy may be real strain).
     """
     t0 = time.perf_counter()
     if layer_axis not in LAYER_AXES:
@@ -92,7 +100,9 @@ def analyze_atoms(
         if n_grid > MAX_GRID_POINTS:
             raise AETInputError(f"a {grid_spacing:g} Å grid over this particle has about {n_grid:.2g} points (at most "
                                 f"{MAX_GRID_POINTS:.0e}); give a coarser --grid-spacing, e.g. 0.5 Å")
-    lat = fit_fcc_lattice(pos, lattice_constant=lattice_constant, tolerance=tolerance)
+    if strain_reference not in ("lattice", "cubic"):
+        raise AETInputError(f"strain reference {strain_reference!r} unknown; use lattice or cubic")
+    lat = fit_fcc_lattice(pos, lattice_constant=lattice_constant, tolerance=tolerance, kind=lattice)
     rep.step("lattice")
     site, ok = assign_sites(pos, lat, tolerance)
     u = displacements(pos, site, ok, lat)
@@ -100,10 +110,13 @@ def analyze_atoms(
     surface = cn < surface_coordination
     rep.step("sites and surface")
     # facets from each atom's crystal-frame position (its site when assigned)
-    crystal = np.where(ok[:, None], site, lat.to_crystal(pos)) * lat.lattice_constant
+    crystal = lat.crystal_positions(np.where(ok[:, None], site, lat.to_crystal(pos)))
     fam, fid, normals = facets(crystal, surface, lat.lattice_constant)
     rep.step("facets")
     eps = strain_tensor(site, u, lat, sigma=sigma, use=(~surface if strain_excludes_surface else None))
+    if strain_reference == "cubic":
+        h0 = lat.homogeneous_strain()
+        eps = eps + np.array([h0[0, 0], h0[1, 1], h0[2, 2], h0[0, 1], h0[0, 2], h0[1, 2]])
     rep.step("strain")
     axis = np.array(LAYER_AXES[layer_axis], float)
     axis /= np.linalg.norm(axis)
@@ -193,7 +206,10 @@ def analyze_atoms(
                      "sigma": sigma or DEFAULT_SIGMA * lat.lattice_constant, "layer_axis": layer_axis,
                      "surface_coordination": surface_coordination, "strain_excludes_surface": strain_excludes_surface,
                      "support_normal": None if support_normal is None else list(support_normal),
-                     "grid_spacing": grid_spacing},
+                     "grid_spacing": grid_spacing, "lattice": lattice, "strain_reference": strain_reference},
+        "displacement_reference": f"the fitted {lat.kind} lattice",
+        "strain_reference": ("the fitted lattice" if strain_reference == "lattice" else
+                             "the cubic lattice of the fitted mean constant (the fitted lattice's homogeneous strain added)"),
         "seconds": time.perf_counter() - t0,
         "crystal_rotation": lat.rotation.tolist(),
         "n_interior": int(inner.sum()),

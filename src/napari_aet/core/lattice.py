@@ -46,25 +46,59 @@ NN_110 = np.array([[1, 1, 0], [1, -1, 0], [-1, 1, 0], [-1, -1, 0], [1, 0, 1], [1
 
 @dataclass
 class Lattice:
-    """An f.c.c. lattice in the sample frame: site = origin + a * rotation @ s (s in the f.c.c. set)."""
+    """An f.c.c. lattice in the sample frame: site = origin + basis @ s (s in the f.c.c. set).
+
+    ``basis`` holds the three base vectors (Å, columns, sample frame). A cubic lattice has
+    ``basis = lattice_constant * rotation``; an affine one has three independent vectors, its
+    ``rotation`` is the rotation of the basis's polar decomposition ``basis = rotation @ stretch``
+    and its ``lattice_constant`` the mean base-vector length.
+    """
 
     lattice_constant: float
     rotation: np.ndarray  # (3, 3) crystal -> sample
     origin: np.ndarray  # (3,) Å
     rms_residual: float = float("nan")  # Å, assigned atoms
     history: list = field(default_factory=list)
+    basis: Optional[np.ndarray] = None  # (3, 3) Å; None: cubic
+    kind: str = "cubic"
+    statistics: dict = field(default_factory=dict)  # base-vector lengths and angles with standard errors
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """Base vectors (Å) as columns, sample frame."""
+        return self.basis if self.basis is not None else self.lattice_constant * self.rotation
+
+    @property
+    def stretch(self) -> np.ndarray:
+        """The basis in the crystal frame (symmetric, Å): ``rotation.T @ basis``; ``a I`` if cubic."""
+        return self.rotation.T @ self.matrix
 
     def to_crystal(self, xyz) -> np.ndarray:
-        """Sample-frame positions (Å) to crystal-frame coordinates in lattice constants."""
-        return (np.asarray(xyz, float) - self.origin) @ self.rotation / self.lattice_constant
+        """Sample-frame positions (Å) to crystal-frame coordinates in lattice constants (site units)."""
+        return np.linalg.solve(self.matrix, (np.asarray(xyz, float) - self.origin).T).T
 
     def to_sample(self, frac) -> np.ndarray:
-        return self.origin + np.asarray(frac, float) @ self.rotation.T * self.lattice_constant
+        return self.origin + np.asarray(frac, float) @ self.matrix.T
+
+    def crystal_positions(self, frac) -> np.ndarray:
+        """Where sites sit in the crystal frame (Å): ``frac @ stretch.T`` (``a * frac`` if cubic)."""
+        return np.asarray(frac, float) @ self.stretch.T
+
+    def homogeneous_strain(self) -> np.ndarray:
+        """Strain of this lattice relative to the cubic one of the same mean constant (crystal
+        frame, plain fractions): ``stretch / a - I`` (zero for a cubic lattice)."""
+        p = self.stretch
+        return 0.5 * (p + p.T) / self.lattice_constant - np.eye(3)
 
     def as_dict(self) -> dict:
-        return {"lattice_constant": self.lattice_constant, "crystal_rotation": self.rotation.tolist(),
-                "origin": self.origin.tolist(), "rms_residual": self.rms_residual,
-                "crystal_rotation_note": "columns are the crystal [100], [010], [001] axes in the sample frame"}
+        e = self.homogeneous_strain()
+        out = {"kind": self.kind, "lattice_constant": self.lattice_constant, "crystal_rotation": self.rotation.tolist(),
+               "origin": self.origin.tolist(), "rms_residual": self.rms_residual,
+               "base_vectors": self.matrix.T.tolist(),
+               "homogeneous_strain_vs_cubic": [e[0, 0], e[1, 1], e[2, 2], e[0, 1], e[0, 2], e[1, 2]],
+               "crystal_rotation_note": "columns are the crystal [100], [010], [001] axes in the sample frame"}
+        out.update(self.statistics)
+        return out
 
 
 def _check_positions(xyz) -> np.ndarray:
@@ -128,11 +162,13 @@ def _orientation(pos: np.ndarray, a_guess: Optional[float]):
     nn = float(np.median(d[:, 1]))
     pairs = tree.query_pairs(nn * 1.2, output_type="ndarray")
     vec = pos[pairs[:, 1]] - pos[pairs[:, 0]]
+    if len(vec) > 50_000:  # plenty for an orientation; keeps 10^5-10^6 atoms fast (seeded: deterministic)
+        vec = vec[np.random.default_rng(0).choice(len(vec), 50_000, replace=False)]
     vec = np.vstack([vec, -vec])
     # start: one well-coordinated atom's neighbours matched to ideal <110>/2 directions
     counts = np.bincount(pairs.ravel(), minlength=len(pos))
     best = None
-    for i in np.argsort(-counts)[:5]:
+    for i in np.argsort(-counts, kind="stable")[:5]:
         nbr = np.concatenate([pairs[pairs[:, 0] == i, 1], pairs[pairs[:, 1] == i, 0]])
         v = pos[nbr] - pos[i]
         v1 = v[0]
@@ -167,47 +203,147 @@ def _orientation_score(r, vec) -> float:
 
 
 def assign_sites(pos: np.ndarray, lattice: Lattice, tolerance: float = 0.7):
-    """Nearest ideal site of each atom within ``tolerance`` Å, each site at most once.
+    """Nearest ideal site of each atom within ``tolerance`` Å, each site at most once (the
+    nearer atom wins).
 
     Returns (site fractional coordinates (n, 3), assigned mask (n,)).
     """
     frac = lattice.to_crystal(pos)
     site = _nearest_fcc(frac)
-    dist = np.linalg.norm((frac - site) * lattice.lattice_constant, axis=1)
+    dist = np.linalg.norm(pos - lattice.to_sample(site), axis=1)
     ok = dist <= tolerance
     keys = np.round(site * 2).astype(np.int64)
-    order = np.argsort(dist)
-    taken = set()
-    for i in order:
-        if not ok[i]:
-            continue
-        k = tuple(keys[i])
-        if k in taken:
-            ok[i] = False
-        else:
-            taken.add(k)
-    return site, ok
+    order = np.argsort(dist, kind="stable")
+    cand = order[ok[order]]
+    _, first = np.unique(keys[cand], axis=0, return_index=True)
+    keep = np.zeros(len(pos), bool)
+    keep[cand[first]] = True
+    return site, keep
 
 
-def fit_fcc_lattice(xyz, lattice_constant: Optional[float] = None, tolerance: float = 0.7, iterations: int = 5) -> Lattice:
-    """Fit the f.c.c. lattice (orientation, lattice constant, origin) best matching the atoms."""
+LATTICE_KINDS = ("auto", "cubic", "affine")
+# "auto" takes the affine lattice when one of its base-vector lengths or angles departs from
+# the cubic value by more than this many standard errors (a real anisotropy, not noise).
+AFFINE_SIGNIFICANCE = 4.0
+
+
+def _affine_fit(site: np.ndarray, pos: np.ndarray):
+    """Least-squares basis (3x3, columns) and origin with ``pos = origin + basis @ site``, and
+    the standard errors of the base-vector lengths (Å) and angles (degrees)."""
+    x = np.hstack([site, np.ones((len(site), 1))])
+    coef, *_ = np.linalg.lstsq(x, pos, rcond=None)
+    basis, origin = coef[:3].T, coef[3]
+    resid = pos - x @ coef
+    dof = max(3 * len(site) - 12, 1)
+    s2 = float((resid**2).sum() / dof)
+    inv = np.linalg.inv(x.T @ x)
+    lengths = np.linalg.norm(basis, axis=0)
+    len_err = np.sqrt(s2 * np.diag(inv)[:3])
+    angles, ang_err = [], []
+    for i, j in ((1, 2), (0, 2), (0, 1)):  # alpha (a2, a3), beta (a1, a3), gamma (a1, a2)
+        c = basis[:, i] @ basis[:, j] / (lengths[i] * lengths[j])
+        angles.append(math.degrees(math.acos(np.clip(c, -1, 1))))
+        ang_err.append(math.degrees(math.sqrt(s2 * (inv[i, i] / lengths[i] ** 2 + inv[j, j] / lengths[j] ** 2))))
+    stats = {"base_vector_lengths": lengths.tolist(), "base_vector_length_errors": len_err.tolist(),
+             "base_vector_angles": angles, "base_vector_angle_errors": ang_err}
+    return basis, origin, stats
+
+
+def _polar_rotation(basis: np.ndarray) -> np.ndarray:
+    u, _, vt = np.linalg.svd(basis)
+    r = u @ vt
+    if np.linalg.det(r) < 0:
+        u[:, -1] *= -1
+        r = u @ vt
+    return r
+
+
+def fit_fcc_lattice(xyz, lattice_constant: Optional[float] = None, tolerance: float = 0.7, iterations: int = 50,
+                    kind: str = "cubic") -> Lattice:
+    """Fit the f.c.c. lattice best matching the atoms.
+
+    ``kind``: 'cubic' (rotation, one lattice constant, origin: a similarity fit), 'affine'
+    (three independent base vectors and the origin: what pixel-size, tilt and scan errors make
+    of a measured lattice), or 'auto' (affine when its anisotropy is significant: see
+    :data:`AFFINE_SIGNIFICANCE`). The fit alternates with the site assignment, growing outwards
+    from the atom nearest the centroid, until the assigned atoms no longer change.
+    """
+    from scipy.spatial import cKDTree
+
+    if kind not in LATTICE_KINDS:
+        raise AETInputError(f"lattice {kind!r} unknown; use one of {', '.join(LATTICE_KINDS)}")
     pos = _check_positions(xyz)
     r, a = _orientation(pos, lattice_constant)
     # origin: the atom nearest the centroid sits on a site to start
-    origin = pos[np.argmin(np.linalg.norm(pos - pos.mean(0), axis=1))].copy()
-    lat = Lattice(a, r, origin)
+    centre = pos[np.argmin(np.linalg.norm(pos - pos.mean(0), axis=1))].copy()
+    lat = Lattice(a, r, centre)
+    dist_centre = np.linalg.norm(pos - centre, axis=1)
+    radius, extent = 4.0 * a, float(dist_centre.max()) + a
+    previous = None
     for it in range(iterations):
+        use = dist_centre <= radius  # a region that grows, so small errors in a or R cannot pile up far out
         site, ok = assign_sites(pos, lat, tolerance)
-        if ok.sum() < 4:
+        ok_fit = ok & use
+        if ok_fit.sum() < 4:
             raise AETInputError("fewer than 4 atoms sit near an fcc site: not an fcc crystal, or a wrong lattice constant")
-        rot, scale, t = _umeyama(site[ok], pos[ok])
+        rot, scale, t = _umeyama(site[ok_fit], pos[ok_fit])
         lat = Lattice(lattice_constant or scale, rot, t if lattice_constant is None else
-                      (pos[ok] - lattice_constant * site[ok] @ rot.T).mean(0))
-        resid = pos[ok] - lat.to_sample(site[ok])
+                      (pos[ok_fit] - lattice_constant * site[ok_fit] @ rot.T).mean(0))
+        resid = pos[ok_fit] - lat.to_sample(site[ok_fit])
         lat.rms_residual = float(np.sqrt((resid**2).sum(1).mean()))
         lat.history.append({"iteration": it + 1, "assigned": int(ok.sum()), "rms_residual": lat.rms_residual,
                             "lattice_constant": lat.lattice_constant})
+        if radius >= extent and previous is not None and np.array_equal(ok, previous):
+            break
+        previous = ok
+        radius *= 1.6
+    if kind == "cubic" and lattice_constant is None:
+        site, ok = assign_sites(pos, lat, tolerance)
+        basis, _, stats = _affine_fit(site[ok], pos[ok])
+        lat.statistics = {"anisotropy": _anisotropy(stats), **stats}
+        return lat
+    if kind == "cubic" or lattice_constant is not None:
+        return lat
+    cubic = lat
+    for it in range(20):
+        site, ok = assign_sites(pos, lat, tolerance)
+        basis, origin, stats = _affine_fit(site[ok], pos[ok])
+        rot = _polar_rotation(basis)
+        lengths = np.array(stats["base_vector_lengths"])
+        new = Lattice(float(lengths.mean()), rot, origin, basis=basis, kind="affine",
+                      history=cubic.history, statistics={"anisotropy": _anisotropy(stats), **stats})
+        resid = pos[ok] - new.to_sample(site[ok])
+        new.rms_residual = float(np.sqrt((resid**2).sum(1).mean()))
+        new.history = cubic.history + [{"iteration": f"affine {it + 1}", "assigned": int(ok.sum()),
+                                        "rms_residual": new.rms_residual, "lattice_constant": new.lattice_constant}]
+        done = previous is not None and np.array_equal(ok, previous)
+        previous, lat = ok, new
+        if done:
+            break
+    if kind == "auto" and not _significant(lat.statistics):
+        cubic.statistics = lat.statistics | {"kind_rule": f"cubic: no length or angle departs by more than "
+                                             f"{AFFINE_SIGNIFICANCE:g} standard errors"}
+        return cubic
+    if kind == "auto":
+        lat.statistics["kind_rule"] = (f"affine: a base-vector length or angle departs from the cubic value by more "
+                                       f"than {AFFINE_SIGNIFICANCE:g} standard errors")
     return lat
+
+
+def _anisotropy(stats: dict) -> dict:
+    lengths = np.array(stats["base_vector_lengths"])
+    angles = np.array(stats["base_vector_angles"])
+    return {"length_spread": float((lengths.max() - lengths.min()) / lengths.mean()),
+            "largest_angle_deviation_deg": float(np.abs(angles - 90).max())}
+
+
+def _significant(stats: dict) -> bool:
+    lengths = np.array(stats["base_vector_lengths"])
+    le = np.array(stats["base_vector_length_errors"])
+    ang = np.array(stats["base_vector_angles"])
+    ae = np.array(stats["base_vector_angle_errors"])
+    return bool(np.any(np.abs(lengths - lengths.mean()) > AFFINE_SIGNIFICANCE * np.maximum(le, 1e-12))
+                or np.any(np.abs(ang - 90) > AFFINE_SIGNIFICANCE * np.maximum(ae, 1e-12)))
 
 
 def displacements(pos: np.ndarray, site: np.ndarray, assigned: np.ndarray, lattice: Lattice) -> np.ndarray:
@@ -218,31 +354,57 @@ def displacements(pos: np.ndarray, site: np.ndarray, assigned: np.ndarray, latti
 
 
 def _local_gradient(points: np.ndarray, src_pos: np.ndarray, src_u: np.ndarray, sigma: float, order: int,
-                    with_displacement: bool = False):
-    """Strain (and smoothed displacement) at ``points`` (Å) from a Gaussian-weighted local fit."""
+                    with_displacement: bool = False, chunk: int = 512):
+    """Strain (and smoothed displacement) at ``points`` (Å) from a Gaussian-weighted local fit.
+
+    The neighbours within 3 sigma of each point enter a weighted least-squares fit of the
+    displacement (a local quadratic with at least 16 neighbours, else a plane; fewer than 7:
+    NaN). Points are solved in chunks by batched normal equations on padded neighbour
+    arrays (memory ``chunk`` x neighbours, no loop over atoms: 10^5 atoms in seconds).
+    """
     from scipy.spatial import cKDTree
 
-    tree = cKDTree(src_pos)
+    points = np.asarray(points, float)
     out = np.full((len(points), 6), np.nan)
     disp = np.full((len(points), 3), np.nan)
-    for i, r0 in enumerate(points):
-        j = tree.query_ball_point(r0, 3 * sigma)
-        if len(j) < 7:
-            continue
-        d = src_pos[j] - r0
-        w = np.exp(-(d**2).sum(1) / (2 * sigma**2))
-        if order == 2 and len(j) >= 16:
-            # local quadratic: the gradient stays unbiased where the window is one-sided (surface)
-            quad = np.stack([d[:, 0]**2, d[:, 1]**2, d[:, 2]**2, d[:, 0] * d[:, 1], d[:, 0] * d[:, 2], d[:, 1] * d[:, 2]], 1)
-            design = np.hstack([np.ones((len(j), 1)), d, quad / sigma])
-        else:
-            design = np.hstack([np.ones((len(j), 1)), d])
-        sw = np.sqrt(w)[:, None]
-        coef, *_ = np.linalg.lstsq(design * sw, src_u[j] * sw, rcond=None)
-        g = coef[1:4].T  # g[k, l] = d u_k / d x_l
-        e = 0.5 * (g + g.T)
-        out[i] = [e[0, 0], e[1, 1], e[2, 2], e[0, 1], e[0, 2], e[1, 2]]
-        disp[i] = coef[0]
+    if len(points) == 0 or len(src_pos) == 0:
+        return (out, disp) if with_displacement else out
+    tree = cKDTree(src_pos)
+    radius = 3 * sigma
+    k = 64
+    for start in range(0, len(points), chunk):
+        pts = points[start:start + chunk]
+        while True:
+            dist, idx = tree.query(pts, k=min(k, len(src_pos)), distance_upper_bound=radius)
+            dist, idx = np.atleast_2d(dist), np.atleast_2d(idx)
+            if k >= len(src_pos) or not np.isfinite(dist[:, -1]).any():
+                break
+            k *= 2  # some point has more neighbours than columns: widen and query again
+        valid = np.isfinite(dist)
+        idx = np.where(valid, idx, 0)
+        count = valid.sum(1)
+        d = src_pos[idx] - pts[:, None, :]
+        w = np.where(valid, np.exp(-(d**2).sum(-1) / (2 * sigma**2)), 0.0)
+        uu = src_u[idx]
+        ones = np.ones(d.shape[:2] + (1,))
+        quad = np.stack([d[..., 0]**2, d[..., 1]**2, d[..., 2]**2, d[..., 0] * d[..., 1], d[..., 0] * d[..., 2],
+                         d[..., 1] * d[..., 2]], -1) / sigma
+        for use_quad, rows in ((True, (count >= 16) & (order == 2)), (False, (count >= 7) & ~((count >= 16) & (order == 2)))):
+            if not rows.any():
+                continue
+            design = np.concatenate([ones[rows], d[rows]] + ([quad[rows]] if use_quad else []), -1)
+            aw = design * w[rows][..., None]
+            m = np.swapaxes(aw, 1, 2) @ design  # (c, p, p)
+            b = np.swapaxes(aw, 1, 2) @ uu[rows]  # (c, p, 3)
+            try:
+                coef = np.linalg.solve(m, b)
+            except np.linalg.LinAlgError:  # a degenerate neighbourhood (e.g. one plane of atoms)
+                coef = np.linalg.pinv(m) @ b
+            g = np.swapaxes(coef[:, 1:4, :], 1, 2)  # g[:, k, l] = d u_k / d x_l
+            e = 0.5 * (g + np.swapaxes(g, 1, 2))
+            sel = start + np.flatnonzero(rows)
+            out[sel] = np.stack([e[:, 0, 0], e[:, 1, 1], e[:, 2, 2], e[:, 0, 1], e[:, 0, 2], e[:, 1, 2]], 1)
+            disp[sel] = coef[:, 0, :]
     return (out, disp) if with_displacement else out
 
 
@@ -258,7 +420,7 @@ def strain_tensor(site: np.ndarray, u: np.ndarray, lattice: Lattice, sigma: Opti
     a = lattice.lattice_constant
     have = np.all(np.isfinite(u), axis=1)
     src = have if use is None else have & use
-    r = site * a
+    r = lattice.crystal_positions(site)
     out = np.full((len(site), 6), np.nan)
     out[have] = _local_gradient(r[have], r[src], u[src], sigma or DEFAULT_SIGMA * a, order)
     return out
@@ -277,7 +439,7 @@ def strain_on_grid(site: np.ndarray, u: np.ndarray, lattice: Lattice, spacing: O
     a = lattice.lattice_constant
     spacing = spacing or a / 2
     have = np.all(np.isfinite(u), axis=1)
-    r = site[have] * a
+    r = lattice.crystal_positions(site[have])
     lo, hi = r.min(0), r.max(0)
     axes = [np.arange(lo[k], hi[k] + spacing / 2, spacing) for k in range(3)]
     zz, yy, xx = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
