@@ -459,7 +459,7 @@ def cmd_enhance(args) -> int:
         side["tilts"] = str(measured[2])
         if c["network_accepted"]:
             _info(f"re-projection R against {measured[2].name}: {c['r_factor_reconstruction']:.4f} -> "
-                  f"{c['r_factor_enhanced']:.4f} (within the {c['tolerance']:.0%} tolerance)")
+                  f"{c['r_factor_enhanced']:.4f} (within the +{c['tolerance']:g} tolerance)")
         else:
             _info(f"note: the network's tomogram explains {measured[2].name} worse (R {c['r_factor_reconstruction']:.4f} "
                   f"-> {c['r_factor_enhanced']:.4f}); trace the plain tomogram {args.volume.name} instead")
@@ -517,7 +517,7 @@ def _report_network(rep: dict) -> None:
         _info(f"note: {enh['note']}")
     else:
         _info(f"network accepted: re-projection R {c['r_factor_reconstruction']:.4f} (reconstruction) -> "
-              f"{c['r_factor_enhanced']:.4f} (network), within the {c['tolerance']:.0%} tolerance")
+              f"{c['r_factor_enhanced']:.4f} (network), within the +{c['tolerance']:g} tolerance")
 
 
 def cmd_run(args) -> int:
