@@ -41,8 +41,8 @@ NORMALIZATION_PERCENTILE = 99.9
 TILE_LIMIT = 512  # voxels per tile edge: memory grows with its cube
 # Largest rise of the re-projection R-factor the network may cause (see data_consistency).
 # Chosen on own-simulator validation particles (benchmarks/bench_consistency.py, seeds 701-702,
-# ±50°/11 and ±65°/21 at 2e4, 1e3 and 5e2 e/Å²): the shipped network raised R by 0.08-0.12 in
-# all 12 cases; a damaged one (last layer x4) by 0.99-1.22 while losing recall.
+# ±50°/11 and ±65°/21 at 2e4, 1e3 and 5e2 e/Å²): the shipped network raised R by 0.08-0.13 in
+# all 12 cases; a damaged one (last layer x4) by 0.96-1.24 while losing recall.
 CONSISTENCY_TOLERANCE = 0.3
 OUTPUT_LIMIT = 100.0  # largest |output| / input scale a working network gives (trained outputs stay near 0-2)
 WEIGHTS_NAME = "unet_pt.pt"
