@@ -195,3 +195,34 @@ def test_large_particle_is_assigned_everywhere():
     _, ok = assign_sites(pos, lat)
     assert len(pos) > 10_000 and ok.mean() >= 0.999
     assert lat.lattice_constant == pytest.approx(3.924, rel=2e-4)
+
+
+def test_alpha_shape_surface_matches_coordination_on_a_clean_particle():
+    from napari_aet.core.lattice import alpha_shape_surface
+
+    for shape, seed in (("wulff", 75), ("sphere", 76)):
+        p = make_particle(SimulationConfig(size=3.0, shape=shape, seed=seed, n_voxels=200))
+        lat = fit_fcc_lattice(p.positions)
+        by_cn = coordination(p.positions, lat.lattice_constant) < 12
+        by_alpha = alpha_shape_surface(p.positions, 2.5)
+        assert (by_alpha == by_cn).all() and by_alpha.sum() > 300
+        # a larger alpha rolls over the steps of a rough surface: fewer, never more, surface atoms
+        wide = alpha_shape_surface(p.positions, 4.0)
+        assert wide.sum() <= by_alpha.sum() and not (wide & ~by_alpha).any()
+    # an empty site inside is a void: its 12 neighbours border it (the alpha shape's definition)
+    centre = np.argmin(np.linalg.norm(p.positions, axis=1))
+    holed = np.delete(p.positions, centre, axis=0)
+    assert alpha_shape_surface(holed, 2.5).sum() == by_alpha.sum() + 12
+
+
+def test_surface_atoms_on_no_low_index_facet_are_labelled_other():
+    import pandas as pd
+
+    from napari_aet.core.analysis import analyze_atoms
+
+    p = make_particle(SimulationConfig(size=3.0, shape="sphere", seed=76, n_voxels=200))
+    df = pd.DataFrame({"x": p.positions[:, 0], "y": p.positions[:, 1], "z": p.positions[:, 2], "atom": 1})
+    out, summ = analyze_atoms(df, surface_method="alpha")
+    fam = out.loc[out["surface"] == 1, "facet"]
+    assert (fam == "other").sum() > 0 and set(fam) <= {"100", "111", "110", "other", ""}
+    assert summ["settings"]["surface_method"] == "alpha"

@@ -374,6 +374,7 @@ def cmd_analyze(args) -> int:
                                 strain_excludes_surface=args.strain_excludes_surface,
                                 support_normal=args.support_normal, grid_spacing=args.grid_spacing,
                                 lattice=args.lattice, strain_reference=args.strain_reference,
+                                surface_method=args.surface, alpha=args.alpha,
                                 progress=progress_bar("analyze"))
     summary["atoms"] = str(args.atoms)
     grid = summary.pop("grid", None)
@@ -737,6 +738,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float, default=None, metavar="Å", help="strain smoothing width (default: 1.25 lattice constants)")
     p.add_argument("--layer-axis", default="001", help="crystal axis of the one-unit-cell layers (default 001)")
     p.add_argument("--strain-excludes-surface", action="store_true", help="fit strain from interior atoms only")
+    p.add_argument("--surface", choices=("coordination", "alpha"), default="coordination",
+                   help="surface atoms by coordination (default) or as the vertices of the alpha shape (AET papers)")
+    p.add_argument("--alpha", type=float, default=2.5, metavar="Å",
+                   help="alpha-shape radius in Å (default 2.5: above f.c.c.'s largest interior Delaunay radius, a/2)")
     p.add_argument("--surface-coordination", type=int, default=12, metavar="N",
                    help="atoms with fewer fcc nearest neighbours are surface atoms (default 12)")
     p.add_argument("--grid-spacing", type=float, default=None, metavar="Å",

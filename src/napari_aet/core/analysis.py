@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import AETInputError, Reporter
 from .lattice import (
-    DEFAULT_SIGMA, assign_sites, coordination, displacements, facets, fit_fcc_lattice, interior_atoms, strain_on_grid, strain_tensor,
+    DEFAULT_SIGMA, alpha_shape_surface, assign_sites, coordination, displacements, facets, fit_fcc_lattice, interior_atoms, strain_on_grid, strain_tensor,
 )
 
 __all__ = ["analyze_atoms", "LAYER_AXES"]
@@ -55,12 +55,17 @@ def analyze_atoms(
     grid_spacing: Optional[float] = None,
     lattice: str = "auto",
     strain_reference: str = "lattice",
+    surface_method: str = "coordination",
+    alpha: float = 2.5,
     progress=None,
     cancel=None,
 ):
     """Analyse atoms (a contract table, Å): returns (table with analysis columns, summary dict).
 
-    ``surface_coordination``: atoms with fewer f.c.c. nearest neighbours are surface atoms.
+    ``surface_method``: 'coordination' (atoms with fewer than ``surface_coordination`` f.c.c.
+    nearest neighbours are surface atoms) or 'alpha' (the vertices of the alpha shape's
+    boundary, ``alpha`` in Å, as AET papers define the surface; see
+    :func:`~napari_aet.core.lattice.alpha_shape_surface`).
     ``support_normal``: direction (sample frame) from the particle towards its support; the
     atoms within one unit cell of the outermost plane that way are 'near the support'.
     ``grid_spacing`` (Å): also sample strain and displacement on a crystal-frame grid and
@@ -107,7 +112,13 @@ def analyze_atoms(
     site, ok = assign_sites(pos, lat, tolerance)
     u = displacements(pos, site, ok, lat)
     cn = coordination(pos, lat.lattice_constant)
-    surface = cn < surface_coordination
+    if surface_method == "alpha":
+        alpha = check_number(alpha, "alpha", 1.0, 20.0, unit="Å")
+        surface = alpha_shape_surface(pos, alpha)
+    elif surface_method == "coordination":
+        surface = cn < surface_coordination
+    else:
+        raise AETInputError(f"surface method {surface_method!r} unknown; use coordination or alpha")
     rep.step("sites and surface")
     # facets from each atom's crystal-frame position (its site when assigned)
     crystal = lat.crystal_positions(np.where(ok[:, None], site, lat.to_crystal(pos)))
@@ -206,7 +217,8 @@ def analyze_atoms(
                      "sigma": sigma or DEFAULT_SIGMA * lat.lattice_constant, "layer_axis": layer_axis,
                      "surface_coordination": surface_coordination, "strain_excludes_surface": strain_excludes_surface,
                      "support_normal": None if support_normal is None else list(support_normal),
-                     "grid_spacing": grid_spacing, "lattice": lattice, "strain_reference": strain_reference},
+                     "grid_spacing": grid_spacing, "lattice": lattice, "strain_reference": strain_reference,
+                     "surface_method": surface_method, "alpha": alpha if surface_method == "alpha" else None},
         "displacement_reference": f"the fitted {lat.kind} lattice",
         "strain_reference": ("the fitted lattice" if strain_reference == "lattice" else
                              "the cubic lattice of the fitted mean constant (the fitted lattice's homogeneous strain added)"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 FCC_COLOURS = {1: "#1f4fd1", 0: "#000000"}  # the reference's blue (on an f.c.c. site) / black (not)
-FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c", "": "#bbbbbb"}  # others: grey
+FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c", "other": "#ff7f0e", "": "#bbbbbb"}  # edges, corners, interior: grey
 
 __all__ = ["orthoslices", "fourier_intensity", "atoms_by_assignment", "atoms_by_facet", "isosurfaces", "layer_maps", "save"]
 
@@ -159,7 +159,8 @@ def atoms_by_facet(table):
     for name, colour in FACET_COLOURS.items():
         sel = (fam == name).to_numpy() & ((atoms.get("surface", 1) == 1).to_numpy() if name else True)
         if sel.any():
-            label = f"{{{name}}} ({int(sel.sum())})" if name else f"edges, corners, interior ({int(sel.sum())})"
+            label = (f"{{{name}}} ({int(sel.sum())})" if name not in ("", "other") else
+                     f"no low-index facet ({int(sel.sum())})" if name else f"edges, corners, interior ({int(sel.sum())})")
             ax.scatter(atoms["x"][sel], atoms["y"][sel], atoms["z"][sel], s=8, c=colour, depthshade=True, label=label)
     ax.set_xlabel("x (Å)")
     ax.set_ylabel("y (Å)")

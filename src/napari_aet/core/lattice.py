@@ -26,6 +26,7 @@ import numpy as np
 from .errors import AETInputError
 
 __all__ = ["Lattice", "fit_fcc_lattice", "assign_sites", "displacements", "strain_tensor", "coordination",
+           "alpha_shape_surface", "LATTICE_KINDS",
            "FACET_FAMILIES", "facets", "facet_labels", "strain_on_grid", "interior_atoms"]
 
 # Miller families and their interplanar spacing (in lattice constants) for f.c.c.
@@ -456,9 +457,45 @@ def interior_atoms(pos: np.ndarray, surface: np.ndarray, lattice_constant: float
     """Atoms neither on the surface nor next to a surface atom (two or more layers deep)."""
     from scipy.spatial import cKDTree
 
-    nb = cKDTree(pos).query_ball_point(pos, lattice_constant / math.sqrt(2) * 1.2)
-    near_surface = np.array([any(surface[j] for j in n) for n in nb], bool)
-    return ~surface & ~near_surface
+    if not surface.any():
+        return np.ones(len(pos), bool)
+    d, _ = cKDTree(pos[surface]).query(pos, k=1)
+    return ~surface & (d > lattice_constant / math.sqrt(2) * 1.2)
+
+
+def alpha_shape_surface(pos: np.ndarray, alpha: float) -> np.ndarray:
+    """Surface atoms as the vertices of the alpha shape's boundary (``alpha`` in Å).
+
+    Delaunay tetrahedra whose circumsphere radius is at most ``alpha`` make up the solid; the
+    boundary is the triangles that belong to exactly one such tetrahedron. In an f.c.c. metal
+    the interior tetrahedra have radii up to a/2 (1.96 Å for Pt), so an alpha a little above
+    that (2.5 Å, the default of ``analyze --alpha``) gives the coordination rule's surface on
+    clean particles; a larger alpha rolls over surface steps. Any empty site inside borders a
+    void and its neighbours count as surface, as in every alpha-shape surface.
+    """
+    from scipy.spatial import Delaunay
+
+    pos = np.asarray(pos, float)
+    if len(pos) < 5:
+        return np.ones(len(pos), bool)
+    tri = Delaunay(pos)
+    simp = tri.simplices
+    p = pos[simp]  # (t, 4, 3)
+    a = p[:, 1:] - p[:, :1]
+    rhs = 0.5 * (a**2).sum(-1)
+    ok = np.abs(np.linalg.det(a)) > 1e-9
+    radius = np.full(len(simp), np.inf)
+    centre = np.linalg.solve(a[ok], rhs[ok][..., None])[..., 0]
+    radius[ok] = np.linalg.norm(centre, axis=1)
+    keep = simp[radius <= alpha]
+    faces = np.sort(np.concatenate([keep[:, [0, 1, 2]], keep[:, [0, 1, 3]], keep[:, [0, 2, 3]], keep[:, [1, 2, 3]]]), axis=1)
+    uniq, counts = np.unique(faces, axis=0, return_counts=True)
+    boundary = uniq[counts == 1]
+    out = np.zeros(len(pos), bool)
+    out[boundary.ravel()] = True
+    inside = np.zeros(len(pos), bool)
+    inside[keep.ravel()] = True
+    return out | ~inside  # atoms in no kept tetrahedron stick out: surface too
 
 
 def coordination(pos: np.ndarray, lattice_constant: float, factor: float = 1.2) -> np.ndarray:
@@ -487,6 +524,9 @@ def family_normals(family: str) -> np.ndarray:
 def facets(sites: np.ndarray, surface: np.ndarray, a: float, min_atoms: int = 4):
     """Facet of each surface atom from its (ideal-site) crystal-frame position in Å.
 
+    Labels: '100', '111', '110' for an atom on exactly one facet plane, '' for edges and
+    corners (two or more) and for interior atoms, 'other' for surface atoms on none.
+
     An atom is on the facet of normal n when it lies in the outermost atomic plane along n
     (within half the interplanar spacing), the plane holding at least ``min_atoms`` surface
     atoms. Atoms on the planes of two or more normals (edges, corners) or of none get no
@@ -511,6 +551,7 @@ def facets(sites: np.ndarray, surface: np.ndarray, a: float, min_atoms: int = 4)
             normals.append(normal)
     single = hits == 1
     label[~single] = ""
+    label[surface & (hits == 0)] = "other"  # on the surface but on no low-index facet
     fid[~single] = -1
     return label.astype(str), fid, np.array(normals).reshape(-1, 3)
 
