@@ -482,11 +482,11 @@ class ReconstructWidget(WorkerWidget):
 
 
 def _enhance_task(volume, pixel_size, weights, flip_average, device, tilt_range=None, fourier=False,
-                  progress=None, cancel=None):
+                  trust=False, progress=None, cancel=None):
     from .._layers import fourier_views
     from ..core.enhance import check_intensity_range, enhance_volume, load_weights
 
-    model, meta = load_weights(weights or None, device=device)
+    model, meta = load_weights(weights or None, device=device, trust=trust)
     out = enhance_volume(volume, model, pixel_size, meta.get("training_pixel_size"), flip_average=flip_average,
                          device=device, progress=progress, cancel=cancel)
     views = (fourier_views(volume, tilt_range), fourier_views(out, None)) if fourier else None
@@ -505,11 +505,13 @@ class EnhanceWidget(WorkerWidget):
         self.weights.setPlaceholderText("shipped weights (resources/unet_pt.pt)")
         self.flip_average = QCheckBox("average over flips (slower, smoother)")
         self.show_fourier = QCheckBox("show Fourier intensity before and after")
+        self.trust_weights = QCheckBox("accept weights without a checksum file")
         self.show_fourier.setChecked(True)
         form.addRow("tomogram", self.layer_box)
         form.addRow("weights", _path_row(self.weights, "U-Net weights", filters="*.pt"))
         form.addRow("", self.flip_average)
         form.addRow("", self.show_fourier)
+        form.addRow("", self.trust_weights)  # deliberately not remembered: a per-file decision
         self.settings.update(weights=self.weights, flip_average=self.flip_average, show_fourier=self.show_fourier)
 
     def _refresh_layers(self, *_):
@@ -529,7 +531,7 @@ class EnhanceWidget(WorkerWidget):
         self.status.setText("enhancing...")
         self.launch(_enhance_task, np.asarray(layer.data, np.float32), float(px), self.weights.text().strip(),
                     self.flip_average.isChecked(), self.device.currentText(), aet_meta(layer).get("tilt_range"),
-                    self.show_fourier.isChecked())
+                    self.show_fourier.isChecked(), self.trust_weights.isChecked())
 
     def on_result(self, result):
         from .._layers import fourier_layers
