@@ -62,3 +62,9 @@ def test_wheel_carries_manifest_and_resources(tmp_path):
     assert text == (ROOT / "napari.yaml").read_text()
     eps = next(n for n in names if n.endswith("entry_points.txt"))
     assert "napari_aet:napari.yaml" in zipfile.ZipFile(wheel).read(eps).decode()
+    # the licence travels with the wheel, with an SPDX expression; the package says it is typed
+    assert any(n.endswith("licenses/LICENSE") for n in names) and "napari_aet/py.typed" in names
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "License-Expression: BSD-3-Clause" in meta
+    dist_lines = [l for l in meta.splitlines() if l.startswith("Requires-Dist: distributed")]
+    assert dist_lines and all("extra ==" in l for l in dist_lines)  # only with an extra such as [batch]

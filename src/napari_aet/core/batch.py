@@ -117,7 +117,10 @@ def run_job(job: dict, device: str = "cpu", overwrite: bool = False) -> dict:
 def run_batch(manifest, out_root, scheduler: Optional[str] = None, workers: int = 2, device: str = "cpu",
               progress=None, overwrite: bool = False) -> list:
     """Run every job of a manifest on a Dask cluster (a LocalCluster unless ``scheduler``)."""
-    from distributed import Client, LocalCluster, as_completed
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise AETInputError("batch runs need Dask distributed; install it with pip install \"napari-aet[batch]\"")
 
     from .io import atomic_path
 
