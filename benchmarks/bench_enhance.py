@@ -33,7 +33,7 @@ from napari_aet.core.fourier import wedge_correlation, wedge_shell_correlation
 from napari_aet.core.metrics import match_atoms, normalized_error
 from napari_aet.core.reconstruct import reconstruct
 from napari_aet.core.simulate import (
-    SimulationConfig, add_poisson_noise, atom_weights, ideal_tomogram, project_atoms, reference_config, simulate,
+    add_poisson_noise, atom_weights, ideal_tomogram, project_atoms, reference_config, simulate,
 )
 from napari_aet.core.trace import trace_atoms
 from napari_aet.core.training import _amorphous

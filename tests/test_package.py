@@ -68,3 +68,18 @@ def test_wheel_carries_manifest_and_resources(tmp_path):
     assert "License-Expression: BSD-3-Clause" in meta
     dist_lines = [l for l in meta.splitlines() if l.startswith("Requires-Dist: distributed")]
     assert dist_lines and all("extra ==" in l for l in dist_lines)  # only with an extra such as [batch]
+
+
+def test_lint_and_the_public_ci_workflow_validate():
+    """ruff (the configuration in pyproject.toml) passes, and the GitHub Actions workflow
+    validates against the workflow schema vendored by check-jsonschema."""
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-2000:]
+    wf = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                         str(ROOT / ".github" / "workflows" / "tests.yml")], capture_output=True, text=True)
+    assert wf.returncode == 0, wf.stdout + wf.stderr
+    import yaml
+
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "tests.yml").read_text())["jobs"]
+    assert set(jobs["test"]["strategy"]["matrix"]["os"]) == {"ubuntu-latest", "macos-latest", "windows-latest"}

@@ -269,7 +269,6 @@ def fit_fcc_lattice(xyz, lattice_constant: Optional[float] = None, tolerance: fl
     :data:`AFFINE_SIGNIFICANCE`). The fit alternates with the site assignment, growing outwards
     from the atom nearest the centroid, until the assigned atoms no longer change.
     """
-    from scipy.spatial import cKDTree
 
     if kind not in LATTICE_KINDS:
         raise AETInputError(f"lattice {kind!r} unknown; use one of {', '.join(LATTICE_KINDS)}")
