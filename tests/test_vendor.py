@@ -123,3 +123,9 @@ def test_readme_worked_examples_hold():
     np.testing.assert_allclose(geometry.convert_angles(np.array([[10.0, 30.0, 5.0]]), "zyx"), [[0.08, 30.38, 8.58]],
                                atol=0.006)
     np.testing.assert_allclose(geometry.convert_angles(np.array([40.0]), "tilt-axis", 23.4), [[23.4, 40.0, -23.4]])
+
+
+def test_emd_1_0_stack():
+    ts = io.read_tilt_series(DATA / "example_signal.emd", angles=[-10, 0, 10], pixel_size=0.4)
+    assert ts.data.shape == (3, 3, 3) and ts.metadata["vendor"]["reader"] == "RosettaSciIO (emd)"
+    assert ts.metadata["angles_source"] == "given array"
