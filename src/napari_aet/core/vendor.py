@@ -82,8 +82,9 @@ def read_vendor_stack(path: Path):
         signals = reader(str(path))
     except Exception as exc:  # the readers raise many kinds on damaged files
         raise AETInputError(f"cannot read {path} as {ext[1:].upper()} ({_first_line(exc)}); re-export it from the microscope software")
+    # an image stack: 2 signal axes (+1 navigation axis), or EMD 1.0's plain 3D arrays (3 signal axes)
     images = [s for s in signals if np.asarray(s["data"]).ndim in (2, 3)
-              and sum(not a.get("navigate", False) for a in s["axes"]) == 2]
+              and sum(not a.get("navigate", False) for a in s["axes"]) >= 2]
     if not images:
         raise AETInputError(f"{path} holds no image stack (only spectra or 4D data); export the HAADF images")
     sig = max(images, key=lambda s: np.asarray(s["data"]).size)
