@@ -2,7 +2,7 @@
 model the network was not trained on (issue 12, point 3).
 
 Run:  python benchmarks/bench_cross_model.py [--seeds 601 602 603] [--doses 2e4 1e3 5e2]
-          [--models own abtem] [--out results.json]
+          [--models own abtem] [--weights W.pt] [--out results.json]
 
 Particles: the project's particle generator (reference regime: Pt Wulff particles, 3.5 nm,
 0.357 Å, 144³) with 5% of the atoms moved 1 Å off their sites and 5% of the surface atoms
@@ -53,9 +53,10 @@ def main():
     ap.add_argument("--doses", type=float, nargs="+", default=[2e4, 1e3, 5e2])
     ap.add_argument("--models", nargs="+", default=["own", "abtem"])
     ap.add_argument("--geometries", nargs="+", default=list(GEOMETRIES))
+    ap.add_argument("--weights", default=None, help="weights to test (default: the shipped ones)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    net, meta = load_weights()
+    net, meta = load_weights(args.weights)
     rows = []
     for seed in args.seeds:
         for geo in args.geometries:
