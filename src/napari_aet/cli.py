@@ -374,7 +374,7 @@ def cmd_analyze(args) -> int:
                                 strain_excludes_surface=args.strain_excludes_surface,
                                 support_normal=args.support_normal, grid_spacing=args.grid_spacing,
                                 lattice=args.lattice, strain_reference=args.strain_reference,
-                                surface_method=args.surface, alpha=args.alpha,
+                                surface_method=args.surface, alpha=args.alpha, grains=args.grains,
                                 progress=progress_bar("analyze"))
     summary["atoms"] = str(args.atoms)
     grid = summary.pop("grid", None)
@@ -738,6 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float, default=None, metavar="Å", help="strain smoothing width (default: 1.25 lattice constants)")
     p.add_argument("--layer-axis", default="001", help="crystal axis of the one-unit-cell layers (default 001)")
     p.add_argument("--strain-excludes-surface", action="store_true", help="fit strain from interior atoms only")
+    p.add_argument("--grains", action="store_true",
+                   help="local structure (fcc/hcp/ico/other) and grains, with a lattice per grain (twinned particles)")
     p.add_argument("--surface", choices=("coordination", "alpha"), default="coordination",
                    help="surface atoms by coordination (default) or as the vertices of the alpha shape (AET papers)")
     p.add_argument("--alpha", type=float, default=2.5, metavar="Å",
