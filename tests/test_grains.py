@@ -84,3 +84,30 @@ def test_analyze_with_grains_fits_each_grain():
     for g in s2["grains"]:
         assert g["lattice_constant"] == pytest.approx(3.924, rel=2e-3)
     assert np.isfinite(two[["ux", "uy", "uz"]].to_numpy()).mean() >= 0.99
+
+
+def test_icosahedron_twenty_grains():
+    from itertools import combinations
+
+    from ase.cluster import Icosahedron
+
+    pos = Icosahedron("Pt", 9, latticeconstant=3.924).positions
+    pos = pos - pos.mean(0)
+    noisy = pos + np.random.default_rng(84).normal(scale=NOISE, size=pos.shape)
+    grain = segment_grains(noisy, local_structure(noisy))
+    assert len(np.unique(grain[grain >= 0])) == 20
+    # truth: the tetrahedron under each of the 20 faces (the 12 outermost atoms are the vertices)
+    r = np.linalg.norm(pos, axis=1)
+    verts = pos[np.argsort(-r)[:12]]
+    edge = np.min([np.linalg.norm(a - b) for a, b in combinations(verts, 2)])
+    faces = [(a, b, c) for a, b, c in combinations(range(12), 3)
+             if all(abs(np.linalg.norm(verts[x] - verts[y]) - edge) < 0.05 * edge for x, y in ((a, b), (a, c), (b, c)))]
+    assert len(faces) == 20
+    normals = np.array([verts[list(f)].mean(0) for f in faces])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    u = pos / np.maximum(r[:, None], 1e-9)
+    score = u @ normals.T
+    top2 = np.sort(score, axis=1)[:, -2:]
+    truth = np.argmax(score, axis=1)
+    judged = (r > 4) & (top2[:, 1] - top2[:, 0] > 0.03)  # away from the twin planes and the centre
+    assert _agreement(grain, truth, judged) >= 0.95
