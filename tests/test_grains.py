@@ -111,3 +111,18 @@ def test_icosahedron_twenty_grains():
     truth = np.argmax(score, axis=1)
     judged = (r > 4) & (top2[:, 1] - top2[:, 0] > 0.03)  # away from the twin planes and the centre
     assert _agreement(grain, truth, judged) >= 0.95
+
+
+def test_facets_per_grain_on_a_twinned_octahedron():
+    """Each half of a twinned octahedron is bounded by {111} facets of its own lattice: with a
+    lattice per grain, most surface atoms on flat faces get {111}."""
+    from napari_aet.core.analysis import analyze_atoms
+
+    pos, _ = _twinned_octahedron()
+    df = pd.DataFrame({"x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2], "atom": 1})
+    out, s = analyze_atoms(df, grains=True)
+    fam = out.loc[out["surface"] == 1, "facet"]
+    one, _ = analyze_atoms(df)
+    fam_one = one.loc[one["surface"] == 1, "facet"]
+    assert (fam == "111").sum() > (fam_one == "111").sum()
+    assert (fam == "111").mean() > 0.3

@@ -148,8 +148,22 @@ def analyze_atoms(
         raise AETInputError(f"surface method {surface_method!r} unknown; use coordination or alpha")
     rep.step("sites and surface")
     # facets from each atom's crystal-frame position (its site when assigned)
-    crystal = lat.crystal_positions(np.where(ok[:, None], site, lat.to_crystal(pos)))
-    fam, fid, normals = facets(crystal, surface, lat.lattice_constant)
+    if grains:
+        crystal = lat.crystal_positions(lat.to_crystal(pos))  # layers: the largest grain's frame
+        fam = np.where(surface, "other", "").astype(object)
+        fid = np.full(len(pos), -1, dtype=int)
+        normal_list = []
+        for sel, lat_g in grain_fits:  # facets per grain, normals in that grain's crystal frame
+            c_g = lat_g.crystal_positions(np.where(ok[sel][:, None], site[sel], lat_g.to_crystal(pos[sel])))
+            f_g, id_g, n_g = facets(c_g, surface[sel], lat_g.lattice_constant)
+            fam[sel] = f_g
+            fid[sel] = np.where(id_g >= 0, id_g + len(normal_list), -1)
+            normal_list.extend(n_g)
+        fam = fam.astype(str)
+        normals = np.array(normal_list).reshape(-1, 3)
+    else:
+        crystal = lat.crystal_positions(np.where(ok[:, None], site, lat.to_crystal(pos)))
+        fam, fid, normals = facets(crystal, surface, lat.lattice_constant)
     rep.step("facets")
     use = ~surface if strain_excludes_surface else None
     if grains:  # each grain's strain from its own lattice, in its own crystal frame
@@ -264,8 +278,8 @@ def analyze_atoms(
         "n_interior": int(inner.sum()),
         **({"grains": grain_lattices,
             "structure_counts": {k: int((structure == k).sum()) for k in ("fcc", "hcp", "ico", "other")},
-            "grain_note": "sites, fcc, displacement and strain are against each atom's own grain's lattice, in that "
-                          "grain's crystal frame (its rotation in 'grains'); facets and layers use the largest grain's"}
+            "grain_note": "sites, fcc, facets, displacement and strain are against each atom's own grain's lattice, "
+                          "in that grain's crystal frame (its rotation in 'grains'); layers use the largest grain's"}
            if grains else {}),
     }
     if grid is not None:
