@@ -126,3 +126,15 @@ def test_facets_per_grain_on_a_twinned_octahedron():
     fam_one = one.loc[one["surface"] == 1, "facet"]
     assert (fam == "111").sum() > (fam_one == "111").sum()
     assert (fam == "111").mean() > 0.3
+
+
+@pytest.mark.parametrize("maker", ["decahedron", "twin"])
+def test_builtin_and_pyscal3_agree(maker):
+    pytest.importorskip("pyscal3")
+    from ase.cluster import Decahedron
+
+    pos = Decahedron("Pt", 5, 3, 1, latticeconstant=3.924).positions if maker == "decahedron" else _twinned_octahedron()[0]
+    pos = pos + np.random.default_rng(85).normal(scale=NOISE, size=pos.shape)
+    a, b = local_structure(pos, "builtin"), local_structure(pos, "pyscal3")
+    assert (a == b).mean() >= 0.99
+    assert (a == "fcc").sum() > 50 and (a == "hcp").sum() > 20

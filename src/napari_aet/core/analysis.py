@@ -120,7 +120,10 @@ def analyze_atoms(
     if grains:
         from .grains import local_structure, segment_grains
 
-        structure = local_structure(pos)
+        import importlib.util
+
+        structure_method = "pyscal3" if importlib.util.find_spec("pyscal3") else "builtin"
+        structure = local_structure(pos, structure_method)
         grain = segment_grains(pos, structure)
         ok[:] = False  # every atom is judged against its own grain's lattice
         u[:] = np.nan
@@ -278,6 +281,7 @@ def analyze_atoms(
         "n_interior": int(inner.sum()),
         **({"grains": grain_lattices,
             "structure_counts": {k: int((structure == k).sum()) for k in ("fcc", "hcp", "ico", "other")},
+            "structure_method": f"adaptive common-neighbour analysis ({structure_method})",
             "grain_note": "sites, fcc, facets, displacement and strain are against each atom's own grain's lattice, "
                           "in that grain's crystal frame (its rotation in 'grains'); layers use the largest grain's"}
            if grains else {}),
