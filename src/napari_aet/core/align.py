@@ -248,6 +248,12 @@ def _fit_atom_width(xyz, weights, data, euler, n_pick: int = 5) -> float:
     return abs(_line_search(cost, 1.0, 0.25)) + 0.05
 
 
+# Projection matching stops early once no projection's shift changes by more than this
+# (pixels) and no angle by more than this (degrees) in a round.
+STOP_SHIFT_PX = 0.05
+STOP_ANGLE_DEG = 0.02
+
+
 def projection_matching(
     tilts: np.ndarray,
     angles,
@@ -317,6 +323,11 @@ def projection_matching(
             "mean_abs_angle_change_deg": float(np.abs(d_angle).mean()),
         })
         rep.step(f"R = {rec.r_factors[-1]:.4f}")
+        # converged: the shifts and angles no longer move (each round costs a reconstruction)
+        if r >= 1 and np.abs(d_shift).max() < STOP_SHIFT_PX and np.abs(d_angle).max() < STOP_ANGLE_DEG:
+            history[-1]["converged"] = True
+            rep.step("converged", n=rounds - r - 1)
+            break
     refined = euler[:, 1].copy() if single else euler
     return AlignmentResult(shifts=shifts, angles=refined, history=history)
 
