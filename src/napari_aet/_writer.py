@@ -30,16 +30,13 @@ def write_atoms_structure(path: str, data, meta: dict) -> list[str]:
     return [path]
 
 
-_LENGTH_UNITS_TO_A = {"angstrom": 1.0, "Å": 1.0, "nanometer": 10.0, "nm": 10.0, "picometer": 0.01, "pm": 0.01}
-
-
 def write_image_mrc(path: str, data, meta: dict) -> list[str]:
     """Write a tomogram as MRC with its voxel size (Å) and centred origin, or a tilt series as an
     MRC image stack with its angles beside it (``.rawtlt``), so both reopen as they were."""
     import numpy as np
 
     from .core.errors import AETInputError
-    from .core.io import TiltSeries, write_tilt_series, write_volume
+    from .core.io import LENGTH_UNITS_TO_A, TiltSeries, write_tilt_series, write_volume
 
     arr = np.asarray(data)
     if arr.ndim != 3:
@@ -47,7 +44,7 @@ def write_image_mrc(path: str, data, meta: dict) -> list[str]:
     aet = (meta.get("metadata") or {}).get("napari_aet", {})
     scale = list(meta.get("scale") or [1.0, 1.0, 1.0])
     units = [str(u) for u in (meta.get("units") or ["angstrom"] * 3)]
-    factor = _LENGTH_UNITS_TO_A.get(units[-1], None)
+    factor = LENGTH_UNITS_TO_A.get(units[-1].lower(), None)
     pixel_size = aet.get("pixel_size") or (scale[-1] * factor if factor else None)
     if not pixel_size:
         raise AETInputError("the layer has no voxel size in Å; set its scale (and units) or open it with a pixel size")

@@ -72,20 +72,15 @@ def _plane_click(widget_ref, layer, event):
         event.handled = True
 
 
-def _call_if_alive(widget_ref, name: str) -> None:
+def _key_action(widget_ref, name: str, _layer=None):
+    """Call a widget method through a weak reference (layer key bindings, timers): no cycle
+    through the viewer, and nothing when the widget or its Qt object is gone."""
     widget = widget_ref()
     if widget is not None:
         try:
             getattr(widget, name)()
         except RuntimeError:  # the Qt object was deleted before the call came
             pass
-
-
-def _key_action(widget_ref, name: str, _layer=None):
-    """A layer key binding that holds the widget weakly (no cycle through the viewer)."""
-    widget = widget_ref()
-    if widget is not None:
-        getattr(widget, name)()
 
 
 class CorrectionWidget(WorkerWidget):
@@ -107,7 +102,7 @@ class CorrectionWidget(WorkerWidget):
         self._attach()
         self._install_close_guard()
         # napari docks the widget after building it: look for the window again once it has
-        QTimer.singleShot(0, functools.partial(_call_if_alive, weakref.ref(self), "_install_close_guard"))
+        QTimer.singleShot(0, functools.partial(_key_action, weakref.ref(self), "_install_close_guard"))
         if self.store.has_autosave():
             st = self.store.state()
             self.status.setText(f"an autosaved session holds {st.get('n_atoms', '?')} atoms "

@@ -93,18 +93,6 @@ def default_weights_path() -> Path:
 ARCHITECTURE_LIMITS = {"depth": (1, 6), "base_width": (1, 64)}
 
 
-def _read_sidecar(side: Path) -> dict:
-    try:
-        info = json.loads(side.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AETInputError(f"provenance file {side} is not valid JSON ({str(exc).splitlines()[0][:60]}); "
-                            "restore it from where the weights came from")
-    if not isinstance(info, dict):
-        raise AETInputError(f"provenance file {side} holds a JSON {type(info).__name__}, not an object; "
-                            "restore it from where the weights came from")
-    return info
-
-
 def _check_architecture(config, path: Path):
     from .unet import UNetConfig
 
@@ -149,7 +137,9 @@ def load_weights(path=None, device="cpu", trust: bool = False):
         raise AETInputError(f"weights file {path} is empty or a folder; give the weights.pt that 'napari-aet train' wrote")
     side = path.with_suffix(".json")
     digest = sha256(path)
-    expected = _read_sidecar(side).get("sha256") if side.exists() else None
+    from .io import read_sidecar
+
+    expected = read_sidecar(side).get("sha256") if side.exists() else None
     if expected is None and not trust:
         raise AETInputError(f"weights {path} have no checksum ({side.name} with 'sha256' beside them), so damage "
                             "cannot be ruled out; keep the weights.json that 'napari-aet train' wrote, or pass --trust-weights")
@@ -310,16 +300,24 @@ def reprojection_r_factor(volume: np.ndarray, tilts: np.ndarray, angles, device=
     """R-factor ``sum|b - s A x| / sum|b|`` of a tomogram ``x`` re-projected against the measured
     tilt series ``b``, with the least-squares scale ``s`` (the network keeps the intensity scale
     only up to its normalisation, and a scale says nothing about consistency)."""
+    return _reprojection_r_factors([volume], tilts, angles, device)[0]
+
+
+def _reprojection_r_factors(volumes, tilts: np.ndarray, angles, device="cpu") -> list:
+    """:func:`reprojection_r_factor` of several tomograms of one shape, with one projector."""
     import torch
 
     from .projector import Projector, resolve_device
 
     dev = resolve_device(device)
     b = torch.as_tensor(np.asarray(tilts, np.float32), device=dev)
-    proj = Projector(np.shape(volume), angles, b.shape[1:], device=dev)
-    ax = proj.forward(np.asarray(volume, np.float32))
-    scale = float((ax * b).sum() / (ax * ax).sum().clamp_min(1e-30))
-    return float((b - scale * ax).abs().sum() / b.abs().sum().clamp_min(1e-30))
+    proj = Projector(np.shape(volumes[0]), angles, b.shape[1:], device=dev)
+    out = []
+    for volume in volumes:
+        ax = proj.forward(np.asarray(volume, np.float32))
+        scale = float((ax * b).sum() / (ax * ax).sum().clamp_min(1e-30))
+        out.append(float((b - scale * ax).abs().sum() / b.abs().sum().clamp_min(1e-30)))
+    return out
 
 
 def data_consistency(reconstruction: np.ndarray, enhanced: np.ndarray, tilts: np.ndarray, angles,
@@ -335,7 +333,6 @@ def data_consistency(reconstruction: np.ndarray, enhanced: np.ndarray, tilts: np
     what was measured (invented or erased atoms), and the plain reconstruction is the one to
     trust. This catches gross failures; a network that moves a few atoms stays within it.
     """
-    r_rec = reprojection_r_factor(reconstruction, tilts, angles, device)
-    r_enh = reprojection_r_factor(enhanced, tilts, angles, device)
+    r_rec, r_enh = _reprojection_r_factors([reconstruction, enhanced], tilts, angles, device)
     return {"r_factor_reconstruction": round(r_rec, 5), "r_factor_enhanced": round(r_enh, 5),
             "tolerance": tolerance, "network_accepted": bool(r_enh - r_rec <= tolerance)}

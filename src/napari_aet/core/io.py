@@ -249,8 +249,12 @@ def _read_mrc(path: Path):
     return data, (vx if vx > 0 else None), {"mrc_is_stack": stack, "mrc_image_stack": stack and mz == 1}
 
 
-_TIFF_UNITS = {"angstrom": 1.0, "a": 1.0, "\u00c5": 1.0, "\\u00c5": 1.0, "nm": 10.0, "nanometer": 10.0,
-               "pm": 0.01, "micron": 1e4, "um": 1e4, "\u00b5m": 1e4}
+# Length units as files and napari name them, in Å (TIFF ImageJ metadata, RosettaSciIO axes,
+# napari layer units): the one table every reader and writer converts with.
+LENGTH_UNITS_TO_A = {"angstrom": 1.0, "a": 1.0, "\u00c5": 1.0, "\u00e5": 1.0, "\\u00c5": 1.0,
+                     "nm": 10.0, "nanometer": 10.0, "pm": 0.01, "picometer": 0.01,
+                     "micron": 1e4, "micrometer": 1e4, "um": 1e4, "\u00b5m": 1e4, "\u03bcm": 1e4,
+                     "mm": 1e7, "m": 1e10}
 
 
 def _read_tiff(path: Path):
@@ -269,10 +273,10 @@ def _read_tiff(path: Path):
             px = None
             unit = str((tif.imagej_metadata or {}).get("unit", "")).lower()
             tag = tif.pages[0].tags.get("XResolution")
-            if unit in _TIFF_UNITS and tag is not None:
+            if unit in LENGTH_UNITS_TO_A and tag is not None:
                 num, den = tag.value
                 if num > 0 and den > 0:
-                    px = den / num * _TIFF_UNITS[unit]
+                    px = den / num * LENGTH_UNITS_TO_A[unit]
     except AETInputError:
         raise
     except Exception as exc:

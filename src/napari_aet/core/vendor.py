@@ -19,20 +19,11 @@ from typing import Optional
 import numpy as np
 
 from .errors import AETInputError
+from .io import LENGTH_UNITS_TO_A, _first_line
 
 __all__ = ["VENDOR_EXTENSIONS", "read_vendor_stack", "mrc_header_tilts", "find_mdoc", "mdoc_tilts"]
 
 VENDOR_EXTENSIONS = (".emd", ".dm3", ".dm4", ".h5", ".hdf5")
-
-# lengths the readers report, in Å
-_UNITS_TO_A = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4, "μm": 1e4,
-               "m": 1e10, "mm": 1e7}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:100] if text else type(exc).__name__
-
 
 def _rsciio_reader(ext: str):
     try:
@@ -98,8 +89,8 @@ def read_vendor_stack(path: Path):
     scales = {float(a.get("scale", 1.0)) for a in image_axes}
     if len(units) == 1 and len(scales) == 1:
         unit = units.pop()
-        if unit in _UNITS_TO_A:
-            pixel_size = scales.pop() * _UNITS_TO_A[unit]
+        if unit in LENGTH_UNITS_TO_A:
+            pixel_size = scales.pop() * LENGTH_UNITS_TO_A[unit]
     info = {"reader": f"RosettaSciIO ({ext[1:]})", "signal_title": str(sig.get("metadata", {}).get("General", {}).get("title", ""))}
     tilts = None
     if ext == ".emd":
