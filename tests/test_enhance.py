@@ -161,3 +161,20 @@ def test_ddp_two_processes_gloo(tmp_path):
     prov = json.loads((tmp_path / "run" / "weights.json").read_text())
     assert prov["world_size"] == 2 and prov["epochs_done"] == 2
     load_weights(tmp_path / "run" / "weights.pt")
+
+
+def test_training_on_a_mixture_of_data_folders(tmp_path):
+    cfg = TrainingConfig(**dict(TINY, epochs=1, bn_recalibration_batches=0))
+    generate_dataset(cfg, tmp_path / "a")
+    generate_dataset(TrainingConfig(**dict(TINY, seed=5)), tmp_path / "b")
+    res = train(cfg, [tmp_path / "a", tmp_path / "b"], tmp_path / "run", device="cpu")
+    assert res["n_train_pairs"] == 2 * cfg.n_train and res["n_val_pairs"] == 2 * cfg.n_val
+    assert res["data"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    (tmp_path / "small").mkdir()
+    for split in ("train", "val"):
+        np.savez(tmp_path / "small" / f"{split}_00000.npz", inputs=np.zeros((2, 40, 40, 40), np.float32),
+                 targets=np.zeros((2, 40, 40, 40), np.float32))
+    with pytest.raises(AETInputError, match="differ in size"):
+        train(cfg, [tmp_path / "a", tmp_path / "small"], tmp_path / "run2", device="cpu")
+    with pytest.raises(AETInputError, match="no train chunks"):
+        train(cfg, [tmp_path / "a", tmp_path / "empty"], tmp_path / "run3", device="cpu")

@@ -422,7 +422,7 @@ def cmd_train(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         prov = {
             "command": "napari-aet " + " ".join(sys.argv[1:]) if sys.argv and "napari" in sys.argv[0] else None,
-            "config": cfg.to_dict(), "data": str(args.data), "n_train": cfg.n_train, "n_val": cfg.n_val,
+            "config": cfg.to_dict(), "data": res["data"], "n_train": res["n_train_pairs"], "n_val": res["n_val_pairs"],
             "epochs_done": res["epochs_done"], "wall_seconds": res["seconds"], "device": res["device"],
             "world_size": res["world_size"], "n_parameters": res["n_parameters"], "sha256": res["sha256"],
             "validation": res["history"][-1] if res["history"] else None,
@@ -765,7 +765,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train on DATA_DIR; RUN_DIR gets checkpoint.pt (resumed if present), log.jsonl, "
                        "weights.pt and weights.json (provenance). Start with torchrun for several processes.")
     p.add_argument("config", type=Path, metavar="CONFIG.json")
-    p.add_argument("--data", type=Path, required=True, metavar="DATA_DIR")
+    p.add_argument("--data", type=Path, required=True, nargs="+", metavar="DATA_DIR",
+                   help="folder(s) of generated pairs; several make a mixture (same 'voxels')")
     _add_run_options(p, "RUN_DIR", overwrite_help="")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time (minutes)")
     p.add_argument("--init-weights", type=Path, default=None, metavar="W.pt",

@@ -243,15 +243,31 @@ def generate_dataset(cfg: TrainingConfig, out_dir, workers: int = 1, progress=No
     return {"chunks": len(jobs), "new_chunks": made, "seconds": time.perf_counter() - t0}
 
 
-def _load_split(root: Path, split: str):
-    files = sorted(root.glob(f"{split}_*.npz"))
-    if not files:
-        raise AETInputError(f"no {split} chunks in {root}; run 'napari-aet generate-data' first")
+def _data_dirs(data_dir) -> list:
+    """One folder or several (a mixture of training families), as a list of paths."""
+    if isinstance(data_dir, (str, os.PathLike)):
+        return [Path(data_dir)]
+    dirs = [Path(d) for d in data_dir]
+    if not dirs:
+        raise AETInputError("no training data folder given; pass --data DATA_DIR (several for a mixture)")
+    return dirs
+
+
+def _load_split(root, split: str):
+    """All ``split`` pairs of one data folder, or of several concatenated (same volume size)."""
     xs, ys = [], []
-    for f in files:
-        with np.load(f) as d:
-            xs.append(d["inputs"])
-            ys.append(d["targets"])
+    for folder in _data_dirs(root):
+        files = sorted(folder.glob(f"{split}_*.npz"))
+        if not files:
+            raise AETInputError(f"no {split} chunks in {folder}; run 'napari-aet generate-data' first")
+        for f in files:
+            with np.load(f) as d:
+                xs.append(d["inputs"])
+                ys.append(d["targets"])
+    shapes = {x.shape[1:] for x in xs}
+    if len(shapes) > 1:
+        raise AETInputError(f"the {split} pairs of {', '.join(map(str, _data_dirs(root)))} differ in size "
+                            f"({sorted(shapes)}); mix only data generated at the same 'voxels'")
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -338,7 +354,7 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     torch.manual_seed(cfg.seed + rank)
     rng = np.random.default_rng(cfg.seed * 1000 + rank)
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     xtr, ytr = _load_split(data_dir, "train")
     xva, yva = _load_split(data_dir, "val")
@@ -413,7 +429,9 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
         if cfg.max_minutes and (time.perf_counter() - t0) / 60 >= cfg.max_minutes:
             break
     result = {"epochs_done": epoch + 1, "history": history, "seconds": time.perf_counter() - t0,
-              "n_parameters": model.n_parameters(), "device": str(dev), "world_size": world}
+              "n_parameters": model.n_parameters(), "device": str(dev), "world_size": world,
+              "n_train_pairs": int(len(xtr)), "n_val_pairs": int(len(xva)),
+              "data": [str(d) for d in _data_dirs(data_dir)]}
     if rank == 0:
         if cfg.bn_recalibration_batches > 0:
             before = _validate(model, xva, yva, dev, use_amp)
