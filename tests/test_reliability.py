@@ -82,7 +82,8 @@ def test_reconstruct_settings_out_of_range(work, capsys, argv, words):
 
 @pytest.mark.parametrize("angles, words", [
     (lambda n: np.zeros(n), ["same direction"]),
-    (lambda n: np.linspace(-650, 650, n), ["±90"]),
+    (lambda n: np.linspace(-650, 650, n), ["±180"]),
+    (lambda n: np.where(np.arange(n) % 2, 10.0, -170.0), ["same direction"]),
     (lambda n: np.c_[np.zeros(n), np.linspace(-650, 650, n), np.zeros(n)], ["±360"]),
 ])
 def test_implausible_angles_are_refused(work, capsys, angles, words):

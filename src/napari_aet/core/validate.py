@@ -119,17 +119,19 @@ ANGLE_LIMIT_DEG = 360.0
 
 
 def check_angle_values(angles, source: str = "angles") -> np.ndarray:
-    """Tilt angles (N,) within ±90° or Euler angles (N, 3) within ±360° (θ within ±180°),
-    not all the same: a tilt series needs at least two directions."""
+    """Tilt angles (N,) within ±180° (a half- or full-turn series, as on-axis holders record, is
+    valid) or Euler angles (N, 3) within ±360° (θ within ±180°), not all the same direction: a
+    tilt series needs at least two."""
     a = np.asarray(angles, dtype=np.float64)
     if a.size == 0 or not np.all(np.isfinite(a)):
         _fail(f"{source} are empty or not finite; give one finite angle in degrees per projection")
     if a.ndim == 1:
         big = float(np.abs(a).max())
-        if big > 90.0:
-            _fail(f"{source} reach {big:g}°; single-axis tilts lie within ±90°; give degrees in that range "
+        if big > 180.0:
+            _fail(f"{source} reach {big:g}°; single-axis tilts lie within ±180°; give degrees in that range "
                   "(or Euler angles as three columns phi theta psi)")
-        spread = float(np.ptp(a))
+        spread = float(np.abs(np.sin(np.radians(a - a[0]))).max())  # t and t + 180° see one direction
+        spread = float(np.degrees(np.arcsin(min(spread, 1.0))))
     else:
         big = float(np.abs(a).max())
         if big > ANGLE_LIMIT_DEG:
