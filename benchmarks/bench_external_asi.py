@@ -16,15 +16,17 @@ Per dose and geometry:
    ``full`` keeps all 60 projections; ``65/21`` and ``50/11`` keep the projections whose
    beam direction is nearest to 21 (11) evenly spaced tilts over ±65° (±50°): a missing wedge
    cut from real multislice data;
-2. the project's preparation (background plane, equal total intensity), RESIRE with its
-   defaults on the CPU;
+2. the project's preparation (background plane, equal total intensity; with ``--denoise bm3d``
+   also BM3D, as the source's own pipeline does), RESIRE with its defaults on the CPU;
 3. the project's tracer on the plain
    tomogram, on the project's U-Net output (shipped weights unless ``--weights``; resampled to
    its 0.357 Å training voxel and back by ``enhance_volume``) and on the peer's output, with a
    minimum distance of 1.7 Å between atoms (see ``MIN_DISTANCE``);
 4. recall, precision and RMSD (pm) against the truth within 1 Å, after a translation-only
    registration (the source's own RMSD script does the same: iterate mean differences of
-   matched pairs until the shift moves by < 1e-4 Å).
+   matched pairs until the shift moves by < 1e-4 Å);
+5. the data-consistency check of ``enhance``/``run`` (re-projection R-factor rise of the
+   network's tomogram, tolerance 0.3) and what ``run`` would trace (column ``run``).
 
 The peer (``MDAIL-KAIST/DL-augmentation``, Lee, Jeong & Yang 2021): its 3D U-Net, rebuilt
 here layer for layer so its state dict loads with ``weights_only=True``; the
@@ -48,7 +50,7 @@ import numpy as np
 import scipy.io as sio
 from scipy import ndimage
 
-from napari_aet.core.enhance import enhance_volume, load_weights
+from napari_aet.core.enhance import data_consistency, enhance_volume, load_weights
 from napari_aet.core.io import TiltSeries
 from napari_aet.core.metrics import match_atoms
 from napari_aet.core.preprocess import prepare
@@ -177,6 +179,8 @@ def main():
     ap.add_argument("--geometries", nargs="+", default=list(GEOMETRIES))
     ap.add_argument("--weights", default=None, help="the project's weights to test (default: shipped)")
     ap.add_argument("--peer-repo", type=Path, default=None, help="a clone of MDAIL-KAIST/DL-augmentation")
+    ap.add_argument("--denoise", choices=["bm3d"], default=None,
+                    help="denoise the projections too (the source's own pipeline uses BM3D)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     ours, meta = load_weights(args.weights)
@@ -188,7 +192,8 @@ def main():
         for geo in args.geometries:
             keep = select(angles_all, geo)
             t0 = time.perf_counter()
-            ts, prep = prepare(TiltSeries(tilts_all[keep], angles_all[keep], PIXEL), background="plane", normalize=True)
+            ts, prep = prepare(TiltSeries(tilts_all[keep], angles_all[keep], PIXEL), background="plane", normalize=True,
+                               denoise=args.denoise)
             rec = reconstruct(ts.data, ts.angles, PIXEL, device="cpu").volume
             volumes = {"without": rec, "ours": enhance_volume(rec, ours, PIXEL, meta["training_pixel_size"])}
             plain_atoms = trace(rec)
@@ -202,10 +207,13 @@ def main():
                 m, shift = register(found, true)
                 row[tag] = {"recall": m.recall, "precision": m.precision, "rmsd_pm": m.rmsd_pm,
                             "n_found": int(m.n_found), "shift_A": np.round(shift, 3).tolist()}
+            # what ``napari-aet run`` would trace: the network's tomogram only when it still explains the data
+            row["consistency"] = data_consistency(rec, volumes["ours"], ts.data, ts.angles)
+            row["run"] = row["ours" if row["consistency"]["network_accepted"] else "without"]
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    tags = ["without", "ours"] + (["peer"] if peer is not None else [])
+    tags = ["without", "ours", "run"] + (["peer"] if peer is not None else [])
     print("\n| dose (e/Å²) | geometry | projections | " + " | ".join(f"{t}: recall / precision / RMSD pm" for t in tags) + " |")
     print("|---|---|---|" + "---|" * len(tags))
     for r in rows:
@@ -213,7 +221,8 @@ def main():
         print(f"| {r['dose'].replace('p', '.')} | {r['geometry']} | {r['n_projections']} | {cells} |")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"data": "urxuan/AET-Supplementary-Data-Codes@78f48d6 NP1_aSi_D2nm",
+            json.dump({"preparation": ["background plane", "normalize"] + ([args.denoise] if args.denoise else []),
+                       "data": "urxuan/AET-Supplementary-Data-Codes@78f48d6 NP1_aSi_D2nm",
                        "peer": "MDAIL-KAIST/DL-augmentation@4da9077 DL_aug_Pt_amorphous_Bf5" if peer else None,
                        "weights": meta.get("sha256") or str(args.weights or "shipped"), "rows": rows}, f, indent=1)
 

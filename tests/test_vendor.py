@@ -86,8 +86,9 @@ def test_zyx_series_reconstructs_like_its_zyz_conversion(tmp_path, small_sim):
     rng = np.random.default_rng(5)
     zyx = np.c_[rng.uniform(-30, 30, 9), np.linspace(-60, 60, 9), rng.uniform(-20, 20, 9)]
     zyz = geometry.convert_angles(zyx, "zyx")
-    rot_zyx = [geometry.rotation_z(np.radians(a)) @ geometry.rotation_y(np.radians(b)) @ geometry.rotation_x(np.radians(c))
-               for a, b, c in zyx]
+    # RESIRE: R = (Rz(phi) Ry(theta) Rx(psi))' and detector = R r
+    rot_zyx = [(geometry.rotation_z(np.radians(a)) @ geometry.rotation_y(np.radians(b))
+                @ geometry.rotation_x(np.radians(c))).T for a, b, c in zyx]
     np.testing.assert_allclose(geometry.euler_zyz_matrices(zyz), np.stack(rot_zyx), atol=1e-12)
     p = small_sim.particle
     tilts = project_atoms(p.positions, np.ones(len(p.positions)), zyz, (64, 64), 0.4)
@@ -129,3 +130,25 @@ def test_emd_1_0_stack():
     ts = io.read_tilt_series(DATA / "example_signal.emd", angles=[-10, 0, 10], pixel_size=0.4)
     assert ts.data.shape == (3, 3, 3) and ts.metadata["vendor"]["reader"] == "RosettaSciIO (emd)"
     assert ts.metadata["angles_source"] == "given array"
+
+
+def test_a_resire_matlab_stack_reads_as_the_contract(tmp_path, small_sim):
+    """A stack saved the way RESIRE's MATLAB scripts hold it ([x, y, projection], Z-Y-X angles with
+    R = (Rz Ry Rx)'), read with --stack-axis 2 --transpose-projections --angle-convention zyx,
+    is the same series with the same rotations."""
+    import scipy.io
+
+    from napari_aet.core.simulate import project_atoms
+
+    t = np.linspace(-60, 60, 7)
+    p = small_sim.particle
+    tilts = project_atoms(p.positions, np.ones(len(p.positions)), t, (64, 64), 0.4)
+    scipy.io.savemat(tmp_path / "resire.mat", {"projections": tilts.transpose(2, 1, 0)})
+    scipy.io.savemat(tmp_path / "angles.mat", {"angles": np.c_[np.zeros(7), -t, np.zeros(7)]})  # theta = -t
+    ts = io.read_tilt_series(tmp_path / "resire.mat", angles=tmp_path / "angles.mat", pixel_size=0.4, stack_axis=2,
+                             transpose_projections=True, angle_convention="zyx")
+    np.testing.assert_array_equal(ts.data, tilts)
+    np.testing.assert_allclose(geometry.euler_zyz_matrices(ts.angles), geometry.euler_zyz_matrices(t), atol=1e-12)
+    assert main(["reconstruct", str(tmp_path / "resire.mat"), "--angles", str(tmp_path / "angles.mat"), "--pixel-size",
+                 "0.4", "--stack-axis", "2", "--transpose-projections", "--angle-convention", "zyx", "--iterations",
+                 "5", "--device", "cpu", "-o", str(tmp_path / "v.mrc")]) == 0

@@ -180,6 +180,9 @@ def _add_tilt_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--angle-units", choices=("deg", "rad"), default="deg", help="unit of the angles file (default deg)")
     p.add_argument("--stack-axis", type=int, default=0, metavar="AXIS",
                    help="axis of TILTS that indexes projections (default 0; MATLAB files often use 2)")
+    p.add_argument("--transpose-projections", action="store_true",
+                   help="swap each projection's rows and columns (RESIRE/GENFIRE MATLAB stacks are [x, y, projection]: "
+                   "--stack-axis 2 --transpose-projections --angle-convention zyx)")
     g = p.add_argument_group("preparation (each optional; recorded in the JSON)")
     g.add_argument("--background", choices=("constant", "plane", "quadratic"), default=None,
                    help="subtract a background fitted outside the particle in each projection")
@@ -196,7 +199,8 @@ def _read_tilts_args(args):
 
     ts = io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.pixel_size,
                              stack_axis=args.stack_axis, angle_units=args.angle_units,
-                             angle_convention=args.angle_convention, tilt_axis_angle=args.tilt_axis_angle)
+                             angle_convention=args.angle_convention, tilt_axis_angle=args.tilt_axis_angle,
+                             transpose_projections=args.transpose_projections)
     if args.background or args.normalize or args.denoise or args.find_tilt_axis is not None:
         ts, info = prepare(ts, background=args.background, normalize=args.normalize, denoise=args.denoise,
                            tilt_axis=args.find_tilt_axis)

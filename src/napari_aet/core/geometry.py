@@ -169,8 +169,11 @@ def convert_angles(angles, convention: str = "zyz", tilt_axis_angle: float = 0.0
     """Angles in another convention as the contract's (degrees).
 
     ``zyz``: the contract's own: tilts (N,) or Z-Y-Z Euler (N, 3), returned unchanged.
-    ``zyx``: Euler (N, 3) (phi, theta, psi) with ``R = Rz(phi) Ry(theta) Rx(psi)``, the Z-Y-X
-    order RESIRE uses for measured data; returned as Z-Y-Z Euler (N, 3) of the same rotations.
+    ``zyx``: Euler (N, 3) (phi, theta, psi) as RESIRE reads them: it builds
+    ``R = (Rz(phi) Ry(theta) Rx(psi))^T`` and puts a sample point at detector ``R r`` (its
+    ``calculate3Dprojection``/``RT3`` code), so the contract's rotation is that transpose;
+    returned as Z-Y-Z Euler (N, 3). RESIRE's MATLAB stacks are ``[x, y, projection]``: read
+    them with ``stack_axis=2, transpose_projections=True``.
     ``tilt-axis``: single-axis tilts (N,) about an axis lying in the detector plane at
     ``tilt_axis_angle`` degrees from v (the image rows' direction, counter-clockwise towards
     -u); returned as Z-Y-Z Euler ``(alpha, t, -alpha)``.
@@ -183,7 +186,7 @@ def convert_angles(angles, convention: str = "zyz", tilt_axis_angle: float = 0.0
             raise ValueError(f"Z-Y-X angles need three columns (phi theta psi); got shape {a.shape}")
         out = np.empty_like(a)
         for k, (phi, theta, psi) in enumerate(np.deg2rad(a)):
-            out[k] = zyz_from_matrix(rotation_z(phi) @ rotation_y(theta) @ rotation_x(psi))
+            out[k] = zyz_from_matrix((rotation_z(phi) @ rotation_y(theta) @ rotation_x(psi)).T)
         return out
     if convention == "tilt-axis":
         if a.ndim != 1:

@@ -500,6 +500,7 @@ def read_tilt_series(
     require_pixel_size: bool = True,
     angle_convention: str = "zyz",
     tilt_axis_angle: float = 0.0,
+    transpose_projections: bool = False,
 ) -> TiltSeries:
     """Read a tilt series ``[a, v, u]`` and its angles.
 
@@ -514,6 +515,9 @@ def read_tilt_series(
     pixel_size : Å; required when neither the file nor its mdoc has one.
     angle_convention, tilt_axis_angle : how to read the angles
         (:func:`napari_aet.core.geometry.convert_angles`); they are returned as the contract's.
+    transpose_projections : swap each projection's rows and columns after moving the stack
+        axis first: RESIRE/GENFIRE MATLAB stacks are ``[x, y, projection]``, so they read
+        as the contract's ``[a, y, x]`` with ``stack_axis=2, transpose_projections=True``.
 
     Returns
     -------
@@ -534,7 +538,10 @@ def read_tilt_series(
         )
     if stack_axis not in (0, 1, 2, -1):
         _fail(f"stack axis {stack_axis} is not 0, 1 or 2; give the axis that indexes projections")
-    data = _check_values(np.moveaxis(raw, stack_axis, 0), path, "tilt series")
+    data = np.moveaxis(raw, stack_axis, 0)
+    if transpose_projections:
+        data = data.transpose(0, 2, 1)
+    data = _check_values(data, path, "tilt series")
 
     angles_arr, source = None, None
     if angles is None:
