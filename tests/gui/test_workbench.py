@@ -52,6 +52,20 @@ def test_load_widget_reads_the_file_and_its_angles(make_napari_viewer, qtbot, tm
     assert "projections" in w.status.text()
     # the path is remembered for the next session
     assert LoadWidget(viewer).path.text() == str(tmp_path / "tilts.mrc")
+    # a RESIRE/GENFIRE MATLAB stack [x, y, projection] with Z-Y-X angles reads as the same series
+    import scipy.io
+
+    t = np.asarray(sim.tilt_series.angles)
+    scipy.io.savemat(tmp_path / "resire.mat", {"projections": sim.tilt_series.data.transpose(2, 1, 0)})
+    np.savetxt(tmp_path / "resire_angles.txt", np.c_[np.zeros(len(t)), -t, np.zeros(len(t))])
+    w.path.setText(str(tmp_path / "resire.mat"))
+    w.angles.setText(str(tmp_path / "resire_angles.txt"))
+    w.pixel_size.setValue(PX)
+    w.layout_box.setCurrentText("[x, y, projection] (RESIRE/GENFIRE MATLAB)")
+    w.convention.setCurrentText("zyx")
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "resire" in viewer.layers, timeout=20000)
+    np.testing.assert_array_equal(viewer.layers["resire"].data, sim.tilt_series.data)
 
 
 def test_align_widget_recovers_shifts(make_napari_viewer, qtbot):

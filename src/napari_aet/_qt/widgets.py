@@ -264,15 +264,26 @@ class WorkerWidget(QWidget):
 # ----------------------------------------------------------------------------- load
 
 
+# stack layouts offered by the Load widget: (stack axis, transpose each projection)
+STACK_LAYOUTS = {
+    "[projection, y, x] (MRC, TIFF, NPY)": (0, False),
+    "[y, x, projection] (projections last)": (2, False),
+    "[x, y, projection] (RESIRE/GENFIRE MATLAB)": (2, True),
+}
+
+
 def _read_tilt_series_task(path, angles, pixel_size, angle_units, convention="zyz", tilt_axis_angle=0.0,
-                           background=None, normalize=False, denoise=None, tilt_axis=None, progress=None, cancel=None):
+                           background=None, normalize=False, denoise=None, tilt_axis=None, layout=None,
+                           progress=None, cancel=None):
     from ..core.io import read_tilt_series
     from ..core.preprocess import prepare
 
     if progress:
         progress(0, 2, "reading...")
+    stack_axis, transpose = STACK_LAYOUTS.get(layout, (0, False))
     ts = read_tilt_series(path, angles=angles or None, pixel_size=pixel_size or None, angle_units=angle_units,
-                          angle_convention=convention, tilt_axis_angle=tilt_axis_angle)
+                          angle_convention=convention, tilt_axis_angle=tilt_axis_angle, stack_axis=stack_axis,
+                          transpose_projections=transpose)
     if progress:
         progress(1, 2, "preparing...")
     if background or normalize or denoise or tilt_axis is not None:
@@ -300,6 +311,8 @@ class LoadWidget(WorkerWidget):
         self.pixel_size.setSuffix(" Å")
         self.angle_units = QComboBox()
         self.angle_units.addItems(["deg", "rad"])
+        self.layout_box = QComboBox()
+        self.layout_box.addItems(list(STACK_LAYOUTS))
         self.convention = QComboBox()
         self.convention.addItems(["zyz", "zyx", "tilt-axis"])
         self.tilt_axis_angle = QDoubleSpinBox()
@@ -316,6 +329,7 @@ class LoadWidget(WorkerWidget):
                                              filters="*.mrc *.st *.ali *.tif *.tiff *.npy *.mat *.emd *.dm3 *.dm4 *.h5"))
         form.addRow("angles", _path_row(self.angles, "Tilt angles"))
         form.addRow("pixel size", self.pixel_size)
+        form.addRow("stack layout", self.layout_box)
         form.addRow("angle units", self.angle_units)
         form.addRow("angle convention", self.convention)
         form.addRow("tilt-axis angle", self.tilt_axis_angle)
@@ -324,7 +338,8 @@ class LoadWidget(WorkerWidget):
         form.addRow("denoise", self.denoise)
         form.addRow("tilt axis", self.find_axis)
         self.settings.update(path=self.path, angles=self.angles, pixel_size=self.pixel_size, angle_units=self.angle_units,
-                             convention=self.convention, tilt_axis_angle=self.tilt_axis_angle, background=self.background,
+                             layout=self.layout_box, convention=self.convention, tilt_axis_angle=self.tilt_axis_angle,
+                             background=self.background,
                              normalize=self.normalize, denoise=self.denoise, find_axis=self.find_axis)
 
     def start(self):
@@ -335,7 +350,7 @@ class LoadWidget(WorkerWidget):
         self.launch(_read_tilt_series_task, self.path.text().strip(), self.angles.text().strip(),
                     self.pixel_size.value(), self.angle_units.currentText(), self.convention.currentText(),
                     self.tilt_axis_angle.value(), none(self.background), self.normalize.isChecked(), none(self.denoise),
-                    "auto" if self.find_axis.isChecked() else None)
+                    "auto" if self.find_axis.isChecked() else None, self.layout_box.currentText())
 
     def on_result(self, ts):
         from pathlib import Path
