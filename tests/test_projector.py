@@ -64,11 +64,13 @@ def test_projection_of_simulated_volume_matches_simulated_tilt_series(b_factor, 
     ts = sim.tilt_series.data
     np.testing.assert_allclose(proj.sum(axis=(1, 2)), ts.sum(axis=(1, 2)), rtol=1e-4)
     assert np.linalg.norm(proj - ts) / np.linalg.norm(ts) < tolerance
-    # also through the general path with Euler angles
+    # also through the general paths with Euler angles; shear-warp interpolates twice (a wider
+    # kernel), so sharp atoms differ more from the analytic projection, not in position or total
     eul = np.array([[20, 30, -10], [0, -45, 60]])
     direct = project_atoms(sim.particle.positions, np.ones(len(sim.particle.positions)), eul, (72, 72), 0.357, b_factor)
-    proj = Projector(sim.ideal.data.shape, eul).forward(torch.from_numpy(sim.ideal.data)).numpy()
-    assert np.linalg.norm(proj - direct) / np.linalg.norm(direct) < tolerance
+    for path, allowed in (("splat", tolerance), ("sheared", 1.5 * tolerance)):
+        proj = Projector(sim.ideal.data.shape, eul, general=path).forward(torch.from_numpy(sim.ideal.data)).numpy()
+        assert np.linalg.norm(proj - direct) / np.linalg.norm(direct) < allowed, path
 
 
 def test_general_path_memory_chunks_give_the_same_result():

@@ -216,13 +216,14 @@ class Projector:
         plan = {
             "axes": (k, p, q), "plane": (hi, wi), "grid": as_t(grid),
             "offsets": list(zip((ip - ip.min()).tolist(), (iq - iq.min()).tolist())),
-            "weights": [as_t(w)[:, None, None] for w in ((1 - fp) * (1 - fq), fp * (1 - fq), (1 - fp) * fq, fp * fq)],
+            "fractions": (as_t(fp)[:, None, None], as_t(fq)[:, None, None]),  # bilinear, per slice
         }
         self._cache[key] = plan
         return plan
 
     def _forward_sheared(self, vol):
         import torch
+        import torch.nn.functional as F
 
         nv, nu = self.detector_shape
         out = torch.empty((self.n_projections, nv, nu), dtype=self.dtype, device=self.device)
@@ -234,12 +235,10 @@ class Projector:
                 views[plan["axes"]] = vol.permute(*plan["axes"]).contiguous()
             v = views[plan["axes"]]
             nk, n_p, n_q = v.shape
-            w00, w10, w01, w11 = plan["weights"]
-            spread = torch.zeros((nk, n_p + 1, n_q + 1), dtype=self.dtype, device=self.device)
-            spread[:, :n_p, :n_q] += w00 * v
-            spread[:, 1:, :n_q] += w10 * v
-            spread[:, :n_p, 1:] += w01 * v
-            spread[:, 1:, 1:] += w11 * v
+            fp, fq = plan["fractions"]
+            # each slice shared between 2 x 2 plane pixels: linear along q, then along p (fused lerps)
+            spread = torch.lerp(F.pad(v, (0, 1)), F.pad(v, (1, 0)), fq)
+            spread = torch.lerp(F.pad(spread, (0, 0, 0, 1)), F.pad(spread, (0, 0, 1, 0)), fp)
             plane = torch.zeros(plan["plane"], dtype=self.dtype, device=self.device)
             for s, (i, j) in enumerate(plan["offsets"]):
                 plane[i:i + n_p + 1, j:j + n_q + 1] += spread[s]
@@ -263,11 +262,9 @@ class Projector:
             plane = F.grid_sample(proj[a][None, None], plan["grid"], mode="bilinear", padding_mode="zeros",
                                   align_corners=True)[0, 0]
             spread = torch.stack([plane[i:i + n_p + 1, j:j + n_q + 1] for i, j in plan["offsets"]])
-            w00, w10, w01, w11 = plan["weights"]
-            o += w00 * spread[:, :n_p, :n_q]
-            o += w10 * spread[:, 1:, :n_q]
-            o += w01 * spread[:, :n_p, 1:]
-            o += w11 * spread[:, 1:, 1:]
+            fp, fq = plan["fractions"]
+            spread = torch.lerp(spread[:, :, :n_q], spread[:, :, 1:], fq)
+            o += torch.lerp(spread[:, :n_p], spread[:, 1:], fp)
         out = torch.zeros(self.volume_shape, dtype=self.dtype, device=self.device)
         for axes, o in acc.items():
             out += o.permute(*np.argsort(axes).tolist())
