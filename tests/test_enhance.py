@@ -124,6 +124,10 @@ def test_generate_resume_and_train_with_checkpoint_resume(tmp_path):
     epochs = [e for e in log if not e.get("after_bn_recalibration")]
     assert [e["epoch"] for e in epochs] == [1, 2] and all(np.isfinite(e["val_loss"]) for e in log)
     assert log[-1]["after_bn_recalibration"] and "bn_recalibration" in res
+    bn = res["bn_recalibration"]  # the better-validating statistics are the ones saved
+    best = min(bn["before"]["val_error_output"], bn["after"]["val_error_output"])
+    assert log[-1]["val_error_output"] == best
+    assert bn["kept"] == ("recalibrated" if bn["after"]["val_error_output"] <= bn["before"]["val_error_output"] else "training")
     cfg.epochs = 3
     res = train(cfg, tmp_path / "data", tmp_path / "run", device="cpu")  # resumes at epoch 2
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -137,7 +141,8 @@ def test_generate_resume_and_train_with_checkpoint_resume(tmp_path):
     a, b = dict(model.named_parameters()), dict(recal.named_parameters())
     assert all(torch.equal(a[k], b[k]) for k in a)  # weights untouched
     ra, rb = dict(model.named_buffers()), dict(recal.named_buffers())
-    assert any(not torch.allclose(ra[k], rb[k]) for k in ra if k.endswith("running_var"))
+    changed = any(not torch.allclose(ra[k], rb[k]) for k in ra if k.endswith("running_var"))
+    assert changed == (res["bn_recalibration"]["kept"] == "recalibrated")  # recomputed only when they validate better
     assert res["bn_recalibration"]["after"]["val_error_output"] < 10  # finite and sane
     other = dict(TINY, unet={"depth": 2, "base_width": 6, "norm": "batch", "activation": "silu"}, epochs=0)
     with pytest.raises(AETInputError, match="architecture"):

@@ -435,13 +435,19 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
     if rank == 0:
         if cfg.bn_recalibration_batches > 0:
             before = _validate(model, xva, yva, dev, use_amp)
+            training_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             crop = min(cfg.bn_recalibration_crop or cfg.crop, xtr.shape[1] // model.multiple * model.multiple)
             recalibrate_batch_norm(model, xtr, ytr, crop, cfg.bn_recalibration_batches, cfg.bn_recalibration_batch_size,
                                    seed=cfg.seed, device=dev, progress=progress, cancel=cancel)
             after = _validate(model, xva, yva, dev, use_amp)
-            result["bn_recalibration"] = {"before": before, "after": after}
-            history.append({"epoch": epoch + 1, "after_bn_recalibration": True, **after,
-                            "seconds": time.perf_counter() - t0})
+            # recomputed statistics are kept only when they validate better (they made the error
+            # worse than the input twice: issue 5's whole-volume run and issue 12's fine-tunes)
+            kept = "recalibrated" if after["val_error_output"] <= before["val_error_output"] else "training"
+            if kept == "training":
+                model.load_state_dict(training_state)
+            result["bn_recalibration"] = {"before": before, "after": after, "kept": kept}
+            history.append({"epoch": epoch + 1, "after_bn_recalibration": True, "statistics_kept": kept,
+                            **(after if kept == "recalibrated" else before), "seconds": time.perf_counter() - t0})
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(history[-1]) + "\n")
             if log:
