@@ -223,7 +223,6 @@ class Projector:
 
     def _forward_sheared(self, vol):
         import torch
-        import torch.nn.functional as F
 
         nv, nu = self.detector_shape
         out = torch.empty((self.n_projections, nv, nu), dtype=self.dtype, device=self.device)
@@ -236,9 +235,17 @@ class Projector:
             v = views[plan["axes"]]
             nk, n_p, n_q = v.shape
             fp, fq = plan["fractions"]
-            # each slice shared between 2 x 2 plane pixels: linear along q, then along p (fused lerps)
-            spread = torch.lerp(F.pad(v, (0, 1)), F.pad(v, (1, 0)), fq)
-            spread = torch.lerp(F.pad(spread, (0, 0, 0, 1)), F.pad(spread, (0, 0, 1, 0)), fp)
+            # each slice shared between 2 x 2 plane pixels: linear along q, then along p (in place)
+            if ("half", plan["axes"]) not in views:  # work buffers reused across projections
+                views["half", plan["axes"]] = torch.empty((nk, n_p, n_q + 1), dtype=self.dtype, device=self.device)
+                views["spread", plan["axes"]] = torch.empty((nk, n_p + 1, n_q + 1), dtype=self.dtype, device=self.device)
+            half, spread = views["half", plan["axes"]], views["spread", plan["axes"]]
+            half[:, :, n_q:].zero_()
+            torch.mul(v, 1 - fq, out=half[:, :, :n_q])
+            half[:, :, 1:].addcmul_(v, fq)
+            spread[:, n_p:].zero_()
+            torch.mul(half, 1 - fp, out=spread[:, :n_p])
+            spread[:, 1:].addcmul_(half, fp)
             plane = torch.zeros(plan["plane"], dtype=self.dtype, device=self.device)
             for s, (i, j) in enumerate(plan["offsets"]):
                 plane[i:i + n_p + 1, j:j + n_q + 1] += spread[s]
