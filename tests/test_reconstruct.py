@@ -134,3 +134,49 @@ def test_a_half_turn_series_reconstructs_like_the_same_directions_within_90():
         results.append(match_atoms(trace_atoms(vol, 0.357).atoms[["x", "y", "z"]].to_numpy(), p.positions))
     assert all(m.recall == 1.0 and m.precision == 1.0 and m.rmsd_pm < 5 for m in results)
     assert abs(results[0].rmsd_pm - results[1].rmsd_pm) < 0.5
+
+
+def _film(size_xy: float = 60.0, thickness: float = 8.0, seed: int = 0):
+    from ase.build import bulk
+
+    a = 3.92
+    cell = bulk("Pt", "fcc", a=a, cubic=True)
+    pos = cell.repeat((int(size_xy / a), int(size_xy / a), int(thickness / a) + 1)).get_positions()
+    pos = pos - pos.mean(0)
+    return pos + np.random.default_rng(seed).normal(0, 0.05, pos.shape)
+
+
+def test_extended_object_keeps_signal_from_outside_the_box_out_of_it():
+    """A film wider than the field of view: the box-limited reconstruction folds the outside
+    signal in (spurious atoms); the extended one traces the box's atoms as well as a
+    reconstruction whose box holds the whole film."""
+    from napari_aet.core.metrics import match_atoms
+    from napari_aet.core.reconstruct import extended_padding
+    from napari_aet.core.simulate import project_atoms
+    from napari_aet.core.trace import trace_atoms
+
+    px, n, wide = 0.357, 48, 240
+    pos = _film()
+    t = np.arange(-60, 61, 10.0)
+    half = (n // 2 - 2) * px
+    inside = (np.abs(pos[:, 0]) < half) & (np.abs(pos[:, 1]) < half)
+
+    def score(vol):
+        xyz = trace_atoms(vol, px).atoms[["x", "y", "z"]].to_numpy()
+        keep = (np.abs(xyz[:, 0]) < half) & (np.abs(xyz[:, 1]) < half)
+        return match_atoms(xyz[keep], pos[inside])
+
+    whole = project_atoms(pos, np.ones(len(pos)), t, (n, wide), px)
+    lo = wide // 2 - n // 2
+    ref = score(reconstruct(whole, t, px, volume_shape=(n, n, wide), device="cpu").volume[:, :, lo:lo + n])
+    field = project_atoms(pos, np.ones(len(pos)), t, (n, n), px)
+    box = score(reconstruct(field, t, px, volume_shape=(n, n, n), device="cpu").volume)
+    ext = reconstruct(field, t, px, volume_shape=(n, n, n), device="cpu", extended_object=True)
+    assert ext.volume.shape == (n, n, n)
+    assert ext.settings["extended_padding_yx"] == list(extended_padding((n, n, n), (n, n), t)) and ext.settings["extended_padding_yx"][0] == 0
+    got = score(ext.volume)
+    assert ref.recall > 0.97 and abs(got.recall - ref.recall) <= 0.01
+    assert got.precision >= ref.precision - 0.03
+    assert box.precision < ref.precision - 0.05  # what the extended mode is for
+    with pytest.raises(AETInputError, match="resire or sirt"):
+        reconstruct(field, t, px, method="genfire", extended_object=True, device="cpu")

@@ -274,6 +274,7 @@ def cmd_reconstruct(args) -> int:
         data, angles, ts.pixel_size, method=args.method, iterations=args.iterations, volume_shape=shape,
         device=args.device, seed=args.seed, oversampling=args.oversampling, r_free_fraction=args.r_free,
         progress=progress_bar(f"reconstruct ({args.method})"), euler_projector=args.euler_projector,
+        extended_object=args.extended_object,
     )
     io.write_volume(args.output, result.volume, result.pixel_size)
     side = result.summary()
@@ -532,7 +533,7 @@ def cmd_run(args) -> int:
     ts = _read_tilts_args(args)
     rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
                        device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar,
-                       resume=args.resume, trust_weights=args.trust_weights)
+                       resume=args.resume, trust_weights=args.trust_weights, extended_object=args.extended_object)
     _report_network(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
           f"in {rep['total_seconds']:.0f} s -> {args.output}")
@@ -637,6 +638,10 @@ def _add_trust_option(p: argparse.ArgumentParser) -> None:
                    help="accept --weights without a checksum file (W.json with its sha256) beside them")
 
 
+EXTENDED_HELP = ("the sample extends beyond the field of view (a film, a support): reconstruct a widened volume "
+                 "that holds every voxel the rays cross, then keep the central box (resire/sirt)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -670,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="align first: centre of mass, then projection matching of shifts and tilt angles")
     p.add_argument("--thickness", type=int, default=None, metavar="VOXELS", help="volume size along z (default: as wide as the projections)")
     p.add_argument("--oversampling", type=int, default=2, help="genfire: Fourier grid oversampling (default 2)")
+    p.add_argument("--extended-object", action="store_true", help=EXTENDED_HELP)
     p.add_argument("--euler-projector", choices=("sheared", "splat"), default="sheared",
                    help="projector for general Euler angles: sheared (shear-warp, default, ~8x faster) or splat (direct)")
     p.add_argument("--r-free", type=float, default=0.0, metavar="FRACTION",
@@ -685,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-align", action="store_true", help="skip alignment (the series is already aligned)")
     p.add_argument("--no-enhance", action="store_true", help="skip the U-Net")
     p.add_argument("--no-refine", action="store_true", help="skip refining atoms against the tilt series")
+    p.add_argument("--extended-object", action="store_true", help=EXTENDED_HELP)
     p.add_argument("--weights", type=Path, default=None, metavar="W.pt", help="U-Net weights (default: shipped)")
     _add_trust_option(p)
     p.add_argument("--resume", action="store_true",

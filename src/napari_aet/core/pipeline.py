@@ -153,7 +153,7 @@ class _RunFolder:
 
 def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, device: str = "auto",
                  weights=None, refine: bool = True, figures: bool = True, progress_factory=None,
-                 resume: bool = False, trust_weights: bool = False) -> dict:
+                 resume: bool = False, trust_weights: bool = False, extended_object: bool = False) -> dict:
     """Align, reconstruct, enhance, trace, refine and analyze a tilt series into ``out``.
 
     ``out`` gets tomogram.mrc, tomogram_enhanced.mrc (with the network), atoms.csv
@@ -183,7 +183,7 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
         from .projector import resolve_device
 
         model, meta_w = load_weights(weights, device=resolve_device(device), trust=trust_weights)
-    settings = {"align": align_first, "enhance": enhance, "refine": refine,
+    settings = {"align": align_first, "enhance": enhance, "refine": refine, "extended_object": extended_object,
                 "weights": str(weights) if weights else "shipped",
                 "pixel_size": ts.pixel_size, "n_projections": int(ts.data.shape[0]),
                 "angles_deg": np.asarray(ts.angles).tolist(),
@@ -213,7 +213,8 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
         angles = np.asarray(report["alignment"]["angles_deg"], float)
     if not run.done("reconstruct"):
         def do_reconstruct():
-            rec = reconstruct(data, angles, ts.pixel_size, device=device, progress=progress_bar("reconstruct"))
+            rec = reconstruct(data, angles, ts.pixel_size, device=device, progress=progress_bar("reconstruct"),
+                              extended_object=extended_object)
             check_finite_output(rec.volume, "the reconstruction")
             io.write_volume(work / "tomogram.mrc", rec.volume, rec.pixel_size)
             io.write_json(work / "reconstruction.json",

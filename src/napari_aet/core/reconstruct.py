@@ -87,6 +87,36 @@ def _check_inputs(data: np.ndarray, angles) -> None:
         raise AETInputError(f"tilt series has {int((~np.isfinite(data)).sum())} NaN/Inf values; replace them before reconstructing")
 
 
+def extended_padding(volume_shape, detector_shape, angles, max_pad_factor: float = 3.0) -> tuple:
+    """Voxels to add on each side along y and x so that the volume holds every voxel whose
+    ray reaches the detector at some angle (an extended object's reconstruction box).
+
+    For each projection, the detector's corners are traced back to the top and bottom faces
+    of the slab (z = +-nz/2); the widest reach beyond the box, over all projections, is the
+    padding. Single-axis tilts about y need none along y. Near 90° the reach diverges, so each
+    side is capped at ``max_pad_factor`` x the box edge.
+    """
+    from .geometry import as_euler_angles, euler_zyz_matrices
+
+    nz, ny, nx = (int(s) for s in volume_shape)
+    nv, nu = (int(s) for s in detector_shape)
+    reach_y, reach_x = ny / 2, nx / 2
+    for r in euler_zyz_matrices(as_euler_angles(angles)):
+        a = r[:2, :2]  # detector (u, v) from sample (x, y) at fixed z
+        if abs(np.linalg.det(a)) < 1e-6:
+            reach_y, reach_x = np.inf, np.inf
+            break
+        inv = np.linalg.inv(a)
+        for u in (-nu / 2, nu / 2):
+            for v in (-nv / 2, nv / 2):
+                for z in (-nz / 2, nz / 2):
+                    x, y = inv @ (np.array([u, v]) - z * r[:2, 2])
+                    reach_x, reach_y = max(reach_x, abs(x)), max(reach_y, abs(y))
+    pad_y = min(int(np.ceil(reach_y - ny / 2)), int(max_pad_factor * ny))
+    pad_x = min(int(np.ceil(reach_x - nx / 2)), int(max_pad_factor * nx))
+    return max(pad_y, 0), max(pad_x, 0)
+
+
 def reconstruct(
     tilt_series,
     angles=None,
@@ -105,6 +135,7 @@ def reconstruct(
     cancel=None,
     check_memory: bool = True,
     euler_projector: str = "sheared",
+    extended_object: bool = False,
 ) -> ReconstructionResult:
     """Reconstruct a tomogram from a tilt series.
 
@@ -119,6 +150,11 @@ def reconstruct(
     volume_shape : (nz, ny, nx); default (nu, nv, nu).
     support : optional boolean mask ``[z, y, x]``; voxels outside are kept at zero.
     device : 'auto', 'cpu' or 'cuda'.
+    extended_object : the sample extends beyond the box (a film, a support leaving the field of
+        view): reconstruct a volume widened along x and y until it holds every voxel whose ray
+        reaches the detector at some angle (:func:`extended_padding`), so signal from outside
+        the box is explained by voxels outside it instead of being folded in, then return the
+        central box. RESIRE and SIRT only.
     euler_projector : projector for general Euler angles (RESIRE, SIRT): 'sheared' (default,
         shear-warp, ~8x faster) or 'splat' (direct; ~1 pm better RMSD on noise-free data,
         no better with noise; BENCHMARKS.md).
@@ -159,6 +195,17 @@ def reconstruct(
                          for s in (volume_shape or (nu, nv, nu)))
     if support is not None and tuple(support.shape) != volume_shape:
         raise AETInputError(f"support has shape {tuple(support.shape)} but the volume is {volume_shape}; give a matching mask")
+    box_shape, pad = volume_shape, (0, 0)
+    if extended_object:
+        if method == "genfire":
+            raise AETInputError("extended objects are reconstructed with --method resire or sirt, not genfire")
+        pad = extended_padding(volume_shape, (nv, nu), angles)
+        volume_shape = (volume_shape[0], volume_shape[1] + 2 * pad[0], volume_shape[2] + 2 * pad[1])
+        check_int(max(volume_shape), "extended volume size", 1, MAX_VOLUME_EDGE,
+                  hint=" voxels; reconstruct a thinner volume (--thickness) or limit the tilt range")
+        if support is not None:
+            support = np.pad(np.asarray(support, bool), ((0, 0), (pad[0], pad[0]), (pad[1], pad[1])),
+                             constant_values=True)
     dev = resolve_device(device)
     if check_memory:
         from .validate import check_memory as _check_memory
@@ -188,6 +235,10 @@ def reconstruct(
                             euler_projector=None if proj.single_axis else euler_projector)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+    if extended_object:
+        ny_box, nx_box = box_shape[1], box_shape[2]
+        vol = vol[:, pad[0]:pad[0] + ny_box, pad[1]:pad[1] + nx_box]
+        settings.update(extended_object=True, extended_padding_yx=list(pad), extended_volume=list(volume_shape))
     if not bool(torch.isfinite(vol).all()):
         raise AETInputError(f"{method} diverged (NaN/Inf in the volume); use fewer iterations or another --method")
     if not bool((vol != 0).any()):
