@@ -4,14 +4,14 @@
 Run:  python benchmarks/bench_extended_object.py [--doses 0 5e3] [--out results.json]
 
 Cases (the project's Gaussian-atom projector, B = 5 Å², 0.357 Å, a 64-pixel field of view,
-single-axis tilts ±60° in 6° steps):
+single-axis tilts ±60° in 6° steps, volumes 96 voxels thick):
 - ``film``: a Pt(001) film 85 x 85 x 10 Å (5,808 atoms), 5 pm position noise;
 - ``supported``: a Pt Wulff particle (seed 7, 2 nm) on an amorphous carbon film 85 x 85 x 6 Å
   (0.10 atoms/Å³, contrast (6/78)^1.7 per atom) that leaves the field of view.
 Three reconstructions (RESIRE, 100 iterations), each traced by the project's tracer:
-- ``all inside``: a detector 320 pixels wide and a 320-voxel-wide box that hold the whole
+- ``all inside``: a detector 320 pixels wide and a 320-voxel-wide volume that hold the whole
   sample at every tilt, cut to the central box afterwards: the reference;
-- ``box``: the 64-pixel field of view reconstructed into a 64³ box (signal from outside is
+- ``box``: the 64-pixel field of view reconstructed into a 96 x 64 x 64 box (signal from outside is
   folded into it);
 - ``extended``: the same field of view with ``extended_object=True``.
 Scored on the heavy atoms whose true positions lie inside the central box (2 voxels in from
@@ -38,7 +38,7 @@ from napari_aet.core.simulate import (
 )
 from napari_aet.core.trace import trace_atoms
 
-PX, N, WIDE = 0.357, 64, 320
+PX, N, NZ, WIDE = 0.357, 64, 96, 320
 TILTS = np.arange(-60, 61, 6.0)
 
 
@@ -57,7 +57,7 @@ def supported():
     top = p.positions[:, 2].min() - 2.0
     sub = _amorphous_slab(np.array([-42.5, -42.5, top - 6.0]), np.array([42.5, 42.5, top]), 0.10, 1.4, rng)
     pos = np.vstack([p.positions, sub])
-    pos = pos - np.r_[p.positions[:, :2].mean(0), pos[:, 2].mean()]
+    pos = pos - np.r_[p.positions[:, :2].mean(0), (pos[:, 2].min() + pos[:, 2].max()) / 2]  # all of it in z
     weights = np.r_[atom_weights(p.species), atom_weights(["C"] * len(sub))]
     return pos, weights, np.r_[np.ones(len(p.positions), bool), np.zeros(len(sub), bool)]
 
@@ -87,11 +87,11 @@ def main():
             row = {"case": case, "dose": dose or None, "n_atoms": int(len(pos)), "n_scored": int(inside.sum())}
             t0 = time.perf_counter()
             lo = WIDE // 2 - N // 2
-            row["all_inside"] = score(reconstruct(whole, TILTS, PX, volume_shape=(N, N, WIDE), device="cpu").volume[:, :, lo:lo + N])
+            row["all_inside"] = score(reconstruct(whole, TILTS, PX, volume_shape=(NZ, N, WIDE), device="cpu").volume[:, :, lo:lo + N])
             t1 = time.perf_counter()
-            row["box"] = score(reconstruct(field, TILTS, PX, volume_shape=(N, N, N), device="cpu").volume)
+            row["box"] = score(reconstruct(field, TILTS, PX, volume_shape=(NZ, N, N), device="cpu").volume)
             t2 = time.perf_counter()
-            ext = reconstruct(field, TILTS, PX, volume_shape=(N, N, N), device="cpu", extended_object=True)
+            ext = reconstruct(field, TILTS, PX, volume_shape=(NZ, N, N), device="cpu", extended_object=True)
             row["extended"] = score(ext.volume)
             row["extended_padding_yx"] = ext.settings["extended_padding_yx"]
             row["seconds"] = {"all_inside": round(t1 - t0, 1), "box": round(t2 - t1, 1), "extended": round(ext.seconds, 1)}

@@ -121,7 +121,7 @@ def test_tilt_axis_convention_rotates_the_detector_frame():
 
 
 def test_readme_worked_examples_hold():
-    np.testing.assert_allclose(geometry.convert_angles(np.array([[10.0, 30.0, 5.0]]), "zyx"), [[0.08, 30.38, 8.58]],
+    np.testing.assert_allclose(geometry.convert_angles(np.array([[10.0, 30.0, 5.0]]), "zyx"), [[171.42, 30.38, 179.92]],
                                atol=0.006)
     np.testing.assert_allclose(geometry.convert_angles(np.array([40.0]), "tilt-axis", 23.4), [[23.4, 40.0, -23.4]])
 
