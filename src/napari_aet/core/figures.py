@@ -28,11 +28,15 @@ def save(fig, out_dir: Path, name: str, formats=("png", "svg")) -> list:
     from .io import atomic_path
 
     out = []
+    # lay the figure out and find its tight box once, not once per format
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
+    fig.set_layout_engine("none")
     for fmt in formats:
         ext, kw = f".{fmt}", ({"dpi": 300} if fmt == "png" else {})
         path = Path(out_dir) / f"{name}{ext}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext[1:], bbox_inches="tight", **kw)
+            fig.savefig(tmp, format=ext[1:], bbox_inches=box, **kw)
         out.append(str(path))
     _plt().close(fig)
     return out
