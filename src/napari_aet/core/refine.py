@@ -33,30 +33,42 @@ class AtomProjector:
         self.p = float(pixel_size)
         self.device = device
 
-    def project(self, positions, heights, sigmas, angle_index=None):
-        """positions (n, 3) Å, heights (n,), sigmas (n,) Å -> projections (a, nv, nu)."""
+    def project(self, positions, heights, sigmas, angle_index=None, max_elements: int = 2**23):
+        """positions (n, 3) Å, heights (n,), sigmas (n,) Å -> projections (a, nv, nu).
+
+        Angles are batched (as many as keep the atoms' pixel windows under ``max_elements``
+        values) and each atom's window is added into an image padded by the window's half
+        width, so no atom needs masking; the padding is cut off afterwards."""
         import torch
 
         rots = self.rot if angle_index is None else self.rot[angle_index]
         half = int(math.ceil(4 * float(sigmas.detach().max()) / self.p)) + 1  # window: +-4 sigma
-        offs = torch.arange(2 * half + 1, device=positions.device) - half
+        w = 2 * half + 1
+        offs = torch.arange(w, device=positions.device) - half
         s = (sigmas / self.p * math.sqrt(2)).clamp(min=1e-3)[:, None]
+        pv, pu = self.nv + 2 * w, self.nu + 2 * w  # padded image; windows land inside it
+        n = positions.shape[0]
+        step = max(1, int(max_elements // max(1, n * w * w)))
         out = []
-        for r in rots:
-            uvw = positions @ r.T
-            cu = uvw[:, 0] / self.p + self.nu // 2
-            cv = uvw[:, 1] / self.p + self.nv // 2
-            iu = torch.floor(cu.detach() + 0.5).long()[:, None] + offs[None]
-            iv = torch.floor(cv.detach() + 0.5).long()[:, None] + offs[None]
-            wu = 0.5 * (torch.erf((iu + 0.5 - cu[:, None]) / s) - torch.erf((iu - 0.5 - cu[:, None]) / s))
-            wv = 0.5 * (torch.erf((iv + 0.5 - cv[:, None]) / s) - torch.erf((iv - 0.5 - cv[:, None]) / s))
-            val = heights[:, None, None] * wv[:, :, None] * wu[:, None, :]
-            flat = iv[:, :, None] * self.nu + iu[:, None, :]
-            ok = (iv[:, :, None] >= 0) & (iv[:, :, None] < self.nv) & (iu[:, None, :] >= 0) & (iu[:, None, :] < self.nu)
-            img = torch.zeros(self.nv * self.nu, dtype=val.dtype, device=val.device)
-            img = img.index_add(0, flat[ok], val[ok])
-            out.append(img.view(self.nv, self.nu))
-        return torch.stack(out)
+        for k in range(0, len(rots), step):
+            r = rots[k:k + step]
+            uvw = torch.einsum("aij,nj->ani", r, positions)
+            cu = uvw[..., 0] / self.p + self.nu // 2
+            cv = uvw[..., 1] / self.p + self.nv // 2
+            # atoms far outside the field are parked at the padding's edge (cut off below)
+            iu0 = torch.floor(cu.detach() + 0.5).long().clamp(-w + half, self.nu + w - half - 1)
+            iv0 = torch.floor(cv.detach() + 0.5).long().clamp(-w + half, self.nv + w - half - 1)
+            iu = iu0[..., None] + offs
+            iv = iv0[..., None] + offs
+            wu = 0.5 * (torch.erf((iu + 0.5 - cu[..., None]) / s) - torch.erf((iu - 0.5 - cu[..., None]) / s))
+            wv = 0.5 * (torch.erf((iv + 0.5 - cv[..., None]) / s) - torch.erf((iv - 0.5 - cv[..., None]) / s))
+            val = heights[None, :, None, None] * wv[..., :, None] * wu[..., None, :]
+            a_idx = torch.arange(len(r), device=positions.device)[:, None, None, None]
+            flat = (a_idx * pv + (iv[..., :, None] + w)) * pu + (iu[..., None, :] + w)
+            img = torch.zeros(len(r) * pv * pu, dtype=val.dtype, device=val.device)
+            img = img.index_add(0, flat.reshape(-1), val.reshape(-1))
+            out.append(img.view(len(r), pv, pu)[:, w:w + self.nv, w:w + self.nu])
+        return torch.cat(out)
 
 
 @dataclass
