@@ -203,3 +203,35 @@ def isosurfaces(volumes: dict, pixel_size: float, level_fraction: float = 0.3):
         ax.set_box_aspect((1, 1, 1))
         ax.set_title(f"{name}: isosurface at {level_fraction:.0%} of the 99.9th percentile", fontsize=8)
     return fig
+
+
+def render(jobs, out_dir: Path, workers: int = 2) -> list:
+    """Build and save figures: ``jobs`` is a list of ``(name, builder, args)``; a builder
+    returning None is skipped. With ``workers`` 2 on a POSIX machine with 2+ cores, half the
+    jobs are rendered by a forked child while this process renders the rest (matplotlib is
+    single-threaded; the figure stage is most of a short run). If the child fails, its
+    jobs are rendered here. Returns the paths written."""
+    import multiprocessing as mp
+    import os
+
+    def run(part):
+        paths = []
+        for name, builder, args in part:
+            fig = builder(*args)
+            if fig is not None:
+                paths += save(fig, out_dir, name)
+        return paths
+
+    forkable = workers > 1 and (os.cpu_count() or 1) > 1 and "fork" in mp.get_all_start_methods() and len(jobs) > 1
+    if not forkable:
+        return run(jobs)
+    mine, theirs = jobs[0::2], jobs[1::2]
+    child = mp.get_context("fork").Process(target=lambda: os._exit(0 if run(theirs) is not None else 1), daemon=True)
+    child.start()
+    paths = run(mine)
+    child.join()
+    if child.exitcode != 0:
+        return paths + run(theirs)
+    expected = [Path(out_dir) / f"{name}.{fmt}" for name, _, _ in theirs for fmt in ("png", "svg")]
+    return paths + [str(q) for q in expected if q.exists()]
+

@@ -274,16 +274,15 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
             fig_dir.mkdir(exist_ok=True)
             vols = {"RESIRE": rec_volume.data} | ({"U-Net": enhanced_volume} if enhance else {})
             px = rec_volume.pixel_size
-            files = fg.save(fg.orthoslices(vols, px), fig_dir, "tomogram_slices")
             tilt_max = float(np.abs(as_euler_angles(angles)[:, 1]).max())
-            files += fg.save(fg.fourier_intensity(vols, tilt_max, px), fig_dir, "fourier_intensity")
-            files += fg.save(fg.atoms_by_assignment(analysed), fig_dir, "atoms_fcc")
-            files += fg.save(fg.atoms_by_facet(analysed), fig_dir, "atoms_facets")
-            files += fg.save(fg.isosurfaces(vols, px), fig_dir, "tomogram_3d")
-            for comp in ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "eyz"):
-                f = fg.layer_maps(analysed, comp, summary["lattice"], summary["settings"]["layer_axis"])
-                if f is not None:
-                    files += fg.save(f, fig_dir, f"layers_{comp}")
+            jobs = [("tomogram_slices", fg.orthoslices, (vols, px)),
+                    ("fourier_intensity", fg.fourier_intensity, (vols, tilt_max, px)),
+                    ("atoms_fcc", fg.atoms_by_assignment, (analysed,)),
+                    ("atoms_facets", fg.atoms_by_facet, (analysed,)),
+                    ("tomogram_3d", fg.isosurfaces, (vols, px))]
+            jobs += [(f"layers_{comp}", fg.layer_maps, (analysed, comp, summary["lattice"], summary["settings"]["layer_axis"]))
+                     for comp in ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "eyz")]
+            fg.render(jobs, fig_dir)
 
         if not run.done("figures"):
             stage("figures", make_figures)
