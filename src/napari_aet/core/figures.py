@@ -222,12 +222,16 @@ def render(jobs, out_dir: Path, workers: int = 2) -> list:
                 paths += save(fig, out_dir, name)
         return paths
 
-    forkable = workers > 1 and (os.cpu_count() or 1) > 1 and "fork" in mp.get_all_start_methods() and len(jobs) > 1
+    forkable = (workers > 1 and (os.cpu_count() or 1) > 1 and "fork" in mp.get_all_start_methods() and len(jobs) > 1
+                and not mp.current_process().daemon)  # daemonic processes (e.g. batch workers) may not fork
     if not forkable:
         return run(jobs)
     mine, theirs = jobs[0::2], jobs[1::2]
     child = mp.get_context("fork").Process(target=lambda: os._exit(0 if run(theirs) is not None else 1), daemon=True)
-    child.start()
+    try:
+        child.start()
+    except (OSError, AssertionError):
+        return run(jobs)
     paths = run(mine)
     child.join()
     if child.exitcode != 0:
