@@ -1,5 +1,6 @@
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -86,3 +87,20 @@ def test_demo_without_display(tmp_path, monkeypatch, capsys):
     before = (tmp_path / "d" / "atoms.csv").read_bytes()
     assert main(["demo", "-o", str(tmp_path / "d"), "--device", "cpu"]) == 2
     assert (tmp_path / "d" / "atoms.csv").read_bytes() == before
+
+
+def test_figures_render_writes_every_job_from_both_processes(tmp_path):
+    from napari_aet.core import figures as fg
+
+    def line(k):
+        plt = fg._plt()
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, k])
+        return fig
+
+    jobs = [(f"f{k}", line, (k,)) for k in range(5)] + [("none", lambda: None, ())]
+    paths = fg.render(jobs, tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"f{k}.{e}" for k in range(5) for e in ("png", "svg"))
+    assert sorted(Path(p).name for p in paths) == names
+    assert fg.render(jobs[:2], tmp_path / ".", workers=1)  # serial path
