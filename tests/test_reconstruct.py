@@ -180,3 +180,15 @@ def test_extended_object_keeps_signal_from_outside_the_box_out_of_it():
     assert box.precision < ref.precision - 0.05  # what the extended mode is for
     with pytest.raises(AETInputError, match="resire or sirt"):
         reconstruct(field, t, px, method="genfire", extended_object=True, device="cpu")
+
+
+def test_warm_start_continues_from_the_initial_volume():
+    sim = simulate(reference_config(seed=8, n_voxels=48, size=1.2, tilt_range=60, tilt_step=10, dose=None))
+    ts = sim.tilt_series
+    first = reconstruct(ts, iterations=40, device="cpu")
+    cold = reconstruct(ts, iterations=5, device="cpu")
+    warm = reconstruct(ts, iterations=5, device="cpu", initial_volume=first.volume)
+    assert warm.r_factors[0] <= first.r_factors[-1] * 1.05 < cold.r_factors[0]
+    assert warm.r_factors[-1] < cold.r_factors[-1]
+    with pytest.raises(AETInputError, match="initial volume has shape"):
+        reconstruct(ts, iterations=2, device="cpu", initial_volume=first.volume[:-1])

@@ -268,12 +268,16 @@ def projection_matching(
     device: str = "cpu",
     progress=None,
     cancel=None,
+    warm_iterations: int = 40,
 ) -> AlignmentResult:
     """Refine shifts (and tilt angles) against the current reconstruction.
 
     Each round: correct the data with the current shifts, reconstruct (RESIRE), reproject,
     and re-estimate each projection's shift by cross-correlation with its reprojection.
-    Tilt angles (single-axis data) are then refined by a line search on the projection
+    After the first round each reconstruction starts from the previous one
+    (``warm_iterations`` RESIRE iterations instead of ``recon_iterations``): the shifts and
+    angles move by fractions of a pixel and degree between rounds. Tilt angles (single-axis
+    data) are then refined by a line search on the projection
     error: against the atoms traced in the reconstruction and projected analytically
     (``angle_model='atoms'``, the default for atomic-resolution data: the few thousand atom
     positions are fixed by all projections together, so one projection's wrong angle shows),
@@ -295,10 +299,13 @@ def projection_matching(
     dev = resolve_device(device)
     rep = Reporter(rounds, progress, cancel)
     history = []
+    previous = None
     for r in range(rounds):
         data = apply_shifts(tilts, -shifts)
         current = euler[:, 1] if single else euler
-        rec = reconstruct(data, current, pixel_size=1.0, iterations=recon_iterations, device=str(dev), check_memory=False)
+        rec = reconstruct(data, current, pixel_size=1.0, iterations=recon_iterations if previous is None else warm_iterations,
+                          device=str(dev), check_memory=False, initial_volume=previous)
+        previous = rec.volume
         vol_t = torch.as_tensor(rec.volume, device=dev)
         reproj = Projector(rec.volume.shape, current, (nv, nu), device=dev).forward(vol_t).cpu().numpy()
         d_shift = np.array([_phase_shift(reproj[a], data[a]) for a in range(n)])
