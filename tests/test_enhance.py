@@ -183,3 +183,14 @@ def test_training_on_a_mixture_of_data_folders(tmp_path):
         train(cfg, [tmp_path / "a", tmp_path / "small"], tmp_path / "run2", device="cpu")
     with pytest.raises(AETInputError, match="no train chunks"):
         train(cfg, [tmp_path / "a", tmp_path / "empty"], tmp_path / "run3", device="cpu")
+
+
+def test_auto_tile_is_the_whole_volume_when_memory_allows_and_shrinks_when_not(tiny_model):
+    from napari_aet.core.enhance import auto_tile
+
+    m = tiny_model.multiple
+    assert auto_tile((100, 90, 80), tiny_model) == -(-100 // m) * m  # one tile
+    small = auto_tile((400, 400, 400), tiny_model, share=1e-6)  # almost no memory: the floor
+    assert small == 64 and small % m == 0
+    vol = np.random.default_rng(0).random((40, 40, 40)).astype(np.float32)
+    np.testing.assert_allclose(enhance_volume(vol, tiny_model), enhance_volume(vol, tiny_model, tile=auto_tile(vol.shape, tiny_model)))

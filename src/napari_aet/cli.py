@@ -794,7 +794,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("volume", type=Path, metavar="VOL.mrc")
     p.add_argument("--weights", type=Path, default=None, metavar="W.pt", help="weights (default: shipped)")
     p.add_argument("--pixel-size", type=float, default=None, metavar="Å", help="voxel size when the header has none")
-    p.add_argument("--tile", type=int, default=144, metavar="VOXELS", help="tile size (default 144; smaller uses less memory)")
+    p.add_argument("--tile", type=int, default=None, metavar="VOXELS",
+                   help="tile size (default: the whole volume when memory allows; smaller uses less memory)")
     p.add_argument("--flip-average", action="store_true", help="average over wedge-preserving flips (4x slower)")
     p.add_argument("--tilts", type=Path, default=None, metavar="TILTS",
                    help="the measured tilt series, to check that the network's tomogram still explains it "
