@@ -24,7 +24,6 @@ import numpy as np
 import psutil
 import torch
 
-from napari_aet.core import projector as projector_module
 from napari_aet.core.metrics import match_atoms
 from napari_aet.core.reconstruct import reconstruct
 from napari_aet.core.simulate import add_poisson_noise, atom_weights, project_atoms, reference_config, simulate
@@ -33,18 +32,6 @@ from napari_aet.core.trace import trace_atoms
 
 def euler_series(tilts: np.ndarray, rng, axis: float = 23.0, scatter: float = 2.0) -> np.ndarray:
     return np.c_[axis + rng.normal(0, scatter, len(tilts)), tilts, -axis + rng.normal(0, scatter, len(tilts))]
-
-
-def with_general_path(path: str):
-    """Make every Projector built inside ``reconstruct`` use this general path."""
-    original = projector_module.Projector.__init__
-
-    def init(self, *args, **kwargs):
-        kwargs.setdefault("general", path)
-        original(self, *args, **kwargs)
-
-    projector_module.Projector.__init__ = init
-    return original
 
 
 def main():
@@ -62,13 +49,10 @@ def main():
     film = rng.random((n_proj, 77, 151)).astype(np.float32)  # speed does not depend on the content
     for label, angles, path in (("sheared", eul, "sheared"), ("splat", eul, "splat"),
                                 ("single-axis (reference)", eul[:, 1], "sheared")):
-        original = with_general_path(path)
-        try:
-            t0 = time.perf_counter()
-            reconstruct(film, angles, 1.0, iterations=args.iterations, volume_shape=shape, device="cpu")
-            dt = time.perf_counter() - t0
-        finally:
-            projector_module.Projector.__init__ = original
+        t0 = time.perf_counter()
+        reconstruct(film, angles, 1.0, iterations=args.iterations, volume_shape=shape, device="cpu",
+                    euler_projector=path)
+        dt = time.perf_counter() - t0
         row = {"path": label, "volume": list(shape), "projections": n_proj, "iterations": args.iterations,
                "seconds": round(dt, 1), "seconds_per_iteration": round(dt / args.iterations, 3),
                "rss_gib": round(psutil.Process().memory_info().rss / 2**30, 2)}
@@ -83,13 +67,9 @@ def main():
             for dose in (None, 2e3):
                 tilts = clean if dose is None else add_poisson_noise(clean, dose, 0.02, np.random.default_rng(seed))
                 for path in ("sheared", "splat"):
-                    original = with_general_path(path)
-                    try:
-                        t0 = time.perf_counter()
-                        vol = reconstruct(tilts, angles, 0.357, device="cpu").volume
-                        dt = time.perf_counter() - t0
-                    finally:
-                        projector_module.Projector.__init__ = original
+                    t0 = time.perf_counter()
+                    vol = reconstruct(tilts, angles, 0.357, device="cpu", euler_projector=path).volume
+                    dt = time.perf_counter() - t0
                     m = match_atoms(trace_atoms(vol, 0.357).atoms[["x", "y", "z"]].to_numpy(), p.positions)
                     row = {"seed": seed, "dose": dose, "path": path, "n_atoms": len(p.positions), "recall": m.recall,
                            "precision": m.precision, "rmsd_pm": round(m.rmsd_pm, 2), "seconds": round(dt, 1)}

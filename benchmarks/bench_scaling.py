@@ -93,6 +93,12 @@ def one_atoms(d_nm: float) -> dict:
     return row
 
 
+def _fresh_process(flag: str, value) -> dict:
+    """One measurement in a new interpreter, so that its peak memory is its own."""
+    out = subprocess.run([sys.executable, __file__, flag, str(value)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[96, 144, 192, 256])
@@ -110,17 +116,14 @@ def main():
     rows = []
     if args.atoms:
         for d in args.atoms:
-            out = subprocess.run([sys.executable, __file__, "--one-atoms", str(d)], capture_output=True, text=True,
-                                 check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows.append(_fresh_process("--one-atoms", d))
             print(json.dumps(rows[-1]), flush=True)
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(rows, f, indent=1)
         return
     for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(_fresh_process("--one", n))
         print(json.dumps(rows[-1]), flush=True)
     names = list(rows[0]["stages"])
     print("\n| voxels | atoms | " + " | ".join(names) + " |")

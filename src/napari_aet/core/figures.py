@@ -23,7 +23,10 @@ def _plt():
     return plt
 
 
-def save(fig, out_dir: Path, name: str, formats=("png", "svg")) -> list:
+FORMATS = ("png", "svg")
+
+
+def save(fig, out_dir: Path, name: str, formats=FORMATS) -> list:
     """Write ``name``.png (300 dpi) and ``name``.svg (or .pdf) atomically; return the paths."""
     from .io import atomic_path
 
@@ -236,6 +239,6 @@ def render(jobs, out_dir: Path, workers: int = 2) -> list:
     child.join()
     if child.exitcode != 0:
         return paths + run(theirs)
-    expected = [Path(out_dir) / f"{name}.{fmt}" for name, _, _ in theirs for fmt in ("png", "svg")]
+    expected = [Path(out_dir) / f"{name}.{fmt}" for name, _, _ in theirs for fmt in FORMATS]
     return paths + [str(q) for q in expected if q.exists()]
 

@@ -228,6 +228,7 @@ class Projector:
         out = torch.empty((self.n_projections, nv, nu), dtype=self.dtype, device=self.device)
         zero = torch.zeros((1, 1, nv, nu), dtype=self.dtype, device=self.device)
         views = {}  # the volume with each slicing axis first, contiguous (slow strided reads otherwise)
+        buffers = {}  # work buffers per slicing axis, reused across projections
         for a in range(self.n_projections):
             plan = self._shear_plan(a)
             if plan["axes"] not in views:
@@ -236,10 +237,10 @@ class Projector:
             nk, n_p, n_q = v.shape
             fp, fq = plan["fractions"]
             # each slice shared between 2 x 2 plane pixels: linear along q, then along p (in place)
-            if ("half", plan["axes"]) not in views:  # work buffers reused across projections
-                views["half", plan["axes"]] = torch.empty((nk, n_p, n_q + 1), dtype=self.dtype, device=self.device)
-                views["spread", plan["axes"]] = torch.empty((nk, n_p + 1, n_q + 1), dtype=self.dtype, device=self.device)
-            half, spread = views["half", plan["axes"]], views["spread", plan["axes"]]
+            if plan["axes"] not in buffers:
+                buffers[plan["axes"]] = (torch.empty((nk, n_p, n_q + 1), dtype=self.dtype, device=self.device),
+                                         torch.empty((nk, n_p + 1, n_q + 1), dtype=self.dtype, device=self.device))
+            half, spread = buffers[plan["axes"]]
             half[:, :, n_q:].zero_()
             torch.mul(v, 1 - fq, out=half[:, :, :n_q])
             half[:, :, 1:].addcmul_(v, fq)
