@@ -76,13 +76,23 @@ def test_demo_without_display(tmp_path, monkeypatch, capsys):
     assert set(report["stages"]) == {"align", "reconstruct", "enhance", "trace_refine", "analyze", "figures"}
     assert report["share_assigned_fcc"] > 0.95 and abs(report["lattice_constant"] / 3.924 - 1) < 0.01
     figs = set(report["figures"])
-    for name in ("tomogram_slices", "tomogram_3d", "fourier_intensity", "atoms_fcc", "atoms_facets", "layers_exx", "layers_uz"):
+    for name in ("tomogram_slices", "fourier_intensity", "a_particle_on_support", "bcd_facets", "e_fcc_layers",
+                 "f_layer_displacements", "g_layer_strain", "tomograms_3d", "fourier_3d"):
         assert {f"{name}.png", f"{name}.svg"} <= figs, name
     png = tmp_path / "d" / "figures" / "tomogram_slices.png"
     from PIL import Image
 
     with Image.open(png) as im:
         assert im.size[0] > 1500 and im.getextrema()[0][1] > 0  # 300 dpi, not blank
+    assert not any(f.startswith("layers_") for f in figs)  # every layer's maps only with --layer-maps
+    # the figures again for another layer, and all layer maps, from the finished run
+    layers = sorted(int(v) for v in atoms["layer"].dropna().unique())
+    assert main(["figures", str(tmp_path / "d"), "--layer", str(layers[1]), "--only", "g_layer_strain",
+                 "--layer-maps", "-o", str(tmp_path / "f")]) == 0
+    assert {p.name for p in (tmp_path / "f").iterdir()} == {"g_layer_strain.png", "g_layer_strain.svg"}
+    assert main(["figures", str(tmp_path / "d"), "--only", "layers_uz", "-o", str(tmp_path / "f")]) == 0
+    assert (tmp_path / "f" / "layers_uz.png").exists()
+    assert main(["figures", str(tmp_path / "d"), "--layer", "999", "-o", str(tmp_path / "f")]) == 2
     # re-running into the same folder refuses without --overwrite and keeps the results
     before = (tmp_path / "d" / "atoms.csv").read_bytes()
     assert main(["demo", "-o", str(tmp_path / "d"), "--device", "cpu"]) == 2

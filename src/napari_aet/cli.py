@@ -7,6 +7,7 @@ command with a one-line reason and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -533,7 +534,8 @@ def cmd_run(args) -> int:
     ts = _read_tilts_args(args)
     rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
                        device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar,
-                       resume=args.resume, trust_weights=args.trust_weights, extended_object=args.extended_object)
+                       resume=args.resume, trust_weights=args.trust_weights, extended_object=args.extended_object,
+                       layer_maps=args.layer_maps)
     _report_network(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
           f"in {rep['total_seconds']:.0f} s -> {args.output}")
@@ -553,6 +555,37 @@ def cmd_batch(args) -> int:
     failed = sum(r["status"] == "failed" for r in results)
     _info(f"{len(results) - failed} of {len(results)} jobs done or skipped, {failed} failed; summary in {args.output / 'batch_summary.csv'}")
     return 1 if failed else 0
+
+
+def cmd_figures(args) -> int:
+    from .core import figures as fg
+    from .core import io
+    from .core.geometry import as_euler_angles
+
+    src = args.run_dir
+    atoms_path = src / "atoms.csv"
+    if not src.is_dir() or not atoms_path.exists():
+        raise AETInputError(f"{src} holds no atoms.csv: give the OUT_DIR of 'napari-aet run' (or of the demo)")
+    table, meta = io.read_atoms(atoms_path)
+    summary = meta.get("analysis")
+    if summary is None:
+        raise AETInputError(f"{atoms_path} has not been analysed: run 'napari-aet analyze' on it first")
+    volumes, pixel_size = {}, 1.0
+    for label, name in (("RESIRE", "tomogram.mrc"), ("U-Net", "tomogram_enhanced.mrc")):
+        if (src / name).exists():
+            vol = io.read_volume(src / name)
+            volumes[label], pixel_size = vol.data, vol.pixel_size or pixel_size
+    tilt_range = args.tilt_range
+    report = src / "report.json"
+    if tilt_range is None and report.exists():
+        angles = (json.loads(report.read_text()).get("settings") or {}).get("angles_deg")
+        if angles:
+            tilt_range = float(np.abs(as_euler_angles(np.asarray(angles, float))[:, 1]).max())
+    out = args.output or src / "figures"
+    paths = fg.write_figures(out, table, summary, volumes or None, pixel_size, tilt_range, layer=args.layer,
+                             names=args.only, with_layer_maps=args.layer_maps)
+    _info(f"{len(paths)} files -> {out}")
+    return 0
 
 
 # ------------------------------------------------------------------------- demo
@@ -581,7 +614,7 @@ def cmd_demo(args) -> int:
         f"{len(sim.tilt_series.data)} projections at ±{sim.config.tilt_range:g}°, {sim.config.pixel_size} Å pixels"
     )
     rep = run_pipeline(sim.tilt_series, out, align_first=True, enhance=not args.no_enhance, device=args.device,
-                       refine=not args.no_refine, progress_factory=progress_bar)
+                       refine=not args.no_refine, progress_factory=progress_bar, layer_maps=args.layer_maps)
     _report_network(rep)
     table, _ = io.read_atoms(out / "atoms.csv")
     atoms = table[table["atom"] == 1]
@@ -631,6 +664,11 @@ def _add_run_options(p: argparse.ArgumentParser, output_metavar: str, output_hel
     p.add_argument("-o", "--output", type=Path, required=True, metavar=output_metavar, help=output_help or None)
     if overwrite_help:
         p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+
+
+def _add_layer_maps_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layer-maps", action="store_true",
+                   help="also map every layer for each displacement and strain component (nine more figures)")
 
 
 def _add_trust_option(p: argparse.ArgumentParser) -> None:
@@ -696,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_option(p)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in OUT_DIR from its last finished stage (same data and options)")
+    _add_layer_maps_option(p)
     _add_run_options(p, "OUT_DIR", overwrite_help="replace earlier results in OUT_DIR")
     p.set_defaults(func=cmd_run)
 
@@ -815,7 +854,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-refine", action="store_true", help="skip refining the atoms against the tilt series")
     p.add_argument("--no-enhance", action="store_true", help="skip the U-Net")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_layer_maps_option(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("figures", help="the reference work's figures (a-g), 3D density and Fourier maps of a run",
+                       description="Render the figures of a finished run again, for another layer or only some of "
+                       "them: (a) the particle on its support, (b-d) facets, (e) one-unit-cell layers, (f) "
+                       "displacements and (g) strain of one layer, the tomograms as 3D density maps and their 3D "
+                       "Fourier intensity with the missing wedge. PNG (300 dpi) and SVG.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="OUT_DIR of 'napari-aet run' (atoms.csv, tomograms)")
+    p.add_argument("--layer", type=int, default=None, help="layer index for (f) and (g) (default: the fullest layer)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="only these figures, e.g. a_particle_on_support bcd_facets f_layer_displacements")
+    p.add_argument("--tilt-range", type=float, default=None, metavar="DEG",
+                   help="largest tilt, to mark the missing wedge (default: from RUN_DIR/report.json)")
+    _add_layer_maps_option(p)
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="DIR", help="default RUN_DIR/figures")
+    p.set_defaults(func=cmd_figures)
     return parser
 
 

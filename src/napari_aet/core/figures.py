@@ -5,13 +5,18 @@ scale bars and colour bars.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
+
+from .errors import AETInputError
 
 import numpy as np
 
 FCC_COLOURS = {1: "#1f4fd1", 0: "#000000"}  # the reference's blue (on an f.c.c. site) / black (not)
 FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c", "other": "#ff7f0e", "": "#bbbbbb"}  # edges, corners, interior: grey
 
-__all__ = ["orthoslices", "fourier_intensity", "atoms_by_assignment", "atoms_by_facet", "isosurfaces", "layer_maps", "save"]
+__all__ = ["orthoslices", "fourier_intensity", "layer_maps", "particle_on_support", "facets", "fcc_layers",
+           "layer_displacements", "layer_strain", "density_maps", "fourier_density_maps", "reference_jobs",
+           "REFERENCE_FIGURES", "write_figures", "render", "save"]
 
 
 def _plt():
@@ -100,22 +105,6 @@ def fourier_intensity(volumes: dict, tilt_range: float, pixel_size: float):
     return fig
 
 
-def atoms_by_assignment(table, pixel_size: float = 0.357):
-    """Atoms projected on xy and xz, blue on f.c.c. sites, black off them (as in the reference)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.4), layout="constrained")
-    atoms = table[table["atom"] == 1] if "atom" in table else table
-    colour = np.where(atoms.get("fcc", 1) == 1, FCC_COLOURS[1], FCC_COLOURS[0])
-    for ax, (a, b) in zip(axes, (("x", "y"), ("x", "z"))):
-        ax.scatter(atoms[a], atoms[b], s=6, c=colour, linewidths=0)
-        ax.set_aspect("equal")
-        ax.set_xlabel(f"{a} (Å)")
-        ax.set_ylabel(f"{b} (Å)")
-    n_fcc = int((atoms.get("fcc", 1) == 1).sum())
-    fig.suptitle(f"{len(atoms)} atoms: {n_fcc} on fcc sites (blue), {len(atoms) - n_fcc} not (black)", fontsize=9)
-    return fig
-
-
 def layer_maps(table, component: str, lattice: dict, layer_axis: str = "001"):
     """One panel per layer: atoms coloured by a strain or displacement component (diverging,
     symmetric), drawn in the layer's plane in crystal coordinates (the reference's Fig. 3e-g)."""
@@ -156,56 +145,340 @@ def layer_maps(table, component: str, lattice: dict, layer_axis: str = "001"):
 
 
 
-def atoms_by_facet(table):
-    """Atoms in 3D (sample frame, Å): surface atoms coloured by facet family, interior grey."""
+# --- the reference work's figures, rendered as shaded spheres and density maps (core.render) ---
+
+SUPPORT_COLOUR = "#a8a8a8"  # non-atoms: support and noise peaks
+FADED_COLOUR = "#e2e2e2"  # atoms that are not the subject of a panel
+ATOM_RADIUS = 1.25  # Å, drawn: a little under half the Pt-Pt distance (2.77 Å), so neighbours just part
+SUPPORT_RADIUS = 0.8  # Å, drawn
+DEFAULT_VIEW = (25.0, -55.0)  # elevation and azimuth (degrees) of the 3D views
+LAYER_AXES = ("100", "010", "001")
+
+
+def _particle_and_rest(table):
+    if "atom" not in table:
+        return table, table.iloc[:0]
+    return table[table["atom"] == 1], table[table["atom"] != 1]
+
+
+def _families(atoms) -> np.ndarray:
+    """Facet family labels as clean strings ('100', '111', ..., '' for none)."""
+    if "facet" not in atoms:
+        return np.full(len(atoms), "", dtype=object)
+    out = []
+    for v in atoms["facet"]:
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            out.append("")
+        elif isinstance(v, (int, float, np.integer, np.floating)):
+            out.append(f"{int(v):03d}")  # a CSV reader may have turned '100' into 100.0
+        else:
+            out.append(str(v))
+    return np.array(out, dtype=object)
+
+
+def _nice_bar_nm(width_angstrom: float) -> float:
+    """A scale-bar length (nm) near a fifth of the image width: 0.2, 0.5, 1, 2, 5, 10, ... nm."""
+    target = width_angstrom / 50.0  # a fifth of the width, in nm
+    nice = [m * 10.0 ** e for e in range(-1, 4) for m in (1, 2, 5)]
+    return max([v for v in nice if v <= target] or [nice[0]])
+
+
+def _sphere_panel(ax, img, angstrom_per_px: float, title: str = "", bar_nm: Optional[float] = None,
+                  dark: bool = False):
+    ax.imshow(img, interpolation="antialiased")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+    h, w = img.shape[:2]
+    bar_nm = bar_nm or _nice_bar_nm(w * angstrom_per_px)
+    length = 10.0 * bar_nm / angstrom_per_px
+    colour = "white" if dark else "black"
+    ax.plot([0.05 * w, 0.05 * w + length], [0.95 * h, 0.95 * h], color=colour, lw=2.5, solid_capstyle="butt")
+    ax.text(0.05 * w + length / 2, 0.93 * h, f"{bar_nm:g} nm", color=colour, ha="center", va="bottom", fontsize=7)
+
+
+def _legend(ax, entries):
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", markerfacecolor=c, markeredgecolor="none", markersize=7, label=lab)
+               for lab, c in entries]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=6.5, frameon=False,
+              handletextpad=0.2, columnspacing=0.8, borderaxespad=0.0)
+
+
+def _basis(view) -> np.ndarray:
+    from .render import camera_basis, view_direction
+
+    return camera_basis(view_direction(*view))
+
+
+def particle_on_support(table, view: tuple = DEFAULT_VIEW, size: int = 900):
+    """(a) The particle on its support: atoms on f.c.c. sites blue, off them black, non-atoms
+    (support, noise) small and grey; shaded spheres."""
+    from .render import render_spheres
+
+    atoms, rest = _particle_and_rest(table)
+    xyz = np.concatenate([atoms[["x", "y", "z"]].to_numpy(float), rest[["x", "y", "z"]].to_numpy(float)])
+    on_site = (atoms["fcc"] == 1).to_numpy() if "fcc" in atoms else np.ones(len(atoms), bool)
+    colours = [FCC_COLOURS[1] if s else FCC_COLOURS[0] for s in on_site] + [SUPPORT_COLOUR] * len(rest)
+    radii = np.r_[np.full(len(atoms), ATOM_RADIUS), np.full(len(rest), SUPPORT_RADIUS)]
+    img, scale = render_spheres(xyz, radii, colours, _basis(view), (size, size))
     plt = _plt()
-    fig = plt.figure(figsize=(5, 4.6), layout="constrained")
-    ax = fig.add_subplot(projection="3d")
-    atoms = table[table["atom"] == 1] if "atom" in table else table
-    fam = atoms.get("facet", "").astype(str)
-    for name, colour in FACET_COLOURS.items():
-        sel = (fam == name).to_numpy() & ((atoms.get("surface", 1) == 1).to_numpy() if name else True)
-        if sel.any():
-            label = (f"{{{name}}} ({int(sel.sum())})" if name not in ("", "other") else
-                     f"no low-index facet ({int(sel.sum())})" if name else f"edges, corners, interior ({int(sel.sum())})")
-            ax.scatter(atoms["x"][sel], atoms["y"][sel], atoms["z"][sel], s=8, c=colour, depthshade=True, label=label)
-    ax.set_xlabel("x (Å)")
-    ax.set_ylabel("y (Å)")
-    ax.set_zlabel("z (Å)")
-    ax.set_box_aspect((1, 1, 1))
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("surface atoms by facet family", fontsize=9)
+    fig, ax = plt.subplots(figsize=(3.6, 3.8), layout="constrained")
+    _sphere_panel(ax, img, scale, f"particle: {len(atoms)} atoms; {len(rest)} non-atoms (support, noise)")
+    _legend(ax, [(f"on an f.c.c. site ({int(on_site.sum())})", FCC_COLOURS[1]),
+                 (f"not assigned ({int((~on_site).sum())})", FCC_COLOURS[0])]
+            + ([(f"non-atom ({len(rest)})", SUPPORT_COLOUR)] if len(rest) else []))
     return fig
 
 
-def isosurfaces(volumes: dict, pixel_size: float, level_fraction: float = 0.3):
-    """3D renderings: an isosurface of each tomogram (marching cubes), axes in Å."""
-    from skimage.measure import marching_cubes
+def facets(table, view: tuple = DEFAULT_VIEW, size: int = 700):
+    """(b-d) Surface atoms by facet family; the {100} facets alone; the {111} facets alone.
+    The spheres are ray-cast once and shaded three times."""
+    from .render import render_sphere_colourings
+
+    atoms, _ = _particle_and_rest(table)
+    fam = _families(atoms)
+    surface = (atoms["surface"] == 1).to_numpy() if "surface" in atoms else np.ones(len(atoms), bool)
+    fam = np.where(surface, fam, "")
+    all_colours = [FACET_COLOURS.get(f, FACET_COLOURS["other"]) if f else FACET_COLOURS[""] for f in fam]
+    only = {k: [FACET_COLOURS[k] if f == k else FADED_COLOUR for f in fam] for k in ("100", "111")}
+    images, scale = render_sphere_colourings(atoms[["x", "y", "z"]].to_numpy(float), ATOM_RADIUS,
+                                             [all_colours, only["100"], only["111"]], _basis(view), (size, size))
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.4), layout="constrained")
+    counts = {k: int((fam == k).sum()) for k in ("100", "111", "110")}
+    _sphere_panel(axes[0], images[0], scale, "(b) surface atoms by facet")
+    _legend(axes[0], [(f"{{{k}}} ({counts[k]})", FACET_COLOURS[k]) for k in ("100", "111", "110") if counts[k]]
+            + [(f"other surface ({int(((fam != '') & ~np.isin(fam, ['100', '111', '110'])).sum())})",
+                FACET_COLOURS["other"]), ("edges, corners, interior", FACET_COLOURS[""])])
+    _sphere_panel(axes[1], images[1], scale, f"(c) {{100}} facets: {counts['100']} atoms")
+    _sphere_panel(axes[2], images[2], scale, f"(d) {{111}} facets: {counts['111']} atoms")
+    return fig
+
+
+def _layer_frame(atoms, lattice: dict, layer_axis: str):
+    """Camera basis looking down the layer normal (a crystal axis) and the layer labels."""
+    from .render import camera_basis
+
+    rot = np.asarray(lattice["crystal_rotation"], float)  # columns: crystal axes in the sample frame
+    k = LAYER_AXES.index(layer_axis) if layer_axis in LAYER_AXES else 2
+    up = rot[:, (k + 2) % 3]
+    return camera_basis(rot[:, k], up=up), k
+
+
+def default_layer(table) -> Optional[int]:
+    """The layer with the most atoms (the particle's middle), or None without layers."""
+    atoms, _ = _particle_and_rest(table)
+    if "layer" not in atoms or not atoms["layer"].notna().any():
+        return None
+    return int(atoms["layer"].dropna().astype(int).value_counts().idxmax())
+
+
+def fcc_layers(table, lattice: dict, layer_axis: str = "001", size: int = 360):
+    """(e) Every one-unit-cell layer seen down its normal, atoms on f.c.c. sites blue and off
+    them black, all panels at one scale."""
+    from .render import render_spheres, sphere_extent
+
+    atoms, _ = _particle_and_rest(table)
+    atoms = atoms[atoms["layer"].notna()] if "layer" in atoms else atoms.iloc[:0]
+    if not len(atoms):
+        return None
+    basis, _ = _layer_frame(atoms, lattice, layer_axis)
+    xyz = atoms[["x", "y", "z"]].to_numpy(float)
+    extent = sphere_extent(xyz, ATOM_RADIUS, basis)
+    layer = atoms["layer"].astype(int).to_numpy()
+    on_site = (atoms["fcc"] == 1).to_numpy() if "fcc" in atoms else np.ones(len(atoms), bool)
+    layers = sorted(set(layer.tolist()))
+    ncol = min(5, len(layers))
+    nrow = int(np.ceil(len(layers) / ncol))
+    plt = _plt()
+    fig, axes = plt.subplots(nrow, ncol, figsize=(1.9 * ncol, 2.0 * nrow + 0.3), squeeze=False, layout="constrained")
+    for j, L in enumerate(layers):
+        sel = layer == L
+        colours = [FCC_COLOURS[1] if s else FCC_COLOURS[0] for s in on_site[sel]]
+        img, scale = render_spheres(xyz[sel], ATOM_RADIUS, colours, basis, (size, size), extent=extent, depth_cue=0)
+        _sphere_panel(axes[j // ncol, j % ncol], img, scale, f"layer {L}: {int(sel.sum())} ({int((~on_site[sel]).sum())} off)")
+    for j in range(len(layers), nrow * ncol):
+        axes[j // ncol, j % ncol].axis("off")
+    fig.suptitle(f"(e) one-unit-cell layers along [{layer_axis}] ({lattice['lattice_constant']:.3f} Å): "
+                 "on f.c.c. sites blue, not assigned black", fontsize=8)
+    return fig
+
+
+def _component_panels(table, lattice: dict, layer_axis: str, layer: Optional[int], components, unit_scale: float,
+                      unit: str, label: str, prefix: str, size: int = 440):
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    from .render import render_sphere_colourings, sphere_extent
+
+    atoms, _ = _particle_and_rest(table)
+    if "layer" not in atoms or not set(components) <= set(atoms.columns):
+        return None
+    layer = default_layer(table) if layer is None else int(layer)
+    if layer is None:
+        return None
+    in_layer = atoms[(atoms["layer"] == layer).to_numpy()]
+    if not len(in_layer):
+        return None
+    basis, _ = _layer_frame(atoms, lattice, layer_axis)
+    xyz = in_layer[["x", "y", "z"]].to_numpy(float)
+    everything = np.concatenate([atoms[c].to_numpy(float) for c in components]) * unit_scale
+    lim = float(np.nanpercentile(np.abs(everything), 99)) if np.isfinite(everything).any() else 1.0
+    lim = lim or 1.0
+    norm, cmap = Normalize(-lim, lim), colormaps["RdBu_r"]
+    colourings = []
+    for c in components:
+        v = in_layer[c].to_numpy(float) * unit_scale
+        rgb = cmap(norm(np.nan_to_num(v)))[:, :3]
+        rgb[~np.isfinite(v)] = (0.85, 0.85, 0.85)
+        colourings.append(rgb)
+    images, scale = render_sphere_colourings(xyz, ATOM_RADIUS, colourings, basis, (size, size),
+                                             extent=sphere_extent(xyz, ATOM_RADIUS, basis), depth_cue=0)
+    plt = _plt()
+    ncol = 3
+    nrow = int(np.ceil(len(components) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(7.6, 2.5 * nrow + 0.3), squeeze=False, layout="constrained")
+    for j, (c, img) in enumerate(zip(components, images)):
+        _sphere_panel(axes[j // ncol, j % ncol], img, scale, c)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=axes.ravel().tolist(), shrink=0.8, label=f"{label} ({unit})")
+    fig.suptitle(f"{prefix} layer {layer} along [{layer_axis}], {len(in_layer)} atoms, seen down [{layer_axis}] "
+                 f"(crystal frame components)", fontsize=8)
+    return fig
+
+
+def layer_displacements(table, lattice: dict, layer_axis: str = "001", layer: Optional[int] = None):
+    """(f) Displacements from the ideal sites along the crystal axes (pm) for one layer
+    (default: the layer with most atoms), one panel per component."""
+    return _component_panels(table, lattice, layer_axis, layer, ("ux", "uy", "uz"), 100.0, "pm", "displacement", "(f)")
+
+
+def layer_strain(table, lattice: dict, layer_axis: str = "001", layer: Optional[int] = None):
+    """(g) The six strain components (%) for one layer (default: the layer with most atoms)."""
+    return _component_panels(table, lattice, layer_axis, layer, ("exx", "eyy", "ezz", "exy", "exz", "eyz"), 100.0,
+                             "%", "strain", "(g)")
+
+
+def density_maps(volumes: dict, pixel_size: float, view: tuple = DEFAULT_VIEW, size: int = 260):
+    """Tomograms (e.g. before and after the network) as 3D density maps, one panel each."""
+    from .render import render_volume
 
     plt = _plt()
-    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
-
-    fig = plt.figure(figsize=(4.2 * len(volumes), 4.2), layout="constrained")
-    for k, (name, vol) in enumerate(volumes.items()):
-        ax = fig.add_subplot(1, len(volumes), k + 1, projection="3d")
-        level = level_fraction * float(np.percentile(vol, 99.9))
-        # step 2: the surface of a 144³ volume at full step is ~10^6 triangles, which took 13 s to
-        # draw and 31 MB of SVG; at step 2 a quarter of that, and the mesh goes into the SVG as a
-        # raster (axes and labels stay vector)
-        verts, faces, _, _ = marching_cubes(np.asarray(vol, np.float32), level, step_size=2)
-        n = np.array(vol.shape)
-        xyz = (verts[:, ::-1] - (n[::-1] // 2)) * pixel_size  # (z, y, x) index -> (x, y, z) Å
-        mesh = Poly3DCollection(xyz[faces], alpha=0.9, facecolor="#c8a000", edgecolor="none", rasterized=True)
-        ax.add_collection3d(mesh)
-        lim = np.abs(xyz).max() if len(xyz) else 1
-        for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
-            setter(-lim, lim)
-        ax.set_xlabel("x (Å)")
-        ax.set_ylabel("y (Å)")
-        ax.set_zlabel("z (Å) (beam)")
-        ax.set_box_aspect((1, 1, 1))
-        ax.set_title(f"{name}: isosurface at {level_fraction:.0%} of the 99.9th percentile", fontsize=8)
+    fig, axes = plt.subplots(1, len(volumes), figsize=(3.3 * len(volumes), 3.5), squeeze=False, layout="constrained")
+    for ax, (name, vol) in zip(axes[0], volumes.items()):
+        lim = (float(np.percentile(vol, 80)), float(np.percentile(vol, 99.9)))
+        img, step = render_volume(vol, _basis(view), size=size, opacity=80, gamma=1.5, limits=lim, crop=True)
+        _sphere_panel(ax, img, step * pixel_size, f"{name}: 3D density", dark=True)
     return fig
+
+
+def fourier_density_maps(volumes: dict, tilt_range: Optional[float], view: tuple = DEFAULT_VIEW, size: int = 220):
+    """3D Fourier intensity (log) of each tomogram as a density map, the missing wedge of a
+    single-axis series over ±``tilt_range``° as a cyan haze (None: not drawn)."""
+    from .fourier import fourier_intensity as log_intensity, missing_wedge_mask
+    from .render import render_volume
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(volumes), figsize=(3.3 * len(volumes), 3.5), squeeze=False, layout="constrained")
+    for ax, (name, vol) in zip(axes[0], volumes.items()):
+        f = log_intensity(vol)
+        wedge = missing_wedge_mask(vol.shape, tilt_range) if tilt_range else None
+        lim = (float(np.percentile(f, 70)), float(np.percentile(f, 99.95)))
+        img, _ = render_volume(f, _basis(view), size=size, opacity=12, gamma=2, limits=lim, mask=wedge)
+        ax.imshow(img)
+        ax.set_axis_off()
+        ax.set_title(f"{name}: 3D |F|² (log)" + (f", missing wedge beyond ±{tilt_range:.0f}° (cyan)"
+                                                 if tilt_range else ""), fontsize=7)
+    return fig
+
+
+REFERENCE_FIGURES = {
+    "a_particle_on_support": "particle on its support, f.c.c. assignment",
+    "bcd_facets": "all facets, {100} facets, {111} facets",
+    "e_fcc_layers": "one-unit-cell layers, atoms assigned and not assigned",
+    "f_layer_displacements": "displacements along the crystal axes for one layer",
+    "g_layer_strain": "six strain components for the same layer",
+    "tomograms_3d": "tomograms before and after the network as 3D density maps",
+    "fourier_3d": "3D Fourier intensity with the missing wedge",
+}
+
+
+def reference_jobs(table, summary: dict, volumes: Optional[dict] = None, pixel_size: float = 1.0,
+                   tilt_range: Optional[float] = None, layer: Optional[int] = None, names=None) -> list:
+    """The reference work's figures as :func:`render` jobs ``(name, builder, args)``.
+
+    ``summary`` is the analysis summary (``lattice``, ``settings.layer_axis``); ``volumes``
+    maps a label to a tomogram ``[z, y, x]`` (the density and Fourier figures need it);
+    ``names`` picks some of :data:`REFERENCE_FIGURES` (default: all that the inputs allow).
+    """
+    lattice = summary.get("lattice") if summary else None
+    axis = ((summary or {}).get("settings") or {}).get("layer_axis", "001")
+    jobs = [("a_particle_on_support", particle_on_support, (table,)), ("bcd_facets", facets, (table,))]
+    if lattice is not None:
+        jobs += [("e_fcc_layers", fcc_layers, (table, lattice, axis)),
+                 ("f_layer_displacements", layer_displacements, (table, lattice, axis, layer)),
+                 ("g_layer_strain", layer_strain, (table, lattice, axis, layer))]
+    if volumes:
+        jobs += [("tomograms_3d", density_maps, (volumes, pixel_size)),
+                 ("fourier_3d", fourier_density_maps, (volumes, tilt_range))]
+    return [j for j in jobs if names is None or j[0] in names]
+
+
+LAYER_MAP_COMPONENTS = ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "eyz")
+
+
+def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Optional[dict] = None,
+                  pixel_size: float = 1.0, tilt_range: Optional[float] = None, layer: Optional[int] = None,
+                  names=None, with_layer_maps: bool = False, workers: int = 2) -> list:
+    """Every figure of a run, as ``run``, ``napari-aet figures`` and the workbench make them.
+
+    Parameters
+    ----------
+    out_dir : folder for ``NAME.png`` (300 dpi) and ``NAME.svg``; created if missing.
+    table : analysed atoms table (contract columns).
+    summary : the analysis summary (``lattice``, ``settings.layer_axis``), or None.
+    volumes : label -> tomogram ``[z, y, x]``, e.g. ``{"RESIRE": ..., "U-Net": ...}``.
+    pixel_size : voxel size of the volumes, Å.
+    tilt_range : largest tilt, degrees (marks the missing wedge); None: not marked.
+    layer : layer index for the (f) and (g) figures (default: the layer with most atoms).
+    names : only these figures (:data:`REFERENCE_FIGURES` keys, ``tomogram_slices``,
+        ``fourier_intensity``, ``layers_<component>``); default: all but the layer maps.
+    with_layer_maps : also every layer's map of each displacement and strain component
+        (``layers_ux`` ... ``layers_eyz``; nine more figures).
+
+    Returns
+    -------
+    list of str : the paths written.
+    """
+    if layer is not None and ("layer" not in table or not (table["layer"] == layer).any()):
+        known = sorted(int(v) for v in table["layer"].dropna().unique()) if "layer" in table else []
+        raise AETInputError(f"no atoms in layer {layer}; the layers are {known[:1] + known[-1:]} (first, last)")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    jobs = []
+    if volumes:
+        jobs += [("tomogram_slices", orthoslices, (volumes, pixel_size))]
+        if tilt_range:
+            jobs += [("fourier_intensity", fourier_intensity, (volumes, tilt_range, pixel_size))]
+    jobs += reference_jobs(table, summary or {}, volumes, pixel_size, tilt_range, layer)
+    lattice = (summary or {}).get("lattice")
+    if lattice is not None and (with_layer_maps or names):
+        axis = ((summary or {}).get("settings") or {}).get("layer_axis", "001")
+        jobs += [(f"layers_{c}", layer_maps, (table, c, lattice, axis)) for c in LAYER_MAP_COMPONENTS
+                 if c in table]
+    if names is not None:
+        unknown = set(names) - {j[0] for j in jobs}
+        if unknown:
+            raise AETInputError(f"cannot make figure(s) {sorted(unknown)} from these inputs; known: "
+                                f"{sorted(j[0] for j in jobs)} (the Fourier and density figures need tomograms, "
+                                "the layer figures an analysed table)")
+        jobs = [j for j in jobs if j[0] in names]
+    # the heaviest first, alternating between the two processes of render()
+    weight = {"bcd_facets": 3, "e_fcc_layers": 3, "g_layer_strain": 3, "a_particle_on_support": 2.5,
+              "tomograms_3d": 2.5, "fourier_3d": 2.5, "f_layer_displacements": 1.5}
+    jobs.sort(key=lambda j: -weight.get(j[0], 1))
+    return render(jobs, Path(out_dir), workers=workers)
 
 
 def render(jobs, out_dir: Path, workers: int = 2) -> list:

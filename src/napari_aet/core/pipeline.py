@@ -153,7 +153,8 @@ class _RunFolder:
 
 def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, device: str = "auto",
                  weights=None, refine: bool = True, figures: bool = True, progress_factory=None,
-                 resume: bool = False, trust_weights: bool = False, extended_object: bool = False) -> dict:
+                 resume: bool = False, trust_weights: bool = False, extended_object: bool = False,
+                 layer_maps: bool = False) -> dict:
     """Align, reconstruct, enhance, trace, refine and analyze a tilt series into ``out``.
 
     ``out`` gets tomogram.mrc, tomogram_enhanced.mrc (with the network), atoms.csv
@@ -161,7 +162,9 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     ``out/.napari-aet-partial`` and moved into place when it has finished, replacing every
     output of an earlier run. ``resume`` continues an interrupted run with the same data and
     settings from its last finished stage. ``progress_factory(name)`` returns a progress
-    callback per stage.
+    callback per stage. ``figures``: the reference work's figures and the tomogram views
+    (:func:`figures.write_figures`); ``layer_maps`` adds every layer's map of each
+    displacement and strain component.
     """
     import json
     import platform
@@ -271,18 +274,10 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
         fig_dir = work / "figures"
 
         def make_figures():
-            fig_dir.mkdir(exist_ok=True)
             vols = {"RESIRE": rec_volume.data} | ({"U-Net": enhanced_volume} if enhance else {})
-            px = rec_volume.pixel_size
             tilt_max = float(np.abs(as_euler_angles(angles)[:, 1]).max())
-            jobs = [("tomogram_slices", fg.orthoslices, (vols, px)),
-                    ("fourier_intensity", fg.fourier_intensity, (vols, tilt_max, px)),
-                    ("atoms_fcc", fg.atoms_by_assignment, (analysed,)),
-                    ("atoms_facets", fg.atoms_by_facet, (analysed,)),
-                    ("tomogram_3d", fg.isosurfaces, (vols, px))]
-            jobs += [(f"layers_{comp}", fg.layer_maps, (analysed, comp, summary["lattice"], summary["settings"]["layer_axis"]))
-                     for comp in ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "eyz")]
-            fg.render(jobs, fig_dir)
+            fg.write_figures(fig_dir, analysed, summary, vols, rec_volume.pixel_size, tilt_max,
+                             with_layer_maps=layer_maps)
 
         if not run.done("figures"):
             stage("figures", make_figures)
