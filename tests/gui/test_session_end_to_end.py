@@ -131,6 +131,23 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     fig.component.setCurrentText("exx")
     fig.maps_button.click()
     assert (tmp_path / "figs" / "layers_exx.png").exists(), fig.status.text()
+    # the reference work's figures, one click, rendered in a worker thread as 'run' renders them
+    fig.paper_figure.setCurrentIndex(0)  # all
+    fig.paper_button.click()
+    qtbot.waitUntil(lambda: fig.run_button.isEnabled() and (tmp_path / "figs" / "fourier_3d.png").exists(),
+                    timeout=STEPS_TIMEOUT)
+    from PIL import Image
+
+    from napari_aet.core.figures import FCC_COLOURS, REFERENCE_FIGURES
+
+    for key in REFERENCE_FIGURES:
+        with Image.open(tmp_path / "figs" / f"{key}.png") as im:
+            rgb = np.asarray(im.convert("RGB")).astype(int)
+        assert rgb.shape[1] > 900 and rgb.std() > 20, key  # 300 dpi, not blank
+    with Image.open(tmp_path / "figs" / "a_particle_on_support.png") as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    blue = np.array([int(FCC_COLOURS[1][i:i + 2], 16) for i in (1, 3, 5)])
+    assert (np.linalg.norm(rgb - blue, axis=-1) < 60).mean() > 0.05  # atoms on f.c.c. sites in the reference's blue
     fig.atoms_button.click()
     exported = tmp_path / "figs" / "traced_atoms.csv"
     table, _ = io.read_atoms(exported)

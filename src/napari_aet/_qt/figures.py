@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QPushBu
 
 from .. import session
 from .._layers import DISPLACEMENT, STRAIN
+from ..core import figures
 from .widgets import WorkerWidget, aet_meta, layer_table
 
 
@@ -65,6 +66,31 @@ def save_movie(viewer, path, frames: int = 72, fps: int = 24) -> None:
     camera.angles = start
 
 
+def _tomograms(viewer) -> tuple:
+    """({"RESIRE": plain, "U-Net": enhanced}, voxel size Å, largest tilt °) from the newest
+    tomogram layers in the viewer (either may be missing)."""
+    volumes, pixel_size, tilt_range = {}, 1.0, None
+    for layer in reversed(list(viewer.layers)):
+        meta = aet_meta(layer)
+        if meta.get("kind") != "tomogram":
+            continue
+        label = "U-Net" if meta.get("enhanced") else "RESIRE"
+        if label not in volumes:
+            volumes[label] = np.asarray(layer.data, np.float32)
+            pixel_size = meta.get("pixel_size") or pixel_size
+            tilt_range = tilt_range or meta.get("tilt_range")
+    ordered = {k: volumes[k] for k in ("RESIRE", "U-Net") if k in volumes}
+    return ordered, pixel_size, tilt_range
+
+
+def _paper_figures_task(folder, table, summary, volumes, pixel_size, tilt_range, layer, names, progress=None,
+                        cancel=None) -> list:
+    from ..core import figures
+
+    return figures.write_figures(folder, table, summary, volumes, pixel_size, tilt_range, layer=layer, names=names,
+                                 workers=1, progress=progress, cancel=cancel)
+
+
 class FiguresWidget(WorkerWidget):
     """Publication figures and exports."""
 
@@ -101,6 +127,17 @@ class FiguresWidget(WorkerWidget):
         self.component.addItems(list(STRAIN + DISPLACEMENT))
         self.vector_format = QComboBox()
         self.vector_format.addItems(["svg", "pdf"])
+        self.paper_figure = QComboBox()
+        self.paper_figure.addItem("all of (a)-(g) and the 3D maps", None)
+        for key, what in figures.REFERENCE_FIGURES.items():
+            self.paper_figure.addItem(f"{key}: {what}", key)
+        self.paper_layer = QSpinBox()
+        self.paper_layer.setRange(-1, 999)
+        self.paper_layer.setValue(-1)
+        self.paper_layer.setSpecialValueText("fullest layer")
+        self.paper_button = QPushButton("Render paper figure")
+        self.paper_button.setToolTip("the reference work's figures as shaded renderings (PNG 300 dpi and SVG), "
+                                     "made off the GUI thread exactly as 'napari-aet run' makes them")
         self.maps_button = QPushButton("Save layer maps")
         self.atoms_button = QPushButton("Export atoms (CSV)")
         self.movie_button = QPushButton("Save rotating movie")
@@ -110,15 +147,20 @@ class FiguresWidget(WorkerWidget):
             self.movie_button.setEnabled(False)
             self.movie_button.setToolTip("install napari-animation for movies")
         form.addRow("atoms", self.layer_box)
+        form.addRow("paper figure", self.paper_figure)
+        form.addRow("layer for (f), (g)", self.paper_layer)
+        form.addRow(self.paper_button)
         form.addRow("map component", self.component)
         form.addRow("vector format", self.vector_format)
         form.addRow(self.maps_button)
         form.addRow(self.atoms_button)
         form.addRow(self.movie_button)
+        self.paper_button.clicked.connect(self.render_paper_figures)
         self.maps_button.clicked.connect(self.save_layer_maps)
         self.atoms_button.clicked.connect(self.export_atoms)
         self.movie_button.clicked.connect(self.save_movie)
-        self.settings.update(component=self.component, vector_format=self.vector_format)
+        self.settings.update(component=self.component, vector_format=self.vector_format,
+                             paper_figure=self.paper_figure, paper_layer=self.paper_layer)
         layout.addLayout(form)
 
     def _out(self, name: str) -> Path:
@@ -132,6 +174,34 @@ class FiguresWidget(WorkerWidget):
                              self.scale_bar.isChecked(), self.spheres.isChecked())
         self.status.setText(f"saved {path} ({img.shape[1]}×{img.shape[0]} px)")
 
+    def render_paper_figures(self):
+        """(a)-(g), the tomograms' 3D density and Fourier maps, from the atoms layer and the
+        newest plain and enhanced tomogram layers, rendered in a worker thread."""
+        try:
+            layer, table = self._atoms()
+            summary = aet_meta(layer).get("analysis")
+            if not summary:
+                raise ValueError("the atoms have not been analysed: run Analyze first")
+            volumes, pixel_size, tilt_range = _tomograms(self.viewer)
+            key = self.paper_figure.currentData()
+            names = None if key is None else [key]
+            if key in ("tomograms_3d", "fourier_3d") and not volumes:
+                raise ValueError("no tomogram layer: reconstruct (and enhance) first")
+            layer_index = None if self.paper_layer.value() < 0 else self.paper_layer.value()
+            self.save_settings()
+            self.launch(_paper_figures_task, self._out(""), table, summary, volumes or None, pixel_size, tilt_range,
+                        layer_index, names)
+        except Exception as exc:
+            self._report(exc)
+
+    def on_result(self, paths):
+        if paths:
+            folder = Path(paths[0]).parent
+            self.status.setText(f"saved {len(paths)} files in {folder}")
+            from napari.utils.notifications import show_info
+
+            show_info(f"napari-aet: {len(paths)} figure files saved in {folder}")
+
     def _atoms(self):
         layer = self.selected_layer()
         if layer is None:
@@ -139,8 +209,6 @@ class FiguresWidget(WorkerWidget):
         return layer, layer_table(layer)
 
     def save_layer_maps(self):
-        from ..core import figures
-
         try:
             layer, table = self._atoms()
             lattice = (aet_meta(layer).get("analysis") or {}).get("lattice")

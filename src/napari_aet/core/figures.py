@@ -19,13 +19,27 @@ __all__ = ["orthoslices", "fourier_intensity", "layer_maps", "particle_on_suppor
            "REFERENCE_FIGURES", "write_figures", "render", "save"]
 
 
-def _plt():
-    import matplotlib
+class _AggFigures:
+    """The two pyplot calls the figures use, on plain Agg figures: no pyplot state, so
+    building figures is safe in worker threads and whatever backend the host (napari: Qt)
+    has chosen."""
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(nrows: int = 1, ncols: int = 1, figsize=None, layout=None, **kw):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-    return plt
+        fig = Figure(figsize=figsize, layout=layout)
+        FigureCanvasAgg(fig)
+        return fig, fig.subplots(nrows, ncols, **kw)
+
+    @staticmethod
+    def close(fig) -> None:
+        """Nothing to release: the figure is not registered with pyplot."""
+
+
+def _plt() -> _AggFigures:
+    return _AggFigures()
 
 
 FORMATS = ("png", "svg")
@@ -431,7 +445,7 @@ LAYER_MAP_COMPONENTS = ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "ey
 
 def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Optional[dict] = None,
                   pixel_size: float = 1.0, tilt_range: Optional[float] = None, layer: Optional[int] = None,
-                  names=None, with_layer_maps: bool = False, workers: int = 2) -> list:
+                  names=None, with_layer_maps: bool = False, workers: int = 2, progress=None, cancel=None) -> list:
     """Every figure of a run, as ``run``, ``napari-aet figures`` and the workbench make them.
 
     Parameters
@@ -447,6 +461,10 @@ def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Option
         ``fourier_intensity``, ``layers_<component>``); default: all but the layer maps.
     with_layer_maps : also every layer's map of each displacement and strain component
         (``layers_ux`` ... ``layers_eyz``; nine more figures).
+    workers : 2 renders half the figures in a forked process; 1 renders them here (threads,
+        e.g. the workbench's workers, must not fork).
+    progress : ``progress(done, total, name)`` after each figure (serial rendering).
+    cancel : a ``threading.Event``; set, the rendering stops before the next figure.
 
     Returns
     -------
@@ -478,10 +496,10 @@ def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Option
     weight = {"bcd_facets": 3, "e_fcc_layers": 3, "g_layer_strain": 3, "a_particle_on_support": 2.5,
               "tomograms_3d": 2.5, "fourier_3d": 2.5, "f_layer_displacements": 1.5}
     jobs.sort(key=lambda j: -weight.get(j[0], 1))
-    return render(jobs, Path(out_dir), workers=workers)
+    return render(jobs, Path(out_dir), workers=workers, progress=progress, cancel=cancel)
 
 
-def render(jobs, out_dir: Path, workers: int = 2) -> list:
+def render(jobs, out_dir: Path, workers: int = 2, progress=None, cancel=None) -> list:
     """Build and save figures: ``jobs`` is a list of ``(name, builder, args)``; a builder
     returning None is skipped. With ``workers`` 2 on a POSIX machine with 2+ cores, half the
     jobs are rendered by a forked child while this process renders the rest (matplotlib is
@@ -491,14 +509,20 @@ def render(jobs, out_dir: Path, workers: int = 2) -> list:
     import os
 
     def run(part):
+        from .errors import Cancelled
+
         paths = []
-        for name, builder, args in part:
+        for k, (name, builder, args) in enumerate(part):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("figures cancelled")
+            if progress is not None:
+                progress(k, len(part), f"rendering {name}")
             fig = builder(*args)
             if fig is not None:
                 paths += save(fig, out_dir, name)
         return paths
 
-    forkable = (workers > 1 and (os.cpu_count() or 1) > 1 and "fork" in mp.get_all_start_methods() and len(jobs) > 1
+    forkable = (workers > 1 and progress is None and cancel is None and (os.cpu_count() or 1) > 1 and "fork" in mp.get_all_start_methods() and len(jobs) > 1
                 and not mp.current_process().daemon)  # daemonic processes (e.g. batch workers) may not fork
     if not forkable:
         return run(jobs)
