@@ -18,7 +18,7 @@ def _small_tilt_layer(viewer):
 
 
 def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(make_napari_viewer, qtbot):
-    from napari_aet._qt.widgets import ReconstructWidget
+    from napari_aet._qt.reconstruct import ReconstructWidget
     from napari_aet.core.metrics import match_atoms
     from napari_aet.core.trace import local_maxima
 
@@ -51,7 +51,7 @@ def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(make_napari_viewer,
 
 
 def test_cancel_leaves_the_viewer_usable(make_napari_viewer, qtbot):
-    from napari_aet._qt.widgets import ReconstructWidget
+    from napari_aet._qt.reconstruct import ReconstructWidget
 
     viewer = make_napari_viewer()
     _small_tilt_layer(viewer)
@@ -69,7 +69,7 @@ def test_cancel_leaves_the_viewer_usable(make_napari_viewer, qtbot):
 
 
 def test_trace_widget_on_the_ideal_tomogram(make_napari_viewer, qtbot):
-    from napari_aet._qt.widgets import TraceWidget
+    from napari_aet._qt.trace import TraceWidget
     from napari_aet.core.metrics import match_atoms
 
     viewer = make_napari_viewer()

@@ -31,7 +31,7 @@ def _sample_atoms(viewer):
 
 
 def test_load_widget_reads_the_file_and_its_angles(make_napari_viewer, qtbot, tmp_path, small_case):
-    from napari_aet._qt.widgets import LoadWidget
+    from napari_aet._qt.load import LoadWidget
     from napari_aet.core.io import write_tilt_series
 
     sim, _ = small_case
@@ -70,7 +70,7 @@ def test_load_widget_reads_the_file_and_its_angles(make_napari_viewer, qtbot, tm
 
 def test_align_widget_recovers_shifts(make_napari_viewer, qtbot):
     from napari_aet._layers import tilt_series_layer
-    from napari_aet._qt.widgets import AlignWidget
+    from napari_aet._qt.align import AlignWidget
     from napari_aet.core.simulate import SimulationConfig, simulate
 
     sim = simulate(SimulationConfig(size=1.5, n_voxels=56, tilt_range=60, tilt_step=10, seed=94, shift_error=2.0))
@@ -100,7 +100,7 @@ def test_align_widget_recovers_shifts(make_napari_viewer, qtbot):
 
 def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(make_napari_viewer, qtbot, small_case):
     from napari_aet._layers import volume_layer
-    from napari_aet._qt.widgets import EnhanceWidget
+    from napari_aet._qt.enhance import EnhanceWidget
     from napari_aet.core.io import Volume
     from napari_aet.core.metrics import normalized_error
 
@@ -131,7 +131,7 @@ def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(make_napari_vie
 def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(make_napari_viewer, qtbot, small_case):
     """SIRT (no positivity) leaves the wedge empty: the marked region must be the dark one."""
     from napari_aet._layers import tilt_series_layer
-    from napari_aet._qt.widgets import ReconstructWidget
+    from napari_aet._qt.reconstruct import ReconstructWidget
     from napari_aet.core.fourier import frequency_grids
 
     sim, _ = small_case
@@ -153,7 +153,7 @@ def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(make_napari_viewer,
 
 def test_analyze_widget_colours_atoms_and_shows_layer_displacements(make_napari_viewer, qtbot):
     from napari_aet._layers import FACET_COLOURS, FCC_COLOURS
-    from napari_aet._qt.widgets import AnalyzeWidget
+    from napari_aet._qt.analyze import AnalyzeWidget
     from napari.utils.colormaps.standardize_color import transform_color
 
     viewer = make_napari_viewer()
@@ -311,7 +311,7 @@ def test_figures_rendering_maps_and_export(make_napari_viewer, never_ask_on_clos
 
     from napari_aet._qt.correction import CorrectionWidget
     from napari_aet._qt.figures import FiguresWidget
-    from napari_aet._qt.widgets import AnalyzeWidget
+    from napari_aet._qt.analyze import AnalyzeWidget
 
     viewer = make_napari_viewer(show=True)  # an unshown canvas renders nothing
     _, truth = _sample_atoms(viewer)
@@ -361,7 +361,7 @@ def test_movie_through_napari_animation(make_napari_viewer, tmp_path):
 
 
 def test_settings_are_remembered(make_napari_viewer):
-    from napari_aet._qt.widgets import ReconstructWidget
+    from napari_aet._qt.reconstruct import ReconstructWidget
 
     viewer = make_napari_viewer()
     w = ReconstructWidget(viewer)

@@ -19,7 +19,7 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QMainWindow, QMessageBox, QPushButton
 
 from .. import session
-from .widgets import WorkerWidget, aet_meta, layer_table, recolour
+from .base import WorkerWidget, aet_meta, layer_table, recolour
 
 
 class _CloseGuard(QObject):

@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QPushBu
 from .. import session
 from .._layers import DISPLACEMENT, STRAIN
 from ..core import figures
-from .widgets import WorkerWidget, aet_meta, layer_table
+from .base import WorkerWidget, aet_meta, layer_table
 
 
 def save_rendering(viewer, path, size=(2000, 2000), background: str = "white", scale_bar: bool = True,

@@ -1,0 +1,63 @@
+"""Align: shifts (and optionally angles) of the tilt series by centre of mass or projection matching."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QCheckBox, QComboBox, QSpinBox
+
+from .base import WorkerWidget, aet_meta
+
+
+def _align_task(tilts, angles, method, rounds, refine_angles, pixel_size, device, progress=None, cancel=None):
+    from ..core.align import align, apply_shifts
+
+    res = align(tilts, angles, method=method, rounds=rounds, refine_angles=refine_angles, pixel_size=pixel_size,
+                device=device, progress=progress, cancel=cancel)
+    return res, apply_shifts(tilts, -res.shifts)  # shifts are what was applied; undo them
+
+
+class AlignWidget(WorkerWidget):
+    """Align a tilt series (centre of mass, cross-correlation or projection matching with
+    angle refinement); adds the aligned tilt series with the refined angles."""
+
+    run_label = "Align"
+    layer_kinds = ("tilt_series",)
+
+    def build_form(self, form):
+        self.method = QComboBox()
+        self.method.addItems(["projection-matching", "cross-correlation", "com"])
+        self.rounds = QSpinBox()
+        self.rounds.setRange(1, 50)
+        self.rounds.setValue(6)
+        self.refine_angles = QCheckBox("refine tilt angles")
+        self.refine_angles.setChecked(True)
+        form.addRow("tilt series", self.layer_box)
+        form.addRow("method", self.method)
+        form.addRow("rounds", self.rounds)
+        form.addRow("", self.refine_angles)
+        self.settings.update(method=self.method, rounds=self.rounds, refine_angles=self.refine_angles)
+
+    def start(self):
+        layer = self.selected_layer()
+        meta = aet_meta(layer)
+        if layer is None or not meta.get("angles") or not meta.get("pixel_size"):
+            self.status.setText("no tilt series with angles and a pixel size: load one first")
+            return
+        self._source = layer
+        self.status.setText("aligning...")
+        self.launch(_align_task, np.asarray(layer.data, np.float32), np.asarray(meta["angles"]), self.method.currentText(),
+                    self.rounds.value(), self.refine_angles.isChecked(), float(meta["pixel_size"]),
+                    self.device.currentText())
+
+    def on_result(self, result):
+        from .._layers import tilt_series_layer
+        from ..core.io import TiltSeries
+
+        res, aligned = result
+        meta = aet_meta(self._source)
+        ts = TiltSeries(aligned, np.asarray(res.angles), meta["pixel_size"], meta.get("source"))
+        data, kwargs, kind = tilt_series_layer(ts, name=f"{self._source.name} (aligned)")
+        kwargs["metadata"]["napari_aet"]["alignment"] = res.summary()
+        self.add_layer((data, kwargs, kind))
+        s = np.abs(np.asarray(res.shifts))
+        self.status.setText(f"aligned: largest shift {s.max():.2f} px, tilt-axis offset {res.tilt_axis_offset:.2f} px")

@@ -1,0 +1,80 @@
+"""Enhance (U-Net): missing-wedge recovery, with Fourier views before and after."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QCheckBox, QLineEdit
+
+from .._layers import volume_layer
+from ..core.io import Volume
+from .base import WorkerWidget, _path_row, aet_meta
+
+
+def _enhance_task(volume, pixel_size, weights, flip_average, device, tilt_range=None, fourier=False,
+                  trust=False, progress=None, cancel=None):
+    from .._layers import fourier_views
+    from ..core.enhance import check_intensity_range, enhance_volume, load_weights
+
+    model, meta = load_weights(weights or None, device=device, trust=trust)
+    out = enhance_volume(volume, model, pixel_size, meta.get("training_pixel_size"), flip_average=flip_average,
+                         device=device, progress=progress, cancel=cancel)
+    views = (fourier_views(volume, tilt_range), fourier_views(out, None)) if fourier else None
+    return out, check_intensity_range(volume, meta), views
+
+
+class EnhanceWidget(WorkerWidget):
+    """Recover the missing wedge with the U-Net (shipped weights unless others are chosen);
+    adds the enhanced tomogram and, optionally, the Fourier intensity before and after."""
+
+    run_label = "Enhance"
+    layer_kinds = ("tomogram",)
+
+    def build_form(self, form):
+        self.weights = QLineEdit()
+        self.weights.setPlaceholderText("shipped weights (resources/unet_pt.pt)")
+        self.flip_average = QCheckBox("average over flips (slower, smoother)")
+        self.show_fourier = QCheckBox("show Fourier intensity before and after")
+        self.trust_weights = QCheckBox("accept weights without a checksum file")
+        self.show_fourier.setChecked(True)
+        form.addRow("tomogram", self.layer_box)
+        form.addRow("weights", _path_row(self.weights, "U-Net weights", filters="*.pt"))
+        form.addRow("", self.flip_average)
+        form.addRow("", self.show_fourier)
+        form.addRow("", self.trust_weights)  # deliberately not remembered: a per-file decision
+        self.settings.update(weights=self.weights, flip_average=self.flip_average, show_fourier=self.show_fourier)
+
+    def _refresh_layers(self, *_):
+        super()._refresh_layers()
+        # never offer an enhanced tomogram as input by default
+        raw = [l.name for l in self.layers_of_kind(self.layer_kinds) if not aet_meta(l).get("enhanced")]
+        if raw and aet_meta(self.selected_layer()).get("enhanced"):
+            self.layer_box.setCurrentText(raw[-1])
+
+    def start(self):
+        layer = self.selected_layer()
+        px = aet_meta(layer).get("pixel_size")
+        if layer is None or not px:
+            self.status.setText("no tomogram with a voxel size: reconstruct or open one first")
+            return
+        self._source = layer
+        self.status.setText("enhancing...")
+        self.launch(_enhance_task, np.asarray(layer.data, np.float32), float(px), self.weights.text().strip(),
+                    self.flip_average.isChecked(), self.device.currentText(), aet_meta(layer).get("tilt_range"),
+                    self.show_fourier.isChecked(), self.trust_weights.isChecked())
+
+    def on_result(self, result):
+        from .._layers import fourier_layers
+
+        out, warning, views = result
+        meta = aet_meta(self._source)
+        vol = Volume(out, meta["pixel_size"])
+        name = f"{self._source.name} enhanced"
+        data, kwargs, kind = volume_layer(vol, name=name)
+        kwargs["metadata"]["napari_aet"].update(enhanced=True, tilt_range=meta.get("tilt_range"))
+        self.add_layer((data, kwargs, kind))
+        if views is not None:
+            before = Volume(np.asarray(self._source.data, np.float32), meta["pixel_size"])
+            for ld in (fourier_layers(before, meta.get("tilt_range"), self._source.name, views[0])
+                       + fourier_layers(vol, None, name, views[1])):
+                self.add_layer(ld)
+        self.status.setText(warning or "enhanced")
