@@ -52,7 +52,7 @@ def test_errors_reach_napari_notifications(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget("napari-aet", "Load tilt series")
     (tmp_path / "empty.mrc").write_bytes(b"")
-    w.path.setText(str(tmp_path / "empty.mrc"))
+    w.path.value = str(tmp_path / "empty.mrc")
     before = len(notification_manager.records)
     w.run_button.click()
     qtbot.waitUntil(lambda: w.status.text().startswith("error"), timeout=20000)

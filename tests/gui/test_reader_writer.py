@@ -87,8 +87,8 @@ def test_microscope_files_open_in_napari_and_the_load_widget(make_napari_viewer,
         m.set_data(proj.astype(np.float32))
         m.set_image_stack()
     _, w = viewer.window.add_plugin_dock_widget("napari-aet", "Load tilt series")
-    w.path.setText(str(tmp_path / "TS_01.mrc"))
-    w.find_axis.setChecked(True)
+    w.path.value = str(tmp_path / "TS_01.mrc")
+    w.find_axis.value = True
     w.run_button.click()
     qtbot.waitUntil(lambda: "TS_01" in viewer.layers, timeout=60000)
     layer = viewer.layers["TS_01"]

@@ -51,20 +51,20 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     _shot(viewer, shots, "01_sample", qtbot)
 
     align = _dock(viewer, "Align")
-    align.layer_box.setCurrentText(tilts.name)
-    align.method.setCurrentText("com")
-    align.refine_angles.setChecked(False)
-    align.device.setCurrentText("cpu")
+    align.layer_box.value = tilts.name
+    align.method.value = "com"
+    align.refine_angles.value = False
+    align.device.value = "cpu"
     align.run_button.click()
     qtbot.waitUntil(lambda: f"{tilts.name} (aligned)" in viewer.layers, timeout=STEPS_TIMEOUT)
     aligned = viewer.layers[f"{tilts.name} (aligned)"]
     _shot(viewer, shots, "02_align", qtbot)
 
     rec = _dock(viewer, "Reconstruct")
-    rec.layer_box.setCurrentText(aligned.name)
-    rec.iterations.setValue(60)
-    rec.show_fourier.setChecked(True)
-    rec.device.setCurrentText("cpu")
+    rec.layer_box.value = aligned.name
+    rec.iterations.value = 60
+    rec.show_fourier.value = True
+    rec.device.value = "cpu"
     rec.run_button.click()
     qtbot.waitUntil(lambda: "tomogram (resire)" in viewer.layers, timeout=STEPS_TIMEOUT)
     tomo = viewer.layers["tomogram (resire)"]
@@ -73,8 +73,8 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     _shot(viewer, shots, "03_reconstruct", qtbot)
 
     enh = _dock(viewer, "Enhance (U-Net)")
-    enh.layer_box.setCurrentText(tomo.name)
-    enh.device.setCurrentText("cpu")
+    enh.layer_box.value = tomo.name
+    enh.device.value = "cpu"
     enh.run_button.click()
     qtbot.waitUntil(lambda: f"{tomo.name} enhanced" in viewer.layers, timeout=STEPS_TIMEOUT)
     enhanced = viewer.layers[f"{tomo.name} enhanced"]
@@ -82,8 +82,8 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     _shot(viewer, shots, "04_enhance", qtbot)
 
     tr = _dock(viewer, "Trace atoms")
-    tr.layer_box.setCurrentText(enhanced.name)
-    tr.device.setCurrentText("cpu")
+    tr.layer_box.value = enhanced.name
+    tr.device.value = "cpu"
     tr.run_button.click()
     qtbot.waitUntil(lambda: "traced atoms" in viewer.layers, timeout=STEPS_TIMEOUT)
     atoms = viewer.layers["traced atoms"]
@@ -93,7 +93,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     _shot(viewer, shots, "05_trace", qtbot)
 
     an = _dock(viewer, "Analyze")
-    an.layer_box.setCurrentText(atoms.name)
+    an.layer_box.value = atoms.name
     an.run_button.click()
     qtbot.waitUntil(lambda: "displacement" in viewer.layers and "fcc" in viewer.layers["traced atoms"].features,
                     timeout=STEPS_TIMEOUT)
@@ -105,7 +105,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
 
     # manual correction: add, move, delete, undo; every edit autosaved
     corr = _dock(viewer, "Correct atoms")
-    corr.layer_box.setCurrentText(atoms.name)
+    corr.layer_box.value = atoms.name
     n0 = len(atoms.data)
     atoms.add(np.array([[0.0, 0.0, 40.0]]))
     assert len(atoms.data) == n0 + 1 and corr.store.unexported
@@ -122,18 +122,18 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     _shot(viewer, shots, "07_correct", qtbot)
 
     fig = _dock(viewer, "Figures & export")
-    fig.folder.setText(str(tmp_path / "figs"))
-    fig.width.setValue(800)
-    fig.height.setValue(600)
-    fig.layer_box.setCurrentText(atoms.name)
+    fig.folder.value = str(tmp_path / "figs")
+    fig.width.value = 800
+    fig.height.value = 600
+    fig.layer_box.value = atoms.name
     fig.run_button.click()
     assert (tmp_path / "figs" / "rendering.png").exists(), fig.status.text()
-    fig.component.setCurrentText("exx")
-    fig.maps_button.click()
+    fig.component.value = "exx"
+    fig.maps_button.native.click()
     assert (tmp_path / "figs" / "layers_exx.png").exists(), fig.status.text()
     # the reference work's figures, one click, rendered in a worker thread as 'run' renders them
-    fig.paper_figure.setCurrentIndex(0)  # all
-    fig.paper_button.click()
+    fig.paper_figure.value = "all"
+    fig.paper_button.native.click()
     qtbot.waitUntil(lambda: fig.run_button.isEnabled() and (tmp_path / "figs" / "fourier_3d.png").exists(),
                     timeout=STEPS_TIMEOUT)
     from PIL import Image
@@ -148,7 +148,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
         rgb = np.asarray(im.convert("RGB")).astype(int)
     blue = np.array([int(FCC_COLOURS[1][i:i + 2], 16) for i in (1, 3, 5)])
     assert (np.linalg.norm(rgb - blue, axis=-1) < 60).mean() > 0.05  # atoms on f.c.c. sites in the reference's blue
-    fig.atoms_button.click()
+    fig.atoms_button.native.click()
     exported = tmp_path / "figs" / "traced_atoms.csv"
     table, _ = io.read_atoms(exported)
     assert len(table) == n0 + 1 and not corr.store.unexported

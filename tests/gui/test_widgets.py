@@ -26,9 +26,9 @@ def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(make_napari_viewer,
     sim = _small_tilt_layer(viewer)
     w = ReconstructWidget(viewer)
     viewer.window.add_dock_widget(w)
-    assert w.layer_box.currentText() == "tilts"
-    w.iterations.setValue(100)
-    w.device.setCurrentText("cpu")
+    assert w.layer_box.value == "tilts"
+    w.iterations.value = 100
+    w.device.value = "cpu"
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
@@ -56,8 +56,8 @@ def test_cancel_leaves_the_viewer_usable(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     _small_tilt_layer(viewer)
     w = ReconstructWidget(viewer)
-    w.iterations.setValue(5000)
-    w.device.setCurrentText("cpu")
+    w.iterations.value = 5000
+    w.device.value = "cpu"
     w.run_button.click()
     qtbot.waitUntil(lambda: w.bar.value() >= 2, timeout=30000)
     w.cancel_button.click()
@@ -75,7 +75,7 @@ def test_trace_widget_on_the_ideal_tomogram(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     tilts, ideal, truth = viewer.open_sample("napari-aet", "pt_nanoparticle")
     w = TraceWidget(viewer)
-    assert w.layer_box.currentText() == "Pt ideal tomogram"
+    assert w.layer_box.value == "Pt ideal tomogram"
     w.run_button.click()
     qtbot.waitUntil(lambda: "traced atoms" in [l.name for l in viewer.layers], timeout=60000)
     pts = viewer.layers["traced atoms"]

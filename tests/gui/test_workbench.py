@@ -38,12 +38,12 @@ def test_load_widget_reads_the_file_and_its_angles(make_napari_viewer, qtbot, tm
     write_tilt_series(tmp_path / "tilts.mrc", sim.tilt_series, write_angles_file=True)
     viewer = make_napari_viewer()
     w = LoadWidget(viewer)
-    w.path.setText(str(tmp_path / "broken.mrc"))
+    w.path.value = str(tmp_path / "broken.mrc")
     (tmp_path / "broken.mrc").write_bytes(b"")
     w.run_button.click()
     qtbot.waitUntil(lambda: w.status.text().startswith("error"), timeout=20000)
     assert "broken.mrc" in w.status.text() and len(viewer.layers) == 0
-    w.path.setText(str(tmp_path / "tilts.mrc"))
+    w.path.value = str(tmp_path / "tilts.mrc")
     w.run_button.click()
     qtbot.waitUntil(lambda: "tilts" in viewer.layers, timeout=20000)
     layer = viewer.layers["tilts"]
@@ -51,18 +51,18 @@ def test_load_widget_reads_the_file_and_its_angles(make_napari_viewer, qtbot, tm
     np.testing.assert_allclose(layer.metadata["napari_aet"]["angles"], sim.tilt_series.angles, atol=1e-4)
     assert "projections" in w.status.text()
     # the path is remembered for the next session
-    assert LoadWidget(viewer).path.text() == str(tmp_path / "tilts.mrc")
+    assert str(LoadWidget(viewer).path.value) == str(tmp_path / "tilts.mrc")
     # a RESIRE/GENFIRE MATLAB stack [x, y, projection] with Z-Y-X angles reads as the same series
     import scipy.io
 
     t = np.asarray(sim.tilt_series.angles)
     scipy.io.savemat(tmp_path / "resire.mat", {"projections": sim.tilt_series.data.transpose(2, 1, 0)})
     np.savetxt(tmp_path / "resire_angles.txt", np.c_[np.zeros(len(t)), -t, np.zeros(len(t))])
-    w.path.setText(str(tmp_path / "resire.mat"))
-    w.angles.setText(str(tmp_path / "resire_angles.txt"))
-    w.pixel_size.setValue(PX)
-    w.layout_box.setCurrentText("[x, y, projection] (RESIRE/GENFIRE MATLAB)")
-    w.convention.setCurrentText("zyx")
+    w.path.value = str(tmp_path / "resire.mat")
+    w.angles.value = str(tmp_path / "resire_angles.txt")
+    w.pixel_size.value = PX
+    w.layout_box.value = "[x, y, projection] (RESIRE/GENFIRE MATLAB)"
+    w.convention.value = "zyx"
     w.run_button.click()
     qtbot.waitUntil(lambda: "resire" in viewer.layers, timeout=20000)
     np.testing.assert_array_equal(viewer.layers["resire"].data, sim.tilt_series.data)
@@ -77,10 +77,10 @@ def test_align_widget_recovers_shifts(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     _add(viewer, tilt_series_layer(sim.tilt_series, name="raw"))
     w = AlignWidget(viewer)
-    w.method.setCurrentText("projection-matching")
-    w.rounds.setValue(3)
-    w.refine_angles.setChecked(False)
-    w.device.setCurrentText("cpu")
+    w.method.value = "projection-matching"
+    w.rounds.value = 3
+    w.refine_angles.value = False
+    w.device.value = "cpu"
     w.run_button.click()
     qtbot.waitUntil(lambda: "raw (aligned)" in viewer.layers, timeout=120000)
     got = np.asarray(viewer.layers["raw (aligned)"].metadata["napari_aet"]["alignment"]["shifts_px"])
@@ -110,7 +110,7 @@ def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(make_napari_vie
     kwargs["metadata"]["napari_aet"]["tilt_range"] = 60.0
     _add(viewer, (data, kwargs, kind))
     w = EnhanceWidget(viewer)
-    w.device.setCurrentText("cpu")
+    w.device.value = "cpu"
     w.run_button.click()
     qtbot.waitUntil(lambda: "tomogram (resire) enhanced" in viewer.layers, timeout=120000)
     out = viewer.layers["tomogram (resire) enhanced"]
@@ -125,7 +125,7 @@ def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(make_napari_vie
     np.testing.assert_allclose(four.scale, 1 / (56 * PX), rtol=1e-6)
     assert "tomogram (resire) enhanced |F|² (log)" in viewer.layers
     # the enhanced tomogram is never offered as input by default
-    assert w.layer_box.currentText() == "tomogram (resire)"
+    assert w.layer_box.value == "tomogram (resire)"
 
 
 def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(make_napari_viewer, qtbot, small_case):
@@ -138,9 +138,9 @@ def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(make_napari_viewer,
     viewer = make_napari_viewer()
     _add(viewer, tilt_series_layer(sim.tilt_series, name="tilts"))
     w = ReconstructWidget(viewer)
-    w.method.setCurrentText("sirt")
-    w.show_fourier.setChecked(True)
-    w.device.setCurrentText("cpu")
+    w.method.value = "sirt"
+    w.show_fourier.value = True
+    w.device.value = "cpu"
     w.run_button.click()
     qtbot.waitUntil(lambda: "missing wedge (±60°)" in viewer.layers, timeout=60000)
     four = viewer.layers["tomogram (sirt) |F|² (log)"].data
@@ -160,7 +160,7 @@ def test_analyze_widget_colours_atoms_and_shows_layer_displacements(make_napari_
     _, truth = _sample_atoms(viewer)
     true_fcc = truth.features["fcc"].to_numpy().copy()
     w = AnalyzeWidget(viewer)
-    assert w.layer_box.currentText() == truth.name
+    assert w.layer_box.value == truth.name
     w.run_button.click()
     qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
     feats = truth.features
@@ -171,31 +171,31 @@ def test_analyze_widget_colours_atoms_and_shows_layer_displacements(make_napari_
     if (~fcc).any():
         np.testing.assert_allclose(truth.face_color[~fcc], np.tile(black, ((~fcc).sum(), 1)), atol=1e-6)
     # facets: {100} red, {111} blue
-    w.colour_by.setCurrentText("facet")
+    w.colour_by.value = "facet"
     f100 = (feats["facet"] == "100").to_numpy()
     assert f100.any()
     np.testing.assert_allclose(truth.face_color[f100][0], transform_color(FACET_COLOURS["100"])[0], atol=1e-6)
     # layers: neighbouring layers get different colours, atoms of one layer the same
-    w.colour_by.setCurrentText("layer")
+    w.colour_by.value = "layer"
     lay = feats["layer"].to_numpy()
     k = int(np.nanmedian(lay.astype(float)))
     same = truth.face_color[lay == k]
     assert np.allclose(same, same[0]) and not np.allclose(truth.face_color[lay == k + 1][0], same[0])
     assert not truth.face_colorbar.visible
     # a strain component: diverging map, limits symmetric about zero, colour bar shown
-    w.colour_by.setCurrentText("exy")
+    w.colour_by.value = "exy"
     lo, hi = truth.face_contrast_limits
     assert lo == -hi and hi > 0 and truth.face_colorbar.visible
     assert truth.face_colormap.name == "RdBu_r"
     # per-layer displacement arrows: the slider picks the layer
     vec = viewer.layers["displacement"]
-    for index in (w.layer_slider.minimum() + 1, w.layer_slider.maximum() - 1):
-        w.layer_slider.setValue(index)
+    for index in (w.layer_slider.min + 1, w.layer_slider.max - 1):
+        w.layer_slider.value = index
         sel = (feats["layer"] == index).to_numpy() & np.isfinite(feats["ux"].to_numpy())
         assert len(vec.data) == sel.sum() > 0
         assert set(vec.features["layer"]) == {index}
         lengths = np.linalg.norm(vec.data[:, 1], axis=1)
-        np.testing.assert_allclose(lengths, vec.features["magnitude"] * w.exaggeration.value(), rtol=1e-6)
+        np.testing.assert_allclose(lengths, vec.features["magnitude"] * w.exaggeration.value, rtol=1e-6)
     assert "on f.c.c. sites" in w.status.text()
 
 
@@ -219,8 +219,8 @@ def test_manual_edits_undo_autosave_and_restore(make_napari_viewer, never_ask_on
     n = len(truth.data)
     w = CorrectionWidget(viewer)
     viewer.window.add_dock_widget(w)
-    w.tomogram_box.setCurrentText(ideal.name)
-    assert w.layer_box.currentText() == truth.name and not w.undo_button.isEnabled()
+    w.tomogram_box.value = ideal.name
+    assert w.layer_box.value == truth.name and not w.undo_button.isEnabled()
     # drag one atom 0.64 Å within its slice (two drag events: one undo step), then refine it
     # back onto the intensity maximum
     true_pos = truth.data[10].copy()
@@ -284,8 +284,8 @@ def test_adding_an_atom_on_the_tomogram_plane_in_3d(make_napari_viewer, never_as
     viewer.dims.ndisplay = 3
     w = CorrectionWidget(viewer)
     viewer.window.add_dock_widget(w)
-    w.tomogram_box.setCurrentText(ideal.name)
-    w.add_on_plane.setChecked(True)
+    w.tomogram_box.value = ideal.name
+    w.add_on_plane.value = True
     assert ideal.depiction == "plane" and truth.mode == "pan_zoom"
     ideal.plane.position = (80.0, 72.0, 72.0)  # data (voxel) coordinates; normal along z
     plane_z = 80.0 * ideal.scale[0] + ideal.translate[0]
@@ -301,7 +301,7 @@ def test_adding_an_atom_on_the_tomogram_plane_in_3d(make_napari_viewer, never_as
     t = (plane_z - 40.0) / -1.0
     assert (y, x) == pytest.approx((3.0 + 0.2 * t, -2.0 + 0.1 * t))
     assert truth.features["edited"].iloc[-1] == 1 and w.store.unexported
-    w.add_on_plane.setChecked(False)
+    w.add_on_plane.value = False
     assert ideal.depiction == "volume"
 
 
@@ -321,10 +321,10 @@ def test_figures_rendering_maps_and_export(make_napari_viewer, never_ask_on_clos
     a.run_button.click()
     qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
     f = FiguresWidget(viewer)
-    f.folder.setText(str(tmp_path / "figs"))
-    f.width.setValue(640)
-    f.height.setValue(480)
-    f.background.setCurrentText("white")
+    f.folder.value = str(tmp_path / "figs")
+    f.width.value = 640
+    f.height.value = 480
+    f.background.value = "white"
     f.run_button.click()
     assert (tmp_path / "figs" / "rendering.png").exists(), f.status.text()
     img = np.asarray(Image.open(tmp_path / "figs" / "rendering.png"))
@@ -334,16 +334,16 @@ def test_figures_rendering_maps_and_export(make_napari_viewer, never_ask_on_clos
     assert (rgb.min(-1) > 250).mean() > 0.3  # a white background around the particle
     assert (rgb.max(-1) < 150).mean() > 0.005  # dark (blue/black) atoms drawn
     assert viewer.canvas.background_color_override is None  # the viewer is left as it was
-    f.component.setCurrentText("ezz")
-    f.vector_format.setCurrentText("pdf")
-    f.maps_button.click()
+    f.component.value = "ezz"
+    f.vector_format.value = "pdf"
+    f.maps_button.native.click()
     for ext in ("png", "pdf"):
         assert (tmp_path / "figs" / f"layers_ezz.{ext}").stat().st_size > 1000, f.status.text()
     # an edit makes closing ask; exporting the atoms clears it
     c = CorrectionWidget(viewer, session_folder=tmp_path / "own-session")  # not the default session
     truth.add(np.array([[0.0, 0.0, 30.0]]))
     assert c.store.unexported
-    f.atoms_button.click()
+    f.atoms_button.native.click()
     assert (tmp_path / "figs" / "Pt_atoms_(ground_truth).csv").exists(), f.status.text()
     assert not c.store.unexported
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: pytest.fail("asked although exported"))
@@ -365,12 +365,12 @@ def test_settings_are_remembered(make_napari_viewer):
 
     viewer = make_napari_viewer()
     w = ReconstructWidget(viewer)
-    w.iterations.setValue(37)
-    w.method.setCurrentText("sirt")
+    w.iterations.value = 37
+    w.method.value = "sirt"
     w.run_button.click()  # no tilt series: says so, but remembers the settings
     assert "no tilt series" in w.status.text()
     w2 = ReconstructWidget(viewer)
-    assert w2.iterations.value() == 37 and w2.method.currentText() == "sirt"
+    assert w2.iterations.value == 37 and w2.method.value == "sirt"
 
 
 def test_reanalyse_flags_an_added_interstitial(make_napari_viewer, never_ask_on_close, qtbot):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QComboBox, QSpinBox
 
-from .base import WorkerWidget, aet_meta
+from .base import WorkerWidget, aet_meta, choice, flag, integer
 
 
 def _align_task(tilts, angles, method, rounds, refine_angles, pixel_size, device, progress=None, cancel=None):
@@ -24,17 +23,11 @@ class AlignWidget(WorkerWidget):
     layer_kinds = ("tilt_series",)
 
     def build_form(self, form):
-        self.method = QComboBox()
-        self.method.addItems(["projection-matching", "cross-correlation", "com"])
-        self.rounds = QSpinBox()
-        self.rounds.setRange(1, 50)
-        self.rounds.setValue(6)
-        self.refine_angles = QCheckBox("refine tilt angles")
-        self.refine_angles.setChecked(True)
-        form.addRow("tilt series", self.layer_box)
-        form.addRow("method", self.method)
-        form.addRow("rounds", self.rounds)
-        form.addRow("", self.refine_angles)
+        self.layer_box.label = "tilt series"
+        self.method = choice("method", ["projection-matching", "cross-correlation", "com"])
+        self.rounds = integer("rounds", 1, 50, 6)
+        self.refine_angles = flag("refine tilt angles", True)
+        form.extend([self.layer_box, self.method, self.rounds, self.refine_angles])
         self.settings.update(method=self.method, rounds=self.rounds, refine_angles=self.refine_angles)
 
     def start(self):
@@ -45,9 +38,8 @@ class AlignWidget(WorkerWidget):
             return
         self._source = layer
         self.status.setText("aligning...")
-        self.launch(_align_task, np.asarray(layer.data, np.float32), np.asarray(meta["angles"]), self.method.currentText(),
-                    self.rounds.value(), self.refine_angles.isChecked(), float(meta["pixel_size"]),
-                    self.device.currentText())
+        self.launch(_align_task, np.asarray(layer.data, np.float32), np.asarray(meta["angles"]), self.method.value,
+                    self.rounds.value, self.refine_angles.value, float(meta["pixel_size"]), self.device.value)
 
     def on_result(self, result):
         from .._layers import tilt_series_layer

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSlider
 
-from .base import WorkerWidget, aet_meta, layer_table, recolour
+from magicgui import widgets as mg
+
+from .base import WorkerWidget, choice, number, aet_meta, layer_table, recolour
 
 
 class AnalyzeWidget(WorkerWidget):
@@ -19,37 +19,26 @@ class AnalyzeWidget(WorkerWidget):
     has_device = False
 
     def build_form(self, form):
-        self.lattice_constant = QDoubleSpinBox()
-        self.lattice_constant.setRange(0.0, 10.0)
-        self.lattice_constant.setDecimals(4)
-        self.lattice_constant.setSpecialValueText("fit")
-        self.lattice_constant.setSuffix(" Å")
-        self.layer_axis = QComboBox()
-        self.layer_axis.addItems(["001", "010", "100", "111"])
-        form.addRow("atoms", self.layer_box)
-        form.addRow("lattice constant", self.lattice_constant)
-        form.addRow("layers along", self.layer_axis)
+        self.layer_box.label = "atoms"
+        self.lattice_constant = number("lattice constant", 0.0, 10.0, 0.0, decimals=4, suffix=" Å", special="fit")
+        self.layer_axis = choice("layers along", ["001", "010", "100", "111"])
+        form.extend([self.layer_box, self.lattice_constant, self.layer_axis])
         self.settings.update(lattice_constant=self.lattice_constant, layer_axis=self.layer_axis)
 
     def build_extra(self, layout):
-        form = QFormLayout()
-        self.colour_by = QComboBox()
-        self.colour_by.currentTextChanged.connect(self._recolour)
-        self.layer_slider = QSlider(Qt.Orientation.Horizontal)
-        self.layer_slider.setEnabled(False)
-        self.layer_slider.valueChanged.connect(self._show_layer)
-        self.layer_label = QLabel("")
-        self.exaggeration = QDoubleSpinBox()
-        self.exaggeration.setRange(1.0, 500.0)
-        self.exaggeration.setValue(20.0)
-        self.exaggeration.setPrefix("× ")
-        self.exaggeration.valueChanged.connect(lambda *_: self._show_layer(self.layer_slider.value()))
-        form.addRow("colour atoms by", self.colour_by)
-        form.addRow("displacement layer", self.layer_slider)
-        form.addRow("", self.layer_label)
-        form.addRow("arrow length", self.exaggeration)
+        self.colour_by = choice("colour atoms by", [])
+        self.colour_by.changed.connect(self._recolour)
+        self.layer_slider = mg.Slider(label="displacement layer", min=0, max=0, enabled=False)
+        self.layer_slider.changed.connect(self._show_layer)
+        self.layer_label = mg.Label(label="", value="")
+        self.exaggeration = number("arrow length", 1.0, 500.0, 20.0, decimals=1)
+        self.exaggeration.native.setPrefix("× ")
+        self.exaggeration.changed.connect(lambda *_: self._show_layer(self.layer_slider.value))
+        views = mg.Container(widgets=[self.colour_by, self.layer_slider, self.layer_label, self.exaggeration],
+                             labels=True)
         self.settings.update(exaggeration=self.exaggeration)
-        layout.addLayout(form)
+        layout.addWidget(views.native)
+        self._views = views  # keep the magicgui container alive with its Qt widget
         self._analysed = None
 
     def start(self):
@@ -61,8 +50,8 @@ class AnalyzeWidget(WorkerWidget):
             return
         self._target = layer
         self.status.setText("analysing...")
-        self.launch(analyze_atoms, layer_table(layer), lattice_constant=self.lattice_constant.value() or None,
-                    layer_axis=self.layer_axis.currentText())
+        self.launch(analyze_atoms, layer_table(layer), lattice_constant=self.lattice_constant.value or None,
+                    layer_axis=self.layer_axis.value)
 
     def on_result(self, result):
         from .._layers import colour_options
@@ -74,18 +63,18 @@ class AnalyzeWidget(WorkerWidget):
         meta = aet_meta(layer)
         meta["analysis"] = {k: v for k, v in summary.items() if k != "grid"}
         self._analysed = (layer, table, summary["lattice"])
-        previous = self.colour_by.currentText()
-        self.colour_by.blockSignals(True)
-        self.colour_by.clear()
-        self.colour_by.addItems(colour_options(feats))
-        self.colour_by.blockSignals(False)
-        self.colour_by.setCurrentText(previous if previous in colour_options(feats) else "fcc")
-        self._recolour(self.colour_by.currentText())
+        previous = self.colour_by.value
+        options = colour_options(feats)
+        with self.colour_by.changed.blocked():
+            self.colour_by.choices = options
+            self.colour_by.value = previous if previous in options else "fcc"
+        self._recolour(self.colour_by.value)
         layers = sorted(int(v) for v in table["layer"].dropna().unique())
-        self.layer_slider.setRange(min(layers), max(layers))
-        self.layer_slider.setEnabled(True)
-        self.layer_slider.setValue(layers[len(layers) // 2])
-        self._show_layer(self.layer_slider.value())
+        with self.layer_slider.changed.blocked():
+            self.layer_slider.min, self.layer_slider.max = min(layers), max(layers)
+            self.layer_slider.enabled = True
+            self.layer_slider.value = layers[len(layers) // 2]
+        self._show_layer(self.layer_slider.value)
         lat = summary["lattice"]
         self.status.setText(f"a = {lat['lattice_constant']:.4f} Å, {summary['share_assigned']:.1%} on "
                             f"f.c.c. sites, {len(layers)} layers")
@@ -100,7 +89,7 @@ class AnalyzeWidget(WorkerWidget):
         if not self._analysed:
             return
         layer, table, lattice = self._analysed
-        data, feats = displacement_vectors(table, lattice, int(index), self.exaggeration.value())
+        data, feats = displacement_vectors(table, lattice, int(index), self.exaggeration.value)
         name = "displacement"
         kwargs = dict(name=name, features=feats, edge_width=0.25, edge_color="magnitude", edge_colormap="viridis",
                       vector_style="arrow", units=("angstrom",) * 3,
@@ -115,5 +104,5 @@ class AnalyzeWidget(WorkerWidget):
         else:
             self.viewer.add_vectors(data if len(data) else np.zeros((0, 2, 3)), **kwargs)
         mean = float(feats["magnitude"].mean()) if len(feats) else float("nan")
-        self.layer_label.setText(f"layer {index}: {len(data)} atoms, mean |u| = {100 * mean:.1f} pm "
-                                 f"(arrows × {self.exaggeration.value():g})")
+        self.layer_label.value = (f"layer {index}: {len(data)} atoms, mean |u| = {100 * mean:.1f} pm "
+                                  f"(arrows × {self.exaggeration.value:g})")

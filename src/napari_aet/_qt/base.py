@@ -10,9 +10,11 @@ import threading
 
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-    QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QHBoxLayout, QLabel, QProgressBar,
+    QPushButton, QVBoxLayout, QWidget,
 )
+
+from magicgui import widgets as mg
 
 from .. import session
 
@@ -30,57 +32,72 @@ def aet_meta(layer) -> dict:
     return (layer.metadata.get("napari_aet") or {}) if layer is not None else {}
 
 
+# -- form fields: magicgui widgets (one ``.value`` API, ``.changed`` signals, a file picker)
+
+def choice(label: str, choices, value=None, tooltip: str = "") -> mg.ComboBox:
+    """A drop-down; ``choices`` a list, (text, value) pairs or a callable (refreshed by
+    ``reset_choices``)."""
+    w = mg.ComboBox(label=label, choices=choices, tooltip=tooltip or None)
+    if value is not None:
+        w.value = value
+    return w
+
+
+def integer(label: str, low: int, high: int, value: int, tooltip: str = "") -> mg.SpinBox:
+    """An integer box (magicgui's has no suffix: put the unit in the label)."""
+    return mg.SpinBox(label=label, min=low, max=high, value=value, tooltip=tooltip or None)
+
+
+def number(label: str, low: float, high: float, value: float, decimals: int = 2, suffix: str = "",
+           special: str = "") -> mg.FloatSpinBox:
+    w = mg.FloatSpinBox(label=label, min=low, max=high, step=10.0 ** -decimals, value=value)
+    w.native.setDecimals(decimals)
+    if suffix:
+        w.native.setSuffix(suffix)
+    if special:  # shown at the minimum, which then means "automatic"
+        w.native.setSpecialValueText(special)
+    return w
+
+
+def flag(text: str, value: bool = False) -> mg.CheckBox:
+    return mg.CheckBox(text=text, value=value, label="")
+
+
+def path_field(label: str, mode: str = "r", filter: str = "", placeholder: str = "") -> mg.FileEdit:
+    w = mg.FileEdit(label=label, mode=mode, filter=filter or None)
+    w.line_edit.value = ""
+    if placeholder:
+        w.line_edit.native.setPlaceholderText(placeholder)
+    return w
+
+
+def path_text(w: mg.FileEdit) -> str:
+    """What the user typed or picked, '' when empty (magicgui reads an empty field as '.')."""
+    return str(w.line_edit.value).strip()
+
+
 def _value(w):
-    if isinstance(w, QComboBox):
-        return w.currentText()
-    if isinstance(w, QCheckBox):
-        return w.isChecked()
-    if isinstance(w, QLineEdit):
-        return w.text()
-    return w.value()
+    if isinstance(w, mg.FileEdit):
+        return path_text(w)
+    return w.value
 
 
 def _set_value(w, v) -> None:
     try:
-        if isinstance(w, QComboBox):
-            if w.findText(str(v)) >= 0:
-                w.setCurrentText(str(v))
-        elif isinstance(w, QCheckBox):
-            w.setChecked(bool(v))
-        elif isinstance(w, QLineEdit):
-            w.setText(str(v))
-        elif isinstance(w, QSpinBox):
-            w.setValue(int(v))
+        if isinstance(w, mg.FileEdit):
+            w.line_edit.value = str(v)
         else:
-            w.setValue(float(v))
+            w.value = v
     except (TypeError, ValueError):
         pass  # a stale or hand-edited settings file must not break the widget
-
-
-def _path_row(line: QLineEdit, caption: str, save: bool = False, filters: str = "") -> QWidget:
-    box = QWidget()
-    row = QHBoxLayout(box)
-    row.setContentsMargins(0, 0, 0, 0)
-    button = QPushButton("…")
-    button.setMaximumWidth(30)
-
-    def browse():
-        pick = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
-        path, _ = pick(box, caption, line.text(), filters)
-        if path:
-            line.setText(path)
-
-    button.clicked.connect(browse)
-    row.addWidget(line)
-    row.addWidget(button)
-    return box
 
 
 class WorkerWidget(QWidget):
     """Base of the step widgets: a form, Run/Cancel, a progress bar, a status line, and a
     core function run in a napari thread worker with a progress callback and a cancel flag.
 
-    Subclasses list their remembered inputs in ``self.settings`` (name -> Qt input widget).
+    Subclasses build their inputs as magicgui widgets into ``form`` (a magicgui ``Container``)
+    in :meth:`build_form` and list the remembered ones in ``self.settings`` (name -> widget).
     """
 
     run_label = "Run"
@@ -94,25 +111,24 @@ class WorkerWidget(QWidget):
         self.worker = None
         self.napari_progress = None
         self.settings: dict = {}
-        self.layer_box = QComboBox()
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda"])
+        self.layer_box = choice("input", self._layer_names, tooltip="input layer")
+        self.device = choice("device", ["auto", "cpu", "cuda"], "auto")
         self.run_button = QPushButton(self.run_label)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.bar = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        form = QFormLayout()
-        self.build_form(form)
+        self.form = mg.Container(labels=True)
+        self.build_form(self.form)
         if self.has_device:
-            form.addRow("device", self.device)
+            self.form.append(self.device)
             self.settings["device"] = self.device
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         self.main_layout = QVBoxLayout(self)
-        self.main_layout.addLayout(form)
+        self.main_layout.addWidget(self.form.native)
         self.main_layout.addLayout(buttons)
         self.main_layout.addWidget(self.bar)
         self.main_layout.addWidget(self.status)
@@ -121,7 +137,6 @@ class WorkerWidget(QWidget):
         self.relay = _Relay()
         self.relay.progressed.connect(self._on_progress)
         self.run_button.clicked.connect(self._start)
-        self.layer_box.setToolTip("input layer")
         self.cancel_button.clicked.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -130,7 +145,7 @@ class WorkerWidget(QWidget):
 
     # -- subclass hooks
     def build_form(self, form):
-        """Add the step's input rows to ``form``."""
+        """Add the step's inputs (magicgui widgets) to ``form``, a magicgui ``Container``."""
 
     def build_extra(self, layout):
         """Add rows below the progress bar (optional)."""
@@ -158,15 +173,14 @@ class WorkerWidget(QWidget):
     def layers_of_kind(self, kinds):
         return [l for l in self.viewer.layers if aet_meta(l).get("kind") in kinds]
 
+    def _layer_names(self, *_) -> list:
+        return [l.name for l in self.layers_of_kind(self.layer_kinds)] if hasattr(self, "viewer") else []
+
     def _refresh_layers(self, *_):
-        current = self.layer_box.currentText()
-        self.layer_box.clear()
-        self.layer_box.addItems([l.name for l in self.layers_of_kind(self.layer_kinds)])
-        if current:
-            self.layer_box.setCurrentText(current)
+        self.layer_box.reset_choices()  # keeps the current layer while it exists
 
     def selected_layer(self):
-        name = self.layer_box.currentText()
+        name = self.layer_box.value
         return next((l for l in self.layers_of_kind(self.layer_kinds) if l.name == name), None)
 
     def add_layer(self, layer_data) -> None:

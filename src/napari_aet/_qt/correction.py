@@ -16,10 +16,10 @@ import weakref
 
 import numpy as np
 from qtpy.QtCore import QEvent, QObject, QTimer
-from qtpy.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QMainWindow, QMessageBox, QPushButton
+from qtpy.QtWidgets import QHBoxLayout, QMainWindow, QMessageBox, QPushButton
 
 from .. import session
-from .base import WorkerWidget, aet_meta, layer_table, recolour
+from .base import WorkerWidget, choice, flag, aet_meta, layer_table, recolour
 
 
 class _CloseGuard(QObject):
@@ -57,7 +57,7 @@ def _plane_click(widget_ref, layer, event):
     """Mouse-drag callback: in 3D, a click adds an atom where the view ray meets the tomogram's
     plane (napari's own add mode would put it at an arbitrary depth along the ray)."""
     widget = widget_ref()
-    if widget is None or not widget.add_on_plane.isChecked() or event.view_direction is None:
+    if widget is None or not widget.add_on_plane.value or event.view_direction is None:
         return
     tomo = widget.tomogram_layer()
     if tomo is None or len(event.dims_displayed) != 3:
@@ -98,7 +98,7 @@ class CorrectionWidget(WorkerWidget):
         self._restoring = False
         self._last_change = None
         super().__init__(napari_viewer)
-        self.layer_box.currentTextChanged.connect(self._attach)
+        self.layer_box.changed.connect(self._attach)
         self._attach()
         self._install_close_guard()
         # napari docks the widget after building it: look for the window again once it has
@@ -128,9 +128,9 @@ class CorrectionWidget(WorkerWidget):
         return super().event(event)
 
     def build_form(self, form):
-        self.tomogram_box = QComboBox()
-        form.addRow("atoms", self.layer_box)
-        form.addRow("tomogram", self.tomogram_box)
+        self.layer_box.label = "atoms"
+        self.tomogram_box = choice("tomogram", lambda *_: [l.name for l in self.layers_of_kind(("tomogram", "ideal_tomogram"))])
+        form.extend([self.layer_box, self.tomogram_box])
 
     def build_extra(self, layout):
         row1, row2 = QHBoxLayout(), QHBoxLayout()
@@ -138,8 +138,8 @@ class CorrectionWidget(WorkerWidget):
         self.redo_button = QPushButton("Redo")
         self.refine_button = QPushButton("Refine edited atoms")
         self.restore_button = QPushButton("Restore last session")
-        self.add_on_plane = QCheckBox("3D: click adds an atom on the tomogram's plane")
-        self.add_on_plane.toggled.connect(self._plane_mode)
+        self.add_on_plane = flag("3D: click adds an atom on the tomogram's plane")
+        self.add_on_plane.changed.connect(self._plane_mode)
         self.undo_button.clicked.connect(self.undo)
         self.redo_button.clicked.connect(self.redo)
         self.refine_button.clicked.connect(self.refine_edited)
@@ -148,7 +148,7 @@ class CorrectionWidget(WorkerWidget):
             row1.addWidget(b)
         for b in (self.refine_button, self.restore_button):
             row2.addWidget(b)
-        layout.addWidget(self.add_on_plane)
+        layout.addWidget(self.add_on_plane.native)
         layout.addLayout(row1)
         layout.addLayout(row2)
         self._update_buttons()
@@ -156,11 +156,7 @@ class CorrectionWidget(WorkerWidget):
     def _refresh_layers(self, *_):
         super()._refresh_layers()
         if hasattr(self, "tomogram_box"):
-            current = self.tomogram_box.currentText()
-            self.tomogram_box.clear()
-            self.tomogram_box.addItems([l.name for l in self.layers_of_kind(("tomogram", "ideal_tomogram"))])
-            if current:
-                self.tomogram_box.setCurrentText(current)
+            self.tomogram_box.reset_choices()
             if self._layer is not None and self._layer not in self.viewer.layers:
                 self._detach()
             if self._layer is None:
@@ -173,7 +169,7 @@ class CorrectionWidget(WorkerWidget):
             self.restore_button.setEnabled(self.store.has_autosave())
 
     def tomogram_layer(self):
-        name = self.tomogram_box.currentText()
+        name = self.tomogram_box.value
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _plane_mode(self, on: bool):
@@ -181,7 +177,7 @@ class CorrectionWidget(WorkerWidget):
         tomo, layer = self.tomogram_layer(), self._layer
         if on and (tomo is None or layer is None):
             self.status.setText("choose the atoms layer and the tomogram first")
-            self.add_on_plane.setChecked(False)
+            self.add_on_plane.value = False
             return
         if tomo is not None:
             tomo.depiction = "plane" if on else "volume"
@@ -301,7 +297,7 @@ class CorrectionWidget(WorkerWidget):
         table, meta, name = got
         data, kwargs, kind = atoms_layer(table, name=name, metadata=meta)
         self.add_layer((data, kwargs, kind))
-        self.layer_box.setCurrentText(name)
+        self.layer_box.value = name
         self._attach()
         self.status.setText(f"restored {len(table)} atoms from {self.store.atoms_path}")
 
@@ -310,7 +306,7 @@ class CorrectionWidget(WorkerWidget):
         from ..core.trace import snap_to_maxima
 
         layer = self._layer
-        tomo = next((l for l in self.viewer.layers if l.name == self.tomogram_box.currentText()), None)
+        tomo = next((l for l in self.viewer.layers if l.name == self.tomogram_box.value), None)
         if layer is None or tomo is None:
             self.status.setText("choose an atoms layer and the tomogram to refine against")
             return

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QLineEdit
 
 from .._layers import volume_layer
 from ..core.io import Volume
-from .base import WorkerWidget, _path_row, aet_meta
+from .base import WorkerWidget, aet_meta, flag, path_field, path_text
 
 
 def _enhance_task(volume, pixel_size, weights, flip_average, device, tilt_range=None, fourier=False,
@@ -30,17 +29,12 @@ class EnhanceWidget(WorkerWidget):
     layer_kinds = ("tomogram",)
 
     def build_form(self, form):
-        self.weights = QLineEdit()
-        self.weights.setPlaceholderText("shipped weights (resources/unet_pt.pt)")
-        self.flip_average = QCheckBox("average over flips (slower, smoother)")
-        self.show_fourier = QCheckBox("show Fourier intensity before and after")
-        self.trust_weights = QCheckBox("accept weights without a checksum file")
-        self.show_fourier.setChecked(True)
-        form.addRow("tomogram", self.layer_box)
-        form.addRow("weights", _path_row(self.weights, "U-Net weights", filters="*.pt"))
-        form.addRow("", self.flip_average)
-        form.addRow("", self.show_fourier)
-        form.addRow("", self.trust_weights)  # deliberately not remembered: a per-file decision
+        self.layer_box.label = "tomogram"
+        self.weights = path_field("weights", filter="*.pt", placeholder="shipped weights (resources/unet_pt.pt)")
+        self.flip_average = flag("average over flips (slower, smoother)")
+        self.show_fourier = flag("show Fourier intensity before and after", True)
+        self.trust_weights = flag("accept weights without a checksum file")  # not remembered: a per-file decision
+        form.extend([self.layer_box, self.weights, self.flip_average, self.show_fourier, self.trust_weights])
         self.settings.update(weights=self.weights, flip_average=self.flip_average, show_fourier=self.show_fourier)
 
     def _refresh_layers(self, *_):
@@ -48,7 +42,7 @@ class EnhanceWidget(WorkerWidget):
         # never offer an enhanced tomogram as input by default
         raw = [l.name for l in self.layers_of_kind(self.layer_kinds) if not aet_meta(l).get("enhanced")]
         if raw and aet_meta(self.selected_layer()).get("enhanced"):
-            self.layer_box.setCurrentText(raw[-1])
+            self.layer_box.value = raw[-1]
 
     def start(self):
         layer = self.selected_layer()
@@ -58,9 +52,9 @@ class EnhanceWidget(WorkerWidget):
             return
         self._source = layer
         self.status.setText("enhancing...")
-        self.launch(_enhance_task, np.asarray(layer.data, np.float32), float(px), self.weights.text().strip(),
-                    self.flip_average.isChecked(), self.device.currentText(), aet_meta(layer).get("tilt_range"),
-                    self.show_fourier.isChecked(), self.trust_weights.isChecked())
+        self.launch(_enhance_task, np.asarray(layer.data, np.float32), float(px), path_text(self.weights),
+                    self.flip_average.value, self.device.value, aet_meta(layer).get("tilt_range"),
+                    self.show_fourier.value, self.trust_weights.value)
 
     def on_result(self, result):
         from .._layers import fourier_layers

@@ -11,12 +11,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QPushButton, QSpinBox
 
 from .. import session
 from .._layers import DISPLACEMENT, STRAIN
 from ..core import figures
-from .base import WorkerWidget, aet_meta, layer_table
+from magicgui import widgets as mg
+
+from .base import WorkerWidget, choice, flag, integer, path_field, path_text, aet_meta, layer_table
 
 
 def save_rendering(viewer, path, size=(2000, 2000), background: str = "white", scale_bar: bool = True,
@@ -99,79 +100,55 @@ class FiguresWidget(WorkerWidget):
     has_device = False
 
     def build_form(self, form):
-        self.folder = QLineEdit(str(Path.home() / "napari-aet-figures"))
-        self.width = QSpinBox()
-        self.height = QSpinBox()
-        for s in (self.width, self.height):
-            s.setRange(64, 8000)
-            s.setValue(2000)
-            s.setSuffix(" px")
-        self.background = QComboBox()
-        self.background.addItems(["white", "black"])
-        self.scale_bar = QCheckBox("scale bar (Å)")
-        self.scale_bar.setChecked(True)
-        self.spheres = QCheckBox("atoms as shaded spheres")
-        self.spheres.setChecked(True)
-        form.addRow("folder", self.folder)
-        form.addRow("width", self.width)
-        form.addRow("height", self.height)
-        form.addRow("background", self.background)
-        form.addRow("", self.scale_bar)
-        form.addRow("", self.spheres)
+        self.folder = path_field("folder", mode="d")
+        self.folder.line_edit.value = str(Path.home() / "napari-aet-figures")
+        self.width = integer("width (px)", 64, 8000, 2000)
+        self.height = integer("height (px)", 64, 8000, 2000)
+        self.background = choice("background", ["white", "black"])
+        self.scale_bar = flag("scale bar (Å)", True)
+        self.spheres = flag("atoms as shaded spheres", True)
+        form.extend([self.folder, self.width, self.height, self.background, self.scale_bar, self.spheres])
         self.settings.update(folder=self.folder, width=self.width, height=self.height, background=self.background,
                              scale_bar=self.scale_bar, spheres=self.spheres)
 
     def build_extra(self, layout):
-        form = QFormLayout()
-        self.component = QComboBox()
-        self.component.addItems(list(STRAIN + DISPLACEMENT))
-        self.vector_format = QComboBox()
-        self.vector_format.addItems(["svg", "pdf"])
-        self.paper_figure = QComboBox()
-        self.paper_figure.addItem("all of (a)-(g) and the 3D maps", None)
-        for key, what in figures.REFERENCE_FIGURES.items():
-            self.paper_figure.addItem(f"{key}: {what}", key)
-        self.paper_layer = QSpinBox()
-        self.paper_layer.setRange(-1, 999)
-        self.paper_layer.setValue(-1)
-        self.paper_layer.setSpecialValueText("fullest layer")
-        self.paper_button = QPushButton("Render paper figure")
-        self.paper_button.setToolTip("the reference work's figures as shaded renderings (PNG 300 dpi and SVG), "
-                                     "made off the GUI thread exactly as 'napari-aet run' makes them")
-        self.maps_button = QPushButton("Save layer maps")
-        self.atoms_button = QPushButton("Export atoms (CSV)")
-        self.movie_button = QPushButton("Save rotating movie")
+        self.layer_box.label = "atoms"
+        self.paper_figure = choice("paper figure", [("all of (a)-(g) and the 3D maps", "all")]
+                                   + [(f"{key}: {what}", key) for key, what in figures.REFERENCE_FIGURES.items()])
+        self.paper_layer = integer("layer for (f), (g)", -1, 999, -1, tooltip="-1: the layer with most atoms")
+        self.component = choice("map component", list(STRAIN + DISPLACEMENT))
+        self.vector_format = choice("vector format", ["svg", "pdf"])
+        self.paper_button = mg.PushButton(text="Render paper figure", label="",
+                                          tooltip="the reference work's figures as shaded renderings (PNG 300 dpi and "
+                                          "SVG), made off the GUI thread exactly as 'napari-aet run' makes them")
+        self.maps_button = mg.PushButton(text="Save layer maps", label="")
+        self.atoms_button = mg.PushButton(text="Export atoms (CSV)", label="")
+        self.movie_button = mg.PushButton(text="Save rotating movie", label="")
         try:
             import napari_animation  # noqa: F401
         except ImportError:
-            self.movie_button.setEnabled(False)
-            self.movie_button.setToolTip("install napari-animation for movies")
-        form.addRow("atoms", self.layer_box)
-        form.addRow("paper figure", self.paper_figure)
-        form.addRow("layer for (f), (g)", self.paper_layer)
-        form.addRow(self.paper_button)
-        form.addRow("map component", self.component)
-        form.addRow("vector format", self.vector_format)
-        form.addRow(self.maps_button)
-        form.addRow(self.atoms_button)
-        form.addRow(self.movie_button)
-        self.paper_button.clicked.connect(self.render_paper_figures)
-        self.maps_button.clicked.connect(self.save_layer_maps)
-        self.atoms_button.clicked.connect(self.export_atoms)
-        self.movie_button.clicked.connect(self.save_movie)
+            self.movie_button.enabled = False
+            self.movie_button.tooltip = "install napari-animation for movies"
+        self._exports = mg.Container(labels=True, widgets=[
+            self.layer_box, self.paper_figure, self.paper_layer, self.paper_button, self.component,
+            self.vector_format, self.maps_button, self.atoms_button, self.movie_button])
+        self.paper_button.changed.connect(self.render_paper_figures)
+        self.maps_button.changed.connect(self.save_layer_maps)
+        self.atoms_button.changed.connect(self.export_atoms)
+        self.movie_button.changed.connect(self.save_movie)
         self.settings.update(component=self.component, vector_format=self.vector_format,
                              paper_figure=self.paper_figure, paper_layer=self.paper_layer)
-        layout.addLayout(form)
+        layout.addWidget(self._exports.native)
 
     def _out(self, name: str) -> Path:
-        folder = Path(self.folder.text()).expanduser()
+        folder = Path(path_text(self.folder) or Path.home() / "napari-aet-figures").expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         return folder / name
 
     def start(self):
         path = self._out("rendering.png")
-        img = save_rendering(self.viewer, path, (self.height.value(), self.width.value()), self.background.currentText(),
-                             self.scale_bar.isChecked(), self.spheres.isChecked())
+        img = save_rendering(self.viewer, path, (self.height.value, self.width.value), self.background.value,
+                             self.scale_bar.value, self.spheres.value)
         self.status.setText(f"saved {path} ({img.shape[1]}×{img.shape[0]} px)")
 
     def render_paper_figures(self):
@@ -183,11 +160,11 @@ class FiguresWidget(WorkerWidget):
             if not summary:
                 raise ValueError("the atoms have not been analysed: run Analyze first")
             volumes, pixel_size, tilt_range = _tomograms(self.viewer)
-            key = self.paper_figure.currentData()
-            names = None if key is None else [key]
+            key = self.paper_figure.value
+            names = None if key == "all" else [key]
             if key in ("tomograms_3d", "fourier_3d") and not volumes:
                 raise ValueError("no tomogram layer: reconstruct (and enhance) first")
-            layer_index = None if self.paper_layer.value() < 0 else self.paper_layer.value()
+            layer_index = None if self.paper_layer.value < 0 else self.paper_layer.value
             self.save_settings()
             self.launch(_paper_figures_task, self._out(""), table, summary, volumes or None, pixel_size, tilt_range,
                         layer_index, names)
@@ -212,14 +189,14 @@ class FiguresWidget(WorkerWidget):
         try:
             layer, table = self._atoms()
             lattice = (aet_meta(layer).get("analysis") or {}).get("lattice")
-            comp = self.component.currentText()
+            comp = self.component.value
             if lattice is None or comp not in table:
                 raise ValueError("the atoms have no strain or displacement yet: run Analyze first")
             axis = ((aet_meta(layer).get("analysis") or {}).get("settings") or {}).get("layer_axis", "001")
             fig = figures.layer_maps(table, comp, lattice, axis if axis in ("100", "010", "001") else "001")
             if fig is None:
                 raise ValueError("no atoms with a layer index")
-            paths = figures.save(fig, self._out(""), f"layers_{comp}", formats=("png", self.vector_format.currentText()))
+            paths = figures.save(fig, self._out(""), f"layers_{comp}", formats=("png", self.vector_format.value))
             self.status.setText("saved " + ", ".join(str(p) for p in paths))
         except Exception as exc:
             self._report(exc)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit
 
-from .base import WorkerWidget, _path_row
+from .base import WorkerWidget, choice, flag, number, path_field, path_text
 
 
 # stack layouts offered by the Load widget: (stack axis, transpose each projection)
@@ -45,56 +44,35 @@ class LoadWidget(WorkerWidget):
     has_device = False
 
     def build_form(self, form):
-        self.path = QLineEdit()
-        self.angles = QLineEdit()
-        self.angles.setPlaceholderText("beside the file when empty")
-        self.pixel_size = QDoubleSpinBox()
-        self.pixel_size.setRange(0.0, 100.0)
-        self.pixel_size.setDecimals(4)
-        self.pixel_size.setSpecialValueText("from header")
-        self.pixel_size.setSuffix(" Å")
-        self.angle_units = QComboBox()
-        self.angle_units.addItems(["deg", "rad"])
-        self.layout_box = QComboBox()
-        self.layout_box.addItems(list(STACK_LAYOUTS))
-        self.convention = QComboBox()
-        self.convention.addItems(["zyz", "zyx", "tilt-axis"])
-        self.tilt_axis_angle = QDoubleSpinBox()
-        self.tilt_axis_angle.setRange(-180.0, 180.0)
-        self.tilt_axis_angle.setDecimals(2)
-        self.tilt_axis_angle.setSuffix(" °")
-        self.background = QComboBox()
-        self.background.addItems(["none", "constant", "plane", "quadratic"])
-        self.normalize = QCheckBox("equal total intensity across tilts")
-        self.denoise = QComboBox()
-        self.denoise.addItems(["none", "bm3d"])
-        self.find_axis = QCheckBox("find the tilt axis and rotate it onto v")
-        form.addRow("tilt series", _path_row(self.path, "Tilt series",
-                                             filters="*.mrc *.st *.ali *.tif *.tiff *.npy *.mat *.emd *.dm3 *.dm4 *.h5"))
-        form.addRow("angles", _path_row(self.angles, "Tilt angles"))
-        form.addRow("pixel size", self.pixel_size)
-        form.addRow("stack layout", self.layout_box)
-        form.addRow("angle units", self.angle_units)
-        form.addRow("angle convention", self.convention)
-        form.addRow("tilt-axis angle", self.tilt_axis_angle)
-        form.addRow("background", self.background)
-        form.addRow("normalise", self.normalize)
-        form.addRow("denoise", self.denoise)
-        form.addRow("tilt axis", self.find_axis)
+        self.path = path_field("tilt series", filter="*.mrc *.st *.ali *.tif *.tiff *.npy *.mat *.emd *.dm3 *.dm4 *.h5")
+        self.angles = path_field("angles", placeholder="beside the file when empty")
+        self.pixel_size = number("pixel size", 0.0, 100.0, 0.0, decimals=4, suffix=" Å", special="from header")
+        self.layout_box = choice("stack layout", list(STACK_LAYOUTS))
+        self.angle_units = choice("angle units", ["deg", "rad"])
+        self.convention = choice("angle convention", ["zyz", "zyx", "tilt-axis"])
+        self.tilt_axis_angle = number("tilt-axis angle", -180.0, 180.0, 0.0, decimals=2, suffix=" °")
+        self.background = choice("background", ["none", "constant", "plane", "quadratic"])
+        self.normalize = flag("equal total intensity across tilts")
+        self.normalize.label = "normalise"
+        self.denoise = choice("denoise", ["none", "bm3d"])
+        self.find_axis = flag("find the tilt axis and rotate it onto v")
+        self.find_axis.label = "tilt axis"
+        form.extend([self.path, self.angles, self.pixel_size, self.layout_box, self.angle_units, self.convention,
+                     self.tilt_axis_angle, self.background, self.normalize, self.denoise, self.find_axis])
         self.settings.update(path=self.path, angles=self.angles, pixel_size=self.pixel_size, angle_units=self.angle_units,
                              layout=self.layout_box, convention=self.convention, tilt_axis_angle=self.tilt_axis_angle,
                              background=self.background,
                              normalize=self.normalize, denoise=self.denoise, find_axis=self.find_axis)
 
     def start(self):
-        if not self.path.text().strip():
+        if not path_text(self.path):
             self.status.setText("choose a tilt-series file first")
             return
-        none = lambda box: None if box.currentText() == "none" else box.currentText()  # noqa: E731
-        self.launch(_read_tilt_series_task, self.path.text().strip(), self.angles.text().strip(),
-                    self.pixel_size.value(), self.angle_units.currentText(), self.convention.currentText(),
-                    self.tilt_axis_angle.value(), none(self.background), self.normalize.isChecked(), none(self.denoise),
-                    "auto" if self.find_axis.isChecked() else None, self.layout_box.currentText())
+        none = lambda box: None if box.value == "none" else box.value  # noqa: E731
+        self.launch(_read_tilt_series_task, path_text(self.path), path_text(self.angles),
+                    self.pixel_size.value, self.angle_units.value, self.convention.value,
+                    self.tilt_axis_angle.value, none(self.background), self.normalize.value, none(self.denoise),
+                    "auto" if self.find_axis.value else None, self.layout_box.value)
 
     def on_result(self, ts):
         from pathlib import Path

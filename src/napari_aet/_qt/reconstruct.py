@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QComboBox, QSpinBox
 
 from .._layers import volume_layer
 from ..core.io import Volume
-from .base import WorkerWidget, aet_meta
+from .base import WorkerWidget, aet_meta, choice, flag, integer
 
 
 def _tilt_range(angles) -> Optional[float]:
@@ -35,16 +34,11 @@ class ReconstructWidget(WorkerWidget):
     layer_kinds = ("tilt_series",)
 
     def build_form(self, form):
-        self.method = QComboBox()
-        self.method.addItems(["resire", "sirt", "genfire"])
-        self.iterations = QSpinBox()
-        self.iterations.setRange(1, 10000)
-        self.iterations.setValue(100)
-        self.show_fourier = QCheckBox("show Fourier intensity and missing wedge")
-        form.addRow("tilt series", self.layer_box)
-        form.addRow("method", self.method)
-        form.addRow("iterations", self.iterations)
-        form.addRow("", self.show_fourier)
+        self.layer_box.label = "tilt series"
+        self.method = choice("method", ["resire", "sirt", "genfire"])
+        self.iterations = integer("iterations", 1, 10000, 100)
+        self.show_fourier = flag("show Fourier intensity and missing wedge")
+        form.extend([self.layer_box, self.method, self.iterations, self.show_fourier])
         self.settings.update(method=self.method, iterations=self.iterations, show_fourier=self.show_fourier)
 
     def start(self):
@@ -59,8 +53,7 @@ class ReconstructWidget(WorkerWidget):
         self._angles = np.asarray(meta["angles"], float)
         self.status.setText("reconstructing...")
         self.launch(_reconstruct_task, np.asarray(layer.data), self._angles, float(meta["pixel_size"]),
-                    self.method.currentText(), self.iterations.value(), self.device.currentText(),
-                    self.show_fourier.isChecked())
+                    self.method.value, self.iterations.value, self.device.value, self.show_fourier.value)
 
     def on_result(self, output):
         from .._layers import fourier_layers

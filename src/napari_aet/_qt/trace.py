@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox
 
-from .base import WorkerWidget, aet_meta
+from .base import WorkerWidget, aet_meta, number
 
 
 class TraceWidget(WorkerWidget):
@@ -15,13 +14,9 @@ class TraceWidget(WorkerWidget):
     layer_kinds = ("tomogram", "ideal_tomogram")
 
     def build_form(self, form):
-        self.min_distance = QDoubleSpinBox()
-        self.min_distance.setRange(0.5, 10.0)
-        self.min_distance.setSingleStep(0.1)
-        self.min_distance.setValue(2.0)
-        self.min_distance.setSuffix(" Å")
-        form.addRow("tomogram", self.layer_box)
-        form.addRow("min. distance", self.min_distance)
+        self.layer_box.label = "tomogram"
+        self.min_distance = number("min. distance", 0.5, 10.0, 2.0, decimals=2, suffix=" Å")
+        form.extend([self.layer_box, self.min_distance])
         self.settings.update(min_distance=self.min_distance)
 
     def start(self):
@@ -34,7 +29,7 @@ class TraceWidget(WorkerWidget):
             return
         self.status.setText("tracing...")
         self._source = layer.name
-        self.launch(trace_atoms, np.asarray(layer.data), float(px), min_distance=self.min_distance.value())
+        self.launch(trace_atoms, np.asarray(layer.data), float(px), min_distance=self.min_distance.value)
 
     def on_result(self, result):
         from .._layers import atoms_layer

@@ -520,6 +520,8 @@ def render(jobs, out_dir: Path, workers: int = 2, progress=None, cancel=None) ->
             fig = builder(*args)
             if fig is not None:
                 paths += save(fig, out_dir, name)
+        if progress is not None:
+            progress(len(part), len(part), f"{len(paths)} files written")
         return paths
 
     forkable = (workers > 1 and progress is None and cancel is None and (os.cpu_count() or 1) > 1 and "fork" in mp.get_all_start_methods() and len(jobs) > 1
