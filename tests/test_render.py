@@ -77,7 +77,7 @@ def analysed(small_sim):
 
     extra = pd.DataFrame({"x": support[:, 0], "y": support[:, 1], "z": support[:, 2], "atom": 0})
     table = pd.concat([table, extra], ignore_index=True)
-    return analyze_atoms(table)
+    return analyze_atoms(table, support_normal=(0, 0, -1))
 
 
 def test_reference_figures_are_written_with_their_colours(tmp_path, analysed, small_sim):
@@ -94,6 +94,11 @@ def test_reference_figures_are_written_with_their_colours(tmp_path, analysed, sm
     n_off = int((table.loc[table["atom"] == 1, "fcc"] != 1).sum())
     assert _share(images["a_particle_on_support"], fg.FCC_COLOURS[1]) > 0.2  # atoms on sites: the reference's blue
     assert _share(images["a_particle_on_support"], fg.SUPPORT_COLOUR, tol=30) > 0.002  # the support shows, grey
+    # without the support's direction, non-atoms (noise peaks all round) are not drawn at all
+    no_support = dict(summary, settings={**summary["settings"], "support_normal": None})
+    fg.save(fg.particle_on_support(table, no_support), tmp_path, "bare", formats=("png",))
+    bare = np.asarray(Image.open(tmp_path / "bare.png").convert("RGB"))
+    assert _share(bare, fg.SUPPORT_COLOUR, tol=30) < 0.2 * _share(images["a_particle_on_support"], fg.SUPPORT_COLOUR, tol=30)
     assert n_off == 0 or _share(images["a_particle_on_support"], "#000000", tol=40) > 0
     facets = images["bcd_facets"]
     third = facets.shape[1] // 3

@@ -535,7 +535,7 @@ def cmd_run(args) -> int:
     rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
                        device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar,
                        resume=args.resume, trust_weights=args.trust_weights, extended_object=args.extended_object,
-                       layer_maps=args.layer_maps)
+                       layer_maps=args.layer_maps, support_normal=args.support_normal)
     _report_network(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
           f"in {rep['total_seconds']:.0f} s -> {args.output}")
@@ -730,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-enhance", action="store_true", help="skip the U-Net")
     p.add_argument("--no-refine", action="store_true", help="skip refining atoms against the tilt series")
     p.add_argument("--extended-object", action="store_true", help=EXTENDED_HELP)
+    p.add_argument("--support-normal", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="direction (sample frame) from the particle to its support: support statistics, and the "
+                   "support drawn in figure (a)")
     p.add_argument("--weights", type=Path, default=None, metavar="W.pt", help="U-Net weights (default: shipped)")
     _add_trust_option(p)
     p.add_argument("--resume", action="store_true",

@@ -154,7 +154,7 @@ class _RunFolder:
 def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, device: str = "auto",
                  weights=None, refine: bool = True, figures: bool = True, progress_factory=None,
                  resume: bool = False, trust_weights: bool = False, extended_object: bool = False,
-                 layer_maps: bool = False) -> dict:
+                 layer_maps: bool = False, support_normal=None) -> dict:
     """Align, reconstruct, enhance, trace, refine and analyze a tilt series into ``out``.
 
     ``out`` gets tomogram.mrc, tomogram_enhanced.mrc (with the network), atoms.csv
@@ -164,7 +164,8 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     settings from its last finished stage. ``progress_factory(name)`` returns a progress
     callback per stage. ``figures``: the reference work's figures and the tomogram views
     (:func:`figures.write_figures`); ``layer_maps`` adds every layer's map of each
-    displacement and strain component.
+    displacement and strain component. ``support_normal`` (sample frame, from the particle to
+    its support) gives the support statistics and draws the support in figure (a).
     """
     import json
     import platform
@@ -187,6 +188,7 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
 
         model, meta_w = load_weights(weights, device=resolve_device(device), trust=trust_weights)
     settings = {"align": align_first, "enhance": enhance, "refine": refine, "extended_object": extended_object,
+                "support_normal": None if support_normal is None else [float(v) for v in support_normal],
                 "weights": str(weights) if weights else "shipped",
                 "pixel_size": ts.pixel_size, "n_projections": int(ts.data.shape[0]),
                 "angles_deg": np.asarray(ts.angles).tolist(),
@@ -261,7 +263,7 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     if not run.done("analyze"):
         def do_analyze():
             table, meta = io.read_atoms(work / "traced.csv")
-            analysed, summary = analyze_atoms(table, progress=progress_bar("analyze"))
+            analysed, summary = analyze_atoms(table, support_normal=support_normal, progress=progress_bar("analyze"))
             meta["analysis"] = summary
             io.write_atoms(work / "atoms.csv", analysed, metadata=meta)
         stage("analyze", do_analyze)
