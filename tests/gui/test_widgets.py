@@ -7,26 +7,25 @@ from qtpy.QtCore import QTimer
 pytestmark = pytest.mark.gui
 
 
-def _small_tilt_layer(viewer):
-    from napari_aet._layers import tilt_series_layer
+def _small_tilt_layer(viewer, folder):
+    """A small simulated tilt series, opened from its file through napari-aet's reader."""
     from napari_aet.core.simulate import SimulationConfig, simulate
 
+    from .conftest import open_tilt_series_file
+
     sim = simulate(SimulationConfig(size=1.5, n_voxels=56, tilt_step=10, seed=91))
-    data, kwargs, _ = tilt_series_layer(sim.tilt_series, name="tilts")
-    viewer.add_image(data, **kwargs)
+    open_tilt_series_file(viewer, sim.tilt_series, folder, "tilts")
     return sim
 
 
-def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(make_napari_viewer, qtbot):
-    from napari_aet._qt.reconstruct import ReconstructWidget
+def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(dock, make_napari_viewer, qtbot, tmp_path):
     from napari_aet.core.metrics import match_atoms
     from napari_aet.core.trace import local_maxima
 
     viewer = make_napari_viewer()
-    sim = _small_tilt_layer(viewer)
-    w = ReconstructWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    assert w.layer_box.value == "tilts"
+    sim = _small_tilt_layer(viewer, tmp_path)
+    w = dock(viewer, "Reconstruct")
+    assert w.layer_box.value == "tilts (tilt series)"
     w.iterations.value = 100
     w.device.value = "cpu"
     ticks = []
@@ -50,12 +49,11 @@ def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(make_napari_viewer,
     assert w.bar.value() == 100 and "R =" in w.status.text()
 
 
-def test_cancel_leaves_the_viewer_usable(make_napari_viewer, qtbot):
-    from napari_aet._qt.reconstruct import ReconstructWidget
+def test_cancel_leaves_the_viewer_usable(dock, make_napari_viewer, qtbot, tmp_path):
 
     viewer = make_napari_viewer()
-    _small_tilt_layer(viewer)
-    w = ReconstructWidget(viewer)
+    _small_tilt_layer(viewer, tmp_path)
+    w = dock(viewer, "Reconstruct")
     w.iterations.value = 5000
     w.device.value = "cpu"
     w.run_button.click()
@@ -68,13 +66,12 @@ def test_cancel_leaves_the_viewer_usable(make_napari_viewer, qtbot):
     assert len(viewer.layers) == 2
 
 
-def test_trace_widget_on_the_ideal_tomogram(make_napari_viewer, qtbot):
-    from napari_aet._qt.trace import TraceWidget
+def test_trace_widget_on_the_ideal_tomogram(dock, make_napari_viewer, qtbot):
     from napari_aet.core.metrics import match_atoms
 
     viewer = make_napari_viewer()
     tilts, ideal, truth = viewer.open_sample("napari-aet", "pt_nanoparticle")
-    w = TraceWidget(viewer)
+    w = dock(viewer, "Trace atoms")
     assert w.layer_box.value == "Pt ideal tomogram"
     w.run_button.click()
     qtbot.waitUntil(lambda: "traced atoms" in [l.name for l in viewer.layers], timeout=60000)

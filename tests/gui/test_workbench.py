@@ -30,14 +30,13 @@ def _sample_atoms(viewer):
     return ideal, truth
 
 
-def test_load_widget_reads_the_file_and_its_angles(make_napari_viewer, qtbot, tmp_path, small_case):
-    from napari_aet._qt.load import LoadWidget
+def test_load_widget_reads_the_file_and_its_angles(dock, make_napari_viewer, qtbot, tmp_path, small_case):
     from napari_aet.core.io import write_tilt_series
 
     sim, _ = small_case
     write_tilt_series(tmp_path / "tilts.mrc", sim.tilt_series, write_angles_file=True)
     viewer = make_napari_viewer()
-    w = LoadWidget(viewer)
+    w = dock(viewer, "Load tilt series")
     w.path.value = str(tmp_path / "broken.mrc")
     (tmp_path / "broken.mrc").write_bytes(b"")
     w.run_button.click()
@@ -51,7 +50,7 @@ def test_load_widget_reads_the_file_and_its_angles(make_napari_viewer, qtbot, tm
     np.testing.assert_allclose(layer.metadata["napari_aet"]["angles"], sim.tilt_series.angles, atol=1e-4)
     assert "projections" in w.status.text()
     # the path is remembered for the next session
-    assert str(LoadWidget(viewer).path.value) == str(tmp_path / "tilts.mrc")
+    assert str(dock(make_napari_viewer(), "Load tilt series").path.value) == str(tmp_path / "tilts.mrc")
     # a RESIRE/GENFIRE MATLAB stack [x, y, projection] with Z-Y-X angles reads as the same series
     import scipy.io
 
@@ -68,22 +67,20 @@ def test_load_widget_reads_the_file_and_its_angles(make_napari_viewer, qtbot, tm
     np.testing.assert_array_equal(viewer.layers["resire"].data, sim.tilt_series.data)
 
 
-def test_align_widget_recovers_shifts(make_napari_viewer, qtbot):
-    from napari_aet._layers import tilt_series_layer
-    from napari_aet._qt.align import AlignWidget
+def test_align_widget_recovers_shifts(dock, open_tilts, make_napari_viewer, qtbot, tmp_path):
     from napari_aet.core.simulate import SimulationConfig, simulate
 
     sim = simulate(SimulationConfig(size=1.5, n_voxels=56, tilt_range=60, tilt_step=10, seed=94, shift_error=2.0))
     viewer = make_napari_viewer()
-    _add(viewer, tilt_series_layer(sim.tilt_series, name="raw"))
-    w = AlignWidget(viewer)
+    raw = open_tilts(viewer, sim.tilt_series, tmp_path, "raw").name
+    w = dock(viewer, "Align")
     w.method.value = "projection-matching"
     w.rounds.value = 3
     w.refine_angles.value = False
     w.device.value = "cpu"
     w.run_button.click()
-    qtbot.waitUntil(lambda: "raw (aligned)" in viewer.layers, timeout=120000)
-    got = np.asarray(viewer.layers["raw (aligned)"].metadata["napari_aet"]["alignment"]["shifts_px"])
+    qtbot.waitUntil(lambda: f"{raw} (aligned)" in viewer.layers, timeout=120000)
+    got = np.asarray(viewer.layers[f"{raw} (aligned)"].metadata["napari_aet"]["alignment"]["shifts_px"])
     err = (got - got.mean(0)) - (sim.shifts - sim.shifts.mean(0))  # the common shift is unobservable
     assert np.abs(sim.shifts).max() > 1.5 and np.abs(err).max() < 0.3
     # and the aligned series must reconstruct better than the raw one
@@ -95,12 +92,11 @@ def test_align_widget_recovers_shifts(make_napari_viewer, qtbot):
         vol = reconstruct(np.asarray(data), sim.tilt_series.angles, PX, iterations=60, device="cpu").volume
         return match_atoms(trace_atoms(vol, PX).atoms[["x", "y", "z"]].to_numpy(), sim.particle.positions).recall
 
-    assert recall(viewer.layers["raw (aligned)"].data) >= max(0.95, recall(viewer.layers["raw"].data))
+    assert recall(viewer.layers[f"{raw} (aligned)"].data) >= max(0.95, recall(viewer.layers[raw].data))
 
 
-def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(make_napari_viewer, qtbot, small_case):
+def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(dock, make_napari_viewer, qtbot, small_case):
     from napari_aet._layers import volume_layer
-    from napari_aet._qt.enhance import EnhanceWidget
     from napari_aet.core.io import Volume
     from napari_aet.core.metrics import normalized_error
 
@@ -109,7 +105,7 @@ def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(make_napari_vie
     data, kwargs, kind = volume_layer(Volume(rec, PX), name="tomogram (resire)")
     kwargs["metadata"]["napari_aet"]["tilt_range"] = 60.0
     _add(viewer, (data, kwargs, kind))
-    w = EnhanceWidget(viewer)
+    w = dock(viewer, "Enhance (U-Net)")
     w.device.value = "cpu"
     w.run_button.click()
     qtbot.waitUntil(lambda: "tomogram (resire) enhanced" in viewer.layers, timeout=120000)
@@ -128,16 +124,15 @@ def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(make_napari_vie
     assert w.layer_box.value == "tomogram (resire)"
 
 
-def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(make_napari_viewer, qtbot, small_case):
+def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(dock, open_tilts, make_napari_viewer, qtbot, small_case,
+                                                             tmp_path):
     """SIRT (no positivity) leaves the wedge empty: the marked region must be the dark one."""
-    from napari_aet._layers import tilt_series_layer
-    from napari_aet._qt.reconstruct import ReconstructWidget
     from napari_aet.core.fourier import frequency_grids
 
     sim, _ = small_case
     viewer = make_napari_viewer()
-    _add(viewer, tilt_series_layer(sim.tilt_series, name="tilts"))
-    w = ReconstructWidget(viewer)
+    open_tilts(viewer, sim.tilt_series, tmp_path, "tilts")
+    w = dock(viewer, "Reconstruct")
     w.method.value = "sirt"
     w.show_fourier.value = True
     w.device.value = "cpu"
@@ -151,15 +146,14 @@ def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(make_napari_viewer,
     assert viewer.layers["tomogram (sirt)"].metadata["napari_aet"]["tilt_range"] == pytest.approx(60.0)
 
 
-def test_analyze_widget_colours_atoms_and_shows_layer_displacements(make_napari_viewer, qtbot):
+def test_analyze_widget_colours_atoms_and_shows_layer_displacements(dock, make_napari_viewer, qtbot):
     from napari_aet._layers import FACET_COLOURS, FCC_COLOURS
-    from napari_aet._qt.analyze import AnalyzeWidget
     from napari.utils.colormaps.standardize_color import transform_color
 
     viewer = make_napari_viewer()
     _, truth = _sample_atoms(viewer)
     true_fcc = truth.features["fcc"].to_numpy().copy()
-    w = AnalyzeWidget(viewer)
+    w = dock(viewer, "Analyze")
     assert w.layer_box.value == truth.name
     w.run_button.click()
     qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
@@ -208,17 +202,15 @@ def never_ask_on_close(monkeypatch):
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
 
 
-def test_manual_edits_undo_autosave_and_restore(make_napari_viewer, never_ask_on_close, qtbot, monkeypatch):
+def test_manual_edits_undo_autosave_and_restore(dock, make_napari_viewer, never_ask_on_close, qtbot, monkeypatch):
     from qtpy.QtWidgets import QMessageBox
 
-    from napari_aet._qt.correction import CorrectionWidget
     from napari_aet.core.io import read_atoms
 
     viewer = make_napari_viewer()
     ideal, truth = _sample_atoms(viewer)
     n = len(truth.data)
-    w = CorrectionWidget(viewer)
-    viewer.window.add_dock_widget(w)
+    w = dock(viewer, "Correct atoms")
     w.tomogram_box.value = ideal.name
     assert w.layer_box.value == truth.name and not w.undo_button.isEnabled()
     # drag one atom 0.64 Å within its slice (two drag events: one undo step), then refine it
@@ -264,8 +256,7 @@ def test_manual_edits_undo_autosave_and_restore(make_napari_viewer, never_ask_on
     viewer.close()
     # a new viewer restores the edits from the session folder
     viewer2 = make_napari_viewer()
-    w2 = CorrectionWidget(viewer2)
-    viewer2.window.add_dock_widget(w2)
+    w2 = dock(viewer2, "Correct atoms")
     assert w2.restore_button.isEnabled() and "autosaved" in w2.status.text()
     w2.restore_button.click()
     restored = viewer2.layers[truth.name]
@@ -274,16 +265,14 @@ def test_manual_edits_undo_autosave_and_restore(make_napari_viewer, never_ask_on
     w2.store.mark_exported("test")  # lets the fixture close the viewer without asking
 
 
-def test_adding_an_atom_on_the_tomogram_plane_in_3d(make_napari_viewer, never_ask_on_close):
+def test_adding_an_atom_on_the_tomogram_plane_in_3d(dock, make_napari_viewer, never_ask_on_close):
     from types import SimpleNamespace
 
-    from napari_aet._qt.correction import CorrectionWidget
 
     viewer = make_napari_viewer()
     ideal, truth = _sample_atoms(viewer)
     viewer.dims.ndisplay = 3
-    w = CorrectionWidget(viewer)
-    viewer.window.add_dock_widget(w)
+    w = dock(viewer, "Correct atoms")
     w.tomogram_box.value = ideal.name
     w.add_on_plane.value = True
     assert ideal.depiction == "plane" and truth.mode == "pan_zoom"
@@ -305,22 +294,19 @@ def test_adding_an_atom_on_the_tomogram_plane_in_3d(make_napari_viewer, never_as
     assert ideal.depiction == "volume"
 
 
-def test_figures_rendering_maps_and_export(make_napari_viewer, never_ask_on_close, qtbot, tmp_path, monkeypatch):
+def test_figures_rendering_maps_and_export(dock, make_napari_viewer, never_ask_on_close, qtbot, tmp_path, monkeypatch):
     from PIL import Image
     from qtpy.QtWidgets import QMessageBox
 
-    from napari_aet._qt.correction import CorrectionWidget
-    from napari_aet._qt.figures import FiguresWidget
-    from napari_aet._qt.analyze import AnalyzeWidget
 
     viewer = make_napari_viewer(show=True)  # an unshown canvas renders nothing
     _, truth = _sample_atoms(viewer)
     viewer.layers["Pt tilt series (simulated)"].visible = False
     viewer.dims.ndisplay = 3
-    a = AnalyzeWidget(viewer)
+    a = dock(viewer, "Analyze")
     a.run_button.click()
     qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
-    f = FiguresWidget(viewer)
+    f = dock(viewer, "Figures & export")
     f.folder.value = str(tmp_path / "figs")
     f.width.value = 640
     f.height.value = 480
@@ -340,7 +326,11 @@ def test_figures_rendering_maps_and_export(make_napari_viewer, never_ask_on_clos
     for ext in ("png", "pdf"):
         assert (tmp_path / "figs" / f"layers_ezz.{ext}").stat().st_size > 1000, f.status.text()
     # an edit makes closing ask; exporting the atoms clears it
-    c = CorrectionWidget(viewer, session_folder=tmp_path / "own-session")  # not the default session
+    # the correction's session lives where NAPARI_AET_HOME pointed when it opened; move the
+    # default elsewhere, so that marking a fresh Session() as exported would not count
+    monkeypatch.setenv("NAPARI_AET_HOME", str(tmp_path / "own-home"))
+    c = dock(viewer, "Correct atoms")
+    monkeypatch.setenv("NAPARI_AET_HOME", str(tmp_path / "elsewhere"))
     truth.add(np.array([[0.0, 0.0, 30.0]]))
     assert c.store.unexported
     f.atoms_button.native.click()
@@ -360,29 +350,26 @@ def test_movie_through_napari_animation(make_napari_viewer, tmp_path):
     assert (tmp_path / "turn.mp4").stat().st_size > 1000
 
 
-def test_settings_are_remembered(make_napari_viewer):
-    from napari_aet._qt.reconstruct import ReconstructWidget
+def test_settings_are_remembered(dock, make_napari_viewer):
 
     viewer = make_napari_viewer()
-    w = ReconstructWidget(viewer)
+    w = dock(viewer, "Reconstruct")
     w.iterations.value = 37
     w.method.value = "sirt"
     w.run_button.click()  # no tilt series: says so, but remembers the settings
     assert "no tilt series" in w.status.text()
-    w2 = ReconstructWidget(viewer)
+    w2 = dock(make_napari_viewer(), "Reconstruct")
     assert w2.iterations.value == 37 and w2.method.value == "sirt"
 
 
-def test_reanalyse_flags_an_added_interstitial(make_napari_viewer, never_ask_on_close, qtbot):
+def test_reanalyse_flags_an_added_interstitial(dock, make_napari_viewer, never_ask_on_close, qtbot):
     """An atom added by hand between lattice sites comes out 'not f.c.c.' after Re-analyse; the
     others keep their assignment; the step is undoable."""
-    from napari_aet._qt.correction import CorrectionWidget
 
     viewer = make_napari_viewer()
     _, truth = _sample_atoms(viewer)
     n = len(truth.data)
-    w = CorrectionWidget(viewer)
-    viewer.window.add_dock_widget(w)
+    w = dock(viewer, "Correct atoms")
     # an octahedral interstitial: half a lattice vector from an interior atom along a cube axis
     feats = truth.features
     inner = np.flatnonzero((feats["surface"] == 0).to_numpy())
