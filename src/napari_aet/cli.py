@@ -250,7 +250,7 @@ def _check_output_file(path: Path, overwrite: bool, suffixes=(".mrc",), inputs: 
 
 def cmd_reconstruct(args) -> int:
     from .core import io
-    from .core.align import align, apply_shifts
+    from .core.align import align
     from .core.reconstruct import reconstruct
 
     from .core.validate import check_int
@@ -264,7 +264,8 @@ def cmd_reconstruct(args) -> int:
     if args.align:
         t0 = time.perf_counter()
         res = align(data, angles, pixel_size=ts.pixel_size, device=args.device, progress=progress_bar("align"))
-        data, angles, alignment = apply_shifts(data, -res.shifts), res.angles, res.summary()
+        ts = res.apply(ts)
+        data, angles, alignment = ts.data, ts.angles, res.summary()
         _info(f"aligned in {time.perf_counter() - t0:.1f} s: mean |shift| {abs(res.shifts).mean():.2f} px, "
               f"tilt axis at {res.tilt_axis_offset:+.2f} px")
     shape = None
@@ -308,7 +309,8 @@ def _as_reconstructed(vol_path: Path, ts):
 
 
 def _alignment_from_sidecar(vol_path: Path):
-    """Shifts and refined angles saved by ``reconstruct --align`` beside the volume, if any."""
+    """The alignment ``reconstruct --align`` saved beside the volume (an AlignmentResult), if any."""
+    from .core.align import AlignmentResult
     from .core.io import read_sidecar
 
     side = vol_path.with_suffix(".json")
@@ -317,17 +319,7 @@ def _alignment_from_sidecar(vol_path: Path):
     al = read_sidecar(side).get("alignment")
     if not al:
         return None
-    try:
-        shifts = np.asarray(al["shifts_px"], float)
-        angles = np.asarray(al["angles_deg"], float)
-    except (KeyError, TypeError, ValueError):
-        raise AETInputError(f"the alignment in {side} is malformed (needs shifts_px and angles_deg); "
-                            "fix or remove it, or reconstruct again with --align")
-    if shifts.ndim != 2 or shifts.shape[1] != 2 or len(angles) != len(shifts) or not (
-            np.all(np.isfinite(shifts)) and np.all(np.isfinite(angles))):
-        raise AETInputError(f"the alignment in {side} is malformed (shifts {shifts.shape}, angles {angles.shape}); "
-                            "fix or remove it, or reconstruct again with --align")
-    return shifts, angles
+    return AlignmentResult.from_summary(al, where=f"the alignment in {side}")
 
 
 def cmd_trace(args) -> int:
@@ -344,8 +336,8 @@ def cmd_trace(args) -> int:
             tilts_ts.pixel_size = vol.pixel_size
         tilts_ts = _as_reconstructed(args.volume, tilts_ts)
         alignment = _alignment_from_sidecar(args.volume)
-        if alignment is not None and len(alignment[0]) != len(tilts_ts.data):
-            raise AETInputError(f"the alignment beside {args.volume} is for {len(alignment[0])} projections but "
+        if alignment is not None and len(alignment.shifts) != len(tilts_ts.data):
+            raise AETInputError(f"the alignment beside {args.volume} is for {len(alignment.shifts)} projections but "
                                 f"{args.tilts} has {len(tilts_ts.data)}; give the tilt series this tomogram came from")
     t0 = time.perf_counter()
     table, meta = trace_volume(vol, tilts_ts, alignment, args.min_distance, args.classes, args.species, args.fit,
@@ -482,7 +474,6 @@ def cmd_enhance(args) -> int:
 def _measured_tilts_for(args, vol):
     """The (aligned) tilt series a tomogram came from: ``--tilts`` or the one its JSON names."""
     from .core import io
-    from .core.align import apply_shifts
 
     path, angles = args.tilts, args.angles
     if path is None:
@@ -494,10 +485,10 @@ def _measured_tilts_for(args, vol):
         if angles is None and info.get("angles_deg") and not info.get("alignment"):
             angles = np.asarray(info["angles_deg"], float)
     ts = _as_reconstructed(args.volume, io.read_tilt_series(path, angles=angles, require_pixel_size=False))
-    data, ang = ts.data, ts.angles
     alignment = _alignment_from_sidecar(args.volume)
-    if alignment is not None and len(alignment[0]) == len(data):
-        data, ang = apply_shifts(data, -alignment[0]), alignment[1]
+    if alignment is not None and len(alignment.shifts) == len(ts.data):
+        ts = alignment.apply(ts)
+    data, ang = ts.data, ts.angles
     if data.shape[1:] != vol.data.shape[1:]:
         raise AETInputError(f"{path} has projections of {data.shape[1]}x{data.shape[2]} but the tomogram is "
                             f"{vol.data.shape[1]}x{vol.data.shape[2]} in y, x; give the tilt series it came from")

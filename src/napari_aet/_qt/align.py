@@ -8,11 +8,12 @@ from .base import WorkerWidget, aet_meta, choice, flag, integer
 
 
 def _align_task(tilts, angles, method, rounds, refine_angles, pixel_size, device, progress=None, cancel=None):
-    from ..core.align import align, apply_shifts
+    from ..core.align import align
+    from ..core.io import TiltSeries
 
     res = align(tilts, angles, method=method, rounds=rounds, refine_angles=refine_angles, pixel_size=pixel_size,
                 device=device, progress=progress, cancel=cancel)
-    return res, apply_shifts(tilts, -res.shifts)  # shifts are what was applied; undo them
+    return res, res.apply(TiltSeries(tilts, angles, pixel_size))
 
 
 class AlignWidget(WorkerWidget):
@@ -43,11 +44,9 @@ class AlignWidget(WorkerWidget):
 
     def on_result(self, result):
         from .._layers import tilt_series_layer
-        from ..core.io import TiltSeries
 
-        res, aligned = result
-        meta = aet_meta(self._source)
-        ts = TiltSeries(aligned, np.asarray(res.angles), meta["pixel_size"], meta.get("source"))
+        res, ts = result
+        ts.source = aet_meta(self._source).get("source")
         data, kwargs, kind = tilt_series_layer(ts, name=f"{self._source.name} (aligned)")
         kwargs["metadata"]["napari_aet"]["alignment"] = res.summary()
         self.add_layer((data, kwargs, kind))

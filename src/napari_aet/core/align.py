@@ -49,6 +49,37 @@ class AlignmentResult:
             "history": self.history,
         }
 
+    @classmethod
+    def from_summary(cls, summary: dict, where: str = "the alignment") -> "AlignmentResult":
+        """The alignment as :meth:`summary` wrote it (a report or a sidecar JSON)."""
+        try:
+            shifts = np.asarray(summary["shifts_px"], float)
+            angles = np.asarray(summary["angles_deg"], float)
+        except (KeyError, TypeError, ValueError):
+            raise AETInputError(f"{where} is malformed (needs shifts_px and angles_deg); fix or remove it, "
+                                "or align again") from None
+        if shifts.ndim != 2 or shifts.shape[1] != 2 or len(angles) != len(shifts) or not (
+                np.isfinite(shifts).all() and np.isfinite(angles).all()):
+            raise AETInputError(f"{where} is malformed (shifts {shifts.shape}, angles {angles.shape}); "
+                                "fix or remove it, or align again")
+        return cls(shifts, angles, float(summary.get("tilt_axis_offset_px", 0.0)), list(summary.get("history", [])))
+
+    def apply(self, ts):
+        """The aligned tilt series: each projection moved back by its shift, with the refined
+        angles; ``ts`` is a :class:`~napari_aet.core.io.TiltSeries` of the same projections.
+
+        Every caller (``run``, ``reconstruct --align``, ``trace``, ``enhance`` and the
+        workbench) aligns through this one method.
+        """
+        from .io import TiltSeries
+
+        if len(ts.data) != len(self.shifts):
+            raise AETInputError(f"the alignment is for {len(self.shifts)} projections but the tilt series has "
+                                f"{len(ts.data)}; give the tilt series it was measured on")
+        meta = dict(ts.metadata or {}) | {"alignment": self.summary()}
+        return TiltSeries(apply_shifts(ts.data, -self.shifts), np.asarray(self.angles, float), ts.pixel_size,
+                          ts.source, meta)
+
 
 def apply_shifts(tilts: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """Shift each projection by ``shifts[a] = (du, dv)`` pixels (Fourier shift, no blur)."""

@@ -20,8 +20,11 @@ RUN_OUTPUTS = ("tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json
 
 def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes=2, species=(), fit="gaussian",
                  upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None):
-    """Trace (and refine against the tilt series when given): atoms table and sidecar metadata."""
-    from .align import apply_shifts
+    """Trace (and refine against the tilt series when given): atoms table and sidecar metadata.
+
+    ``tilts_ts`` is the tilt series the volume was reconstructed from and ``alignment`` the
+    :class:`~napari_aet.core.align.AlignmentResult` applied to it first (None: already aligned).
+    """
     from .refine import refine_positions
     from .trace import trace_atoms
 
@@ -42,10 +45,8 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
                 f"tilt series pixel size {tilts_ts.pixel_size:g} Å differs from the volume's voxel size "
                 f"{vol.pixel_size:g} Å; give matching files or --pixel-size"
             )
-        data, angles = tilts_ts.data, tilts_ts.angles
-        if alignment is not None:
-            shifts, angles = alignment
-            data = apply_shifts(data, -shifts)
+        aligned = alignment.apply(tilts_ts) if alignment is not None else tilts_ts
+        data, angles = aligned.data, aligned.angles
         atoms = table["atom"].to_numpy() == 1
         if atoms.any():
             classes = table.loc[atoms, "species"].astype(str).to_numpy()
@@ -172,7 +173,7 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
 
     from .. import __version__
     from . import io
-    from .align import align, apply_shifts
+    from .align import AlignmentResult, align
     from .analysis import analyze_atoms
     from .reconstruct import reconstruct
     from .validate import check_angle_values, check_finite_output, check_tilt_signal
@@ -214,8 +215,8 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
             stage("align", lambda: io.write_json(work / "alignment.json", align(
                 data, angles, pixel_size=ts.pixel_size, device=device, progress=progress_bar("align")).summary()))
         report["alignment"] = saved("alignment.json")
-        data = apply_shifts(data, -np.asarray(report["alignment"]["shifts_px"], float))
-        angles = np.asarray(report["alignment"]["angles_deg"], float)
+        aligned = AlignmentResult.from_summary(report["alignment"]).apply(ts)
+        data, angles = aligned.data, aligned.angles
     if not run.done("reconstruct"):
         def do_reconstruct():
             rec = reconstruct(data, angles, ts.pixel_size, device=device, progress=progress_bar("reconstruct"),
