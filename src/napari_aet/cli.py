@@ -434,21 +434,20 @@ def cmd_train(args) -> int:
 
 def cmd_enhance(args) -> int:
     from .core import io
-    from .core.enhance import check_intensity_range, enhance_volume, load_weights
-
-    _check_output_file(args.output, args.overwrite, inputs=(args.volume, args.tilts, args.weights), sidecar=True)
+    from .core.enhance import enhance_tomogram, load_weights
     from .core.projector import resolve_device
 
+    _check_output_file(args.output, args.overwrite, inputs=(args.volume, args.tilts, args.weights), sidecar=True)
     dev = resolve_device(args.device)
-    model, meta = load_weights(args.weights, device=dev, trust=args.trust_weights)
+    network = load_weights(args.weights, device=dev, trust=args.trust_weights)  # bad weights fail before any reading
     vol = io.read_volume(args.volume, pixel_size=args.pixel_size, refuse_tilt_series=True)
-    warn = check_intensity_range(vol.data, meta)
-    if warn:
-        _info(f"warning: {warn}")
     measured = _measured_tilts_for(args, vol)
     t0 = time.perf_counter()
-    out = enhance_volume(vol.data, model, vol.pixel_size, meta.get("training_pixel_size"), tile=args.tile,
-                         flip_average=args.flip_average, device=dev, progress=progress_bar("enhance"))
+    out, info = enhance_tomogram(vol.data, vol.pixel_size, network=network, device=dev, tile=args.tile,
+                                 flip_average=args.flip_average, progress=progress_bar("enhance"))
+    if info["warning"]:
+        _info(f"warning: {info['warning']}")
+    meta = network[1]
     side = {"data_file": args.output.name, "volume": str(args.volume), "weights_sha256": meta.get("sha256"),
             "weights": meta.get("weights_path"), "consistency": None}
     if measured is not None:
@@ -551,7 +550,7 @@ def cmd_batch(args) -> int:
 def cmd_figures(args) -> int:
     from .core import figures as fg
     from .core import io
-    from .core.geometry import as_euler_angles
+    from .core.geometry import tilt_range as single_axis_tilt_range
 
     src = args.run_dir
     atoms_path = src / "atoms.csv"
@@ -571,7 +570,7 @@ def cmd_figures(args) -> int:
     if tilt_range is None and report.exists():
         angles = (json.loads(report.read_text()).get("settings") or {}).get("angles_deg")
         if angles:
-            tilt_range = float(np.abs(as_euler_angles(np.asarray(angles, float))[:, 1]).max())
+            tilt_range = single_axis_tilt_range(np.asarray(angles, float))
     out = args.output or src / "figures"
     paths = fg.write_figures(out, table, summary, volumes or None, pixel_size, tilt_range, layer=args.layer,
                              names=args.only, with_layer_maps=args.layer_maps)

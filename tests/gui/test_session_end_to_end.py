@@ -83,10 +83,13 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
 
     tr = _dock(viewer, "Trace atoms")
     tr.layer_box.value = enhanced.name
+    assert tr.refine_against.value == aligned.name  # refined against the aligned series by default, as run does
     tr.device.value = "cpu"
     tr.run_button.click()
     qtbot.waitUntil(lambda: "traced atoms" in viewer.layers, timeout=STEPS_TIMEOUT)
     atoms = viewer.layers["traced atoms"]
+    refinement = atoms.metadata["napari_aet"]["atoms_metadata"]["refinement"]
+    assert refinement["r_factor_after"] < refinement["r_factor_before"]
     is_atom = atoms.features["atom"].to_numpy() == 1
     m = match_atoms(atoms.data[is_atom][:, ::-1], truth.data[:, ::-1])
     assert m.recall > 0.97 and m.precision > 0.97, (m.recall, m.precision)

@@ -12,13 +12,12 @@ from .base import WorkerWidget, aet_meta, flag, path_field, path_text
 def _enhance_task(volume, pixel_size, weights, flip_average, device, tilt_range=None, fourier=False,
                   trust=False, progress=None, cancel=None):
     from .._layers import fourier_views
-    from ..core.enhance import check_intensity_range, enhance_volume, load_weights
+    from ..core.enhance import enhance_tomogram
 
-    model, meta = load_weights(weights or None, device=device, trust=trust)
-    out = enhance_volume(volume, model, pixel_size, meta.get("training_pixel_size"), flip_average=flip_average,
-                         device=device, progress=progress, cancel=cancel)
+    out, info = enhance_tomogram(volume, pixel_size, weights or None, device=device, trust=trust,
+                                 flip_average=flip_average, progress=progress, cancel=cancel)
     views = (fourier_views(volume, tilt_range), fourier_views(out, None)) if fourier else None
-    return out, check_intensity_range(volume, meta), views
+    return out, info["warning"], views
 
 
 class EnhanceWidget(WorkerWidget):

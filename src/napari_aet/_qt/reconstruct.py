@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 
 from .._layers import volume_layer
+from ..core import geometry
 from ..core.io import Volume
 from .base import WorkerWidget, aet_meta, choice, flag, integer
-
-
-def _tilt_range(angles) -> Optional[float]:
-    """The largest |tilt| of a single-axis series (None for Euler angles)."""
-    a = np.asarray(angles, float)
-    return float(np.abs(a).max()) if a.ndim == 1 else None
 
 
 def _reconstruct_task(tilts, angles, pixel_size, method, iterations, device, fourier, progress=None, cancel=None):
@@ -23,7 +17,7 @@ def _reconstruct_task(tilts, angles, pixel_size, method, iterations, device, fou
 
     res = reconstruct(tilts, angles, pixel_size, method=method, iterations=iterations, device=device,
                       progress=progress, cancel=cancel)
-    tilt_range = _tilt_range(angles)
+    tilt_range = geometry.tilt_range(angles)
     return res, tilt_range, fourier_views(res.volume, tilt_range) if fourier else None
 
 

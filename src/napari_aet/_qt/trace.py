@@ -1,14 +1,27 @@
-"""Trace atoms: sub-voxel positions in a tomogram, atoms told from noise."""
+"""Trace atoms: sub-voxel positions in a tomogram, atoms told from noise, refined against the
+tilt series the tomogram came from (as ``run`` does)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import WorkerWidget, aet_meta, number
+from .base import WorkerWidget, aet_meta, choice, number
+
+NO_REFINEMENT = "none (trace only)"
+
+
+def _trace_task(volume, pixel_size, tilts, min_distance, device, progress=None, cancel=None):
+    from ..core.io import TiltSeries, Volume
+    from ..core.pipeline import trace_volume
+
+    ts = None if tilts is None else TiltSeries(*tilts)
+    return trace_volume(Volume(volume, pixel_size), ts, min_distance=min_distance, refine=ts is not None,
+                        device=device, progress_factory=lambda name: progress, cancel=cancel)
 
 
 class TraceWidget(WorkerWidget):
-    """Trace atoms in a tomogram layer; atoms become a Points layer with their features."""
+    """Trace atoms in a tomogram layer and refine them against its (aligned) tilt series, the
+    same call ``run`` makes; atoms become a Points layer with their features."""
 
     run_label = "Trace atoms"
     layer_kinds = ("tomogram", "ideal_tomogram")
@@ -16,26 +29,49 @@ class TraceWidget(WorkerWidget):
     def build_form(self, form):
         self.layer_box.label = "tomogram"
         self.min_distance = number("min. distance", 0.5, 10.0, 2.0, decimals=2, suffix=" Å")
-        form.extend([self.layer_box, self.min_distance])
+        self.refine_against = choice("refine against", self._tilt_series_names,
+                                     tooltip="the aligned tilt series this tomogram was reconstructed from")
+        form.extend([self.layer_box, self.min_distance, self.refine_against])
         self.settings.update(min_distance=self.min_distance)
 
-    def start(self):
-        from ..core.trace import trace_atoms
+    def _tilt_series_names(self, *_) -> list:
+        names = [l.name for l in self.layers_of_kind(("tilt_series",))] if hasattr(self, "viewer") else []
+        return names[::-1] + [NO_REFINEMENT]  # by default the newest (the aligned one), as run refines
 
+    def _refresh_layers(self, *_):
+        super()._refresh_layers()
+        if hasattr(self, "refine_against"):
+            self.refine_against.reset_choices()
+
+    def start(self):
         layer = self.selected_layer()
         px = aet_meta(layer).get("pixel_size")
         if layer is None or not px:
             self.status.setText("no tomogram layer with a voxel size: reconstruct or open one first")
             return
-        self.status.setText("tracing...")
+        tilts = None
+        name = self.refine_against.value
+        if name and name != NO_REFINEMENT and name in self.viewer.layers:
+            ts_layer = self.viewer.layers[name]
+            meta = aet_meta(ts_layer)
+            if not meta.get("angles"):
+                raise ValueError(f"{name} has no tilt angles: load it with its angles, or trace without refinement")
+            tilts = (np.asarray(ts_layer.data, np.float32), np.asarray(meta["angles"], float),
+                     float(meta.get("pixel_size") or px))
+        self.status.setText("tracing..." + (" and refining" if tilts else ""))
         self._source = layer.name
-        self.launch(trace_atoms, np.asarray(layer.data), float(px), min_distance=self.min_distance.value)
+        self.launch(_trace_task, np.asarray(layer.data), float(px), tilts, self.min_distance.value,
+                    self.device.value)
 
     def on_result(self, result):
         from .._layers import atoms_layer
 
-        atoms = result.atoms
-        data, kwargs, kind = atoms_layer(atoms, name="traced atoms", metadata=result.metadata)
+        table, meta = result
+        atoms = table[table["atom"] == 1].reset_index(drop=True)
+        data, kwargs, kind = atoms_layer(atoms, name="traced atoms", metadata=meta)
         kwargs["metadata"]["napari_aet"]["tomogram"] = self._source
         self.add_layer((data, kwargs, kind))
-        self.status.setText(f"{len(atoms)} atoms, {result.metadata['n_peaks'] - len(atoms)} non-atom peaks")
+        refined = meta.get("refinement")
+        extra = (f"; refined against the tilt series (R {refined['r_factor_before']:.4f} -> "
+                 f"{refined['r_factor_after']:.4f})" if refined else "")
+        self.status.setText(f"{len(atoms)} atoms, {len(table) - len(atoms)} non-atom peaks{extra}")

@@ -26,6 +26,7 @@ import numpy as np
 from .errors import AETInputError, Reporter
 
 __all__ = [
+    "enhance_tomogram",
     "NORMALIZATION_PERCENTILE",
     "intensity_scale",
     "load_weights",
@@ -304,6 +305,47 @@ def enhance_volume(
     if zoom != 1.0:
         res = ndimage.zoom(res, [a / b for a, b in zip(volume.shape, res.shape)], order=3)
     return res.astype(np.float32)
+
+
+def enhance_tomogram(volume: np.ndarray, pixel_size: Optional[float] = None, weights=None, *, network=None,
+                     device="auto", trust: bool = False, tile: Optional[int] = None, flip_average: bool = False,
+                     progress=None, cancel=None) -> tuple:
+    """Recover the missing wedge of a tomogram: the one path ``run``, ``enhance`` and the
+    workbench share.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+        The tomogram, any intensity scale.
+    pixel_size : float, optional
+        Its voxel size in Å (resampled to the training voxel size when they differ by > 2%).
+    weights : path, optional
+        U-Net weights with their checksum file; default the shipped ones.
+    network : (model, metadata), optional
+        Weights already loaded with :func:`load_weights` (``run`` checks them before any work).
+    device : "auto", "cpu" or "cuda".
+    trust : accept ``weights`` without a checksum file.
+    tile, flip_average, progress, cancel : as :func:`enhance_volume`.
+
+    Returns
+    -------
+    enhanced : (nz, ny, nx) float32 array
+        Same shape, frame and intensity scale as ``volume``.
+    info : dict
+        ``warning`` (the input's intensity range is unlike the training data's, or None),
+        ``weights_sha256``, ``weights`` (path) and ``device``.
+    """
+    from .projector import resolve_device
+    from .validate import check_finite_output
+
+    dev = resolve_device(device)
+    model, meta = network if network is not None else load_weights(weights, device=dev, trust=trust)
+    warning = check_intensity_range(volume, meta)
+    out = enhance_volume(volume, model, pixel_size, meta.get("training_pixel_size"), tile=tile,
+                         flip_average=flip_average, device=dev, progress=progress, cancel=cancel)
+    check_finite_output(out, "the enhanced tomogram", "the U-Net weights may be damaged; run without the network")
+    return out, {"warning": warning, "weights_sha256": meta.get("sha256"), "weights": meta.get("weights_path"),
+                 "device": str(dev)}
 
 
 def check_intensity_range(volume: np.ndarray, metadata: dict) -> Optional[str]:

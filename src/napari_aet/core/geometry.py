@@ -15,6 +15,8 @@ stage calls it instead of re-deriving them.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 __all__ = [
@@ -121,6 +123,16 @@ def is_single_axis(angles, atol: float = 1e-9) -> bool:
     """True when all projections are tilts about y alone (phi = psi = 0)."""
     e = as_euler_angles(angles)
     return bool(np.all(np.abs(e[:, 0]) < atol) and np.all(np.abs(e[:, 2]) < atol))
+
+
+def tilt_range(angles) -> Optional[float]:
+    """The largest |tilt| (degrees) of a single-axis series about y, which bounds its missing
+    wedge (:func:`~napari_aet.core.fourier.missing_wedge_mask`); None for general Euler angles,
+    whose missing region is no wedge about y. The one definition every caller uses."""
+    if not is_single_axis(angles, atol=1e-6):
+        return None
+    tilts = as_euler_angles(angles)[:, 1]
+    return float(np.abs(tilts).max()) if len(tilts) else None
 
 
 def project_points(xyz, angles) -> np.ndarray:

@@ -19,18 +19,20 @@ RUN_OUTPUTS = ("tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json
 
 
 def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes=2, species=(), fit="gaussian",
-                 upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None):
+                 upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None, cancel=None):
     """Trace (and refine against the tilt series when given): atoms table and sidecar metadata.
 
     ``tilts_ts`` is the tilt series the volume was reconstructed from and ``alignment`` the
     :class:`~napari_aet.core.align.AlignmentResult` applied to it first (None: already aligned).
+    ``run``, ``trace`` and the workbench's Trace widget all trace through this function, so they
+    give the same atoms from the same tomogram and tilt series.
     """
     from .refine import refine_positions
     from .trace import trace_atoms
 
     make = progress_factory or (lambda name: None)
     res = trace_atoms(vol.data, vol.pixel_size, min_distance=min_distance, n_classes=n_classes,
-                      species_names=species, fit=fit, upsample=upsample, progress=make("trace"))
+                      species_names=species, fit=fit, upsample=upsample, progress=make("trace"), cancel=cancel)
     table, meta = res.table, {"trace": res.metadata}
     if tilts_ts is not None and refine:
         nz, ny, nx = vol.data.shape
@@ -52,7 +54,7 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
             classes = table.loc[atoms, "species"].astype(str).to_numpy()
             ref = refine_positions(table.loc[atoms, ["x", "y", "z"]].to_numpy(), np.unique(classes, return_inverse=True)[1],
                                    data, angles, vol.pixel_size, iterations=refine_iterations, device=device,
-                                   progress=make("refine"))
+                                   progress=make("refine"), cancel=cancel)
             table.loc[atoms, ["x", "y", "z"]] = ref.positions
             meta["refinement"] = ref.summary()
             meta["refinement"]["alignment_applied"] = alignment is not None
@@ -232,12 +234,11 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     if enhance:
         if not run.done("enhance"):
             def do_enhance():
-                from .enhance import check_intensity_range, data_consistency, enhance_volume
+                from .enhance import data_consistency, enhance_tomogram
 
-                warn = check_intensity_range(rec_volume.data, meta_w)
-                enh = enhance_volume(rec_volume.data, model, rec_volume.pixel_size, meta_w.get("training_pixel_size"),
-                                     device=resolve_device(device), progress=progress_bar("enhance"))
-                check_finite_output(enh, "the enhanced tomogram", "the U-Net weights may be damaged; run with --no-enhance")
+                enh, info = enhance_tomogram(rec_volume.data, rec_volume.pixel_size, network=(model, meta_w),
+                                             device=device, progress=progress_bar("enhance"))
+                warn = info["warning"]
                 io.write_volume(work / "tomogram_enhanced.mrc", enh, rec_volume.pixel_size)
                 # never worse than no network: the network's tomogram must still explain the measurement
                 consistency = data_consistency(rec_volume.data, enh, data, angles, device=device)
@@ -272,14 +273,13 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     summary = meta["analysis"]
     if figures:
         from . import figures as fg
-        from .geometry import as_euler_angles
+        from .geometry import tilt_range
 
         fig_dir = work / "figures"
 
         def make_figures():
             vols = {"RESIRE": rec_volume.data} | ({"U-Net": enhanced_volume} if enhance else {})
-            tilt_max = float(np.abs(as_euler_angles(angles)[:, 1]).max())
-            fg.write_figures(fig_dir, analysed, summary, vols, rec_volume.pixel_size, tilt_max,
+            fg.write_figures(fig_dir, analysed, summary, vols, rec_volume.pixel_size, tilt_range(angles),
                              with_layer_maps=layer_maps)
 
         if not run.done("figures"):
