@@ -382,9 +382,40 @@ def align(
     progress=None,
     cancel=None,
 ) -> AlignmentResult:
-    """Align a tilt series: 'com' (centre of mass), 'cross-correlation', or
-    'projection-matching' (centre of mass, then projection matching; the default).
-    ``pixel_size`` (Å) sets the atoms' minimum distance (2 Å) for angle refinement."""
+    """Align a tilt series: the shift of every projection and, optionally, refined angles.
+
+    Parameters
+    ----------
+    tilts : (n_angles, nv, nu) array
+        The tilt series, projection ``a`` at ``tilts[a]``.
+    angles : (n_angles,) or (n_angles, 3) array
+        Tilt angles or Z-Y-Z Euler angles, degrees.
+    method : {"projection-matching", "cross-correlation", "com"}
+        ``com``: centre of mass only; ``cross-correlation``: neighbouring projections;
+        ``projection-matching`` (default): centre of mass, then rounds of reconstruction,
+        re-projection and cross-correlation (:func:`projection_matching`).
+    rounds : int
+        Projection-matching rounds (it stops earlier once shifts and angles settle).
+    refine_angles : bool
+        Also refine the tilt angles (projection matching only).
+    angle_model : {"atoms", "volume"}
+        What the angles are refined against.
+    pixel_size : float
+        Detector pixel size, Å; sets the atoms' minimum distance (2 Å) for angle refinement.
+    device : {"cpu", "cuda", "auto"}
+    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+
+    Returns
+    -------
+    AlignmentResult
+        ``shifts`` (n_angles, 2) in px (du, dv), ``angles`` refined, ``history`` per round;
+        ``result.apply(tilt_series)`` gives the aligned tilt series.
+
+    Examples
+    --------
+    >>> res = align(ts.data, ts.angles, pixel_size=ts.pixel_size)  # doctest: +SKIP
+    >>> aligned = res.apply(ts)  # doctest: +SKIP
+    """
     tilts = np.asarray(tilts, np.float32)
     euler = geometry.as_euler_angles(angles)
     offset = tilt_axis_offset(tilts, angles) if geometry.is_single_axis(euler) and np.ptp(euler[:, 1]) >= 20 else 0.0

@@ -61,26 +61,56 @@ def analyze_atoms(
     progress=None,
     cancel=None,
 ):
-    """Analyse atoms (a contract table, Å): returns (table with analysis columns, summary dict).
+    """Fit the f.c.c. lattice to traced atoms and compute everything the contract's analysis
+    columns hold: sites, surface, facets, displacements, strain and layers.
 
-    ``surface_method``: 'coordination' (atoms with fewer than ``surface_coordination`` f.c.c.
-    nearest neighbours are surface atoms) or 'alpha' (the vertices of the alpha shape's
-    boundary, ``alpha`` in Å, as AET papers define the surface; see
-    :func:`~napari_aet.core.lattice.alpha_shape_surface`).
-    ``support_normal``: direction (sample frame) from the particle towards its support; the
-    atoms within one unit cell of the outermost plane that way are 'near the support'.
-    ``grid_spacing`` (Å): also sample strain and displacement on a crystal-frame grid and
-    average it over each layer (per-layer maps, the reference's Figure 3e-g); returned in
-    ``summary['grid']`` as arrays.
-    ``grains``: identify each atom's local structure (a-CNA: fcc/hcp/ico/other) and its grain
-    (:mod:`napari_aet.core.grains`), and fit a lattice per grain: sites, displacement and
-    strain are then taken against the atom's own grain (multiply twinned particles).
-    ``lattice``: 'auto' (default), 'cubic' or 'affine' (see :func:`fit_fcc_lattice`);
-    displacements and strain are taken relative to the fitted lattice. ``strain_reference``:
-    'lattice' (default: relative to the fitted lattice, which removes a homogeneous
-    anisotropy that calibration errors create) or 'cubic' (adds the fitted lattice's
-    homogeneous strain against the cubic lattice of the same mean constant; use it when the
-    calibration is trusted and the anisotropy may be real strain).
+    Parameters
+    ----------
+    table : DataFrame
+        Atoms table (contract columns; ``x, y, z`` in Å, sample frame). Rows with ``atom`` 0
+        are kept but not analysed.
+    lattice_constant : float, optional
+        Fix the lattice constant (Å); default: fitted.
+    tolerance : float
+        Largest distance (Å) from an atom to its assigned f.c.c. site.
+    sigma : float, optional
+        Gaussian width (Å) of the strain fit; default 1.25 lattice constants.
+    layer_axis : {"001", "010", "100", "111"}
+        Crystal axis along which the particle is cut into one-unit-cell layers.
+    surface_coordination : int
+        Atoms with fewer f.c.c. nearest neighbours are surface atoms (``surface_method``
+        'coordination').
+    strain_excludes_surface : bool
+        Fit strain from interior atoms only.
+    support_normal : (3,) sequence, optional
+        Direction (sample frame) from the particle towards its support; the atoms within
+        one unit cell of the outermost plane that way are 'near the support'.
+    grid_spacing : float, optional
+        Also sample strain and displacement on a crystal-frame grid of this spacing (Å) and
+        average it per layer (``summary['grid']``).
+    lattice : {"auto", "cubic", "affine"}
+        Lattice model (see :func:`~napari_aet.core.lattice.fit_fcc_lattice`).
+    strain_reference : {"lattice", "cubic"}
+        Strain relative to the fitted lattice (default; removes a homogeneous anisotropy that
+        calibration errors create) or to the cubic lattice of the same mean constant.
+    surface_method : {"coordination", "alpha"}
+        Surface atoms by coordination, or as the vertices of the alpha shape (radius
+        ``alpha``, Å; :func:`~napari_aet.core.lattice.alpha_shape_surface`).
+    alpha : float
+        Alpha-shape radius, Å.
+    grains : bool
+        Identify local structure (a-CNA) and grains and fit a lattice per grain (twinned
+        particles; :mod:`napari_aet.core.grains`).
+    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+
+    Returns
+    -------
+    table : DataFrame
+        The input with ``fcc, surface, facet, layer, ux, uy, uz`` (Å, crystal frame) and
+        ``exx ... eyz`` (fractions) filled, plus ``facet_id``, facet normals and ``interior``.
+    summary : dict
+        ``lattice`` (constant, rotation to the sample frame, origin, base vectors),
+        ``share_assigned``, ``facet_statistics``, ``layers`` and the ``settings`` used.
     """
     t0 = time.perf_counter()
     if layer_axis not in LAYER_AXES:

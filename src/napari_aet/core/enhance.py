@@ -120,10 +120,25 @@ def load_weights(path=None, device="cpu", trust: bool = False):
     """Load a U-Net from a weights file (plain state dict, ``weights_only=True``).
 
     The provenance JSON beside the file (same name, ``.json``) must hold the file's
-    ``sha256``, and the file must match it: a damaged or replaced file is refused. ``trust``
-    accepts a file without that JSON (``--trust-weights``); a mismatch is refused even then.
-    The architecture is bounded (:data:`ARCHITECTURE_LIMITS`) and every tensor must be
-    finite. Returns ``(model, metadata)``.
+    ``sha256``, and the file must match it: a damaged or replaced file is refused. The
+    architecture is bounded (:data:`ARCHITECTURE_LIMITS`) and every tensor must be finite.
+
+    Parameters
+    ----------
+    path : path, optional
+        Weights file; default the shipped ``resources/unet_pt.pt``.
+    device : str or torch.device
+    trust : bool
+        Accept a file without the provenance JSON (``--trust-weights``); a mismatch is
+        refused even then.
+
+    Returns
+    -------
+    model : UNet3D
+        In evaluation mode on ``device``.
+    metadata : dict
+        The provenance (training data, command, validation figures), ``sha256`` and
+        ``weights_path``.
     """
     import pickle
 
@@ -234,12 +249,31 @@ def enhance_volume(
     progress=None,
     cancel=None,
 ) -> np.ndarray:
-    """Apply the network to a tomogram ``[z, y, x]``; same shape, frame and intensity scale.
+    """Apply the network to a tomogram; same shape, frame and intensity scale.
 
-    A volume whose voxel size differs from the training voxel size by more than 2% is
-    resampled to it (cubic spline) and back. ``tile`` (voxels per edge): default
-    :func:`auto_tile`, the whole volume in one tile when memory allows (tiles of 144³ made a
-    192³ volume cost 8 tiles, 7.6x a 144³ one); a smaller tile bounds memory.
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+        The tomogram.
+    model : UNet3D
+        From :func:`load_weights`.
+    pixel_size, training_pixel_size : float, optional
+        Voxel sizes (Å) of the tomogram and of the training data; a difference over 2% is
+        resampled away (cubic spline) and back.
+    tile : int, optional
+        Voxels per tile edge; default :func:`auto_tile` (the whole volume when memory
+        allows). A smaller tile bounds memory.
+    overlap : int
+        Voxels shared by neighbouring tiles, blended with a taper (no seams).
+    flip_average : bool
+        Average the network over the four flips of z and x, which keep a wedge about y in
+        place (slower, smoother).
+    device : str or torch.device
+    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+
+    Returns
+    -------
+    (nz, ny, nx) float32 array
     """
     import torch
     from scipy import ndimage

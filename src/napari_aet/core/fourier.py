@@ -40,9 +40,21 @@ def frequency_grids(shape) -> tuple:
 
 
 def missing_wedge_mask(shape, tilt_range: float, centred: bool = True) -> np.ndarray:
-    """True where a single-axis (about y) tilt series over ±``tilt_range`` degrees measured nothing.
+    """Where a single-axis tilt series (about y) over ±``tilt_range`` measured nothing.
 
-    ``centred``: zero frequency in the middle (as :func:`fourier_intensity`), else FFT order.
+    Parameters
+    ----------
+    shape : (nz, ny, nx)
+        The tomogram's shape.
+    tilt_range : float
+        Largest |tilt|, degrees (:func:`~napari_aet.core.geometry.tilt_range`).
+    centred : bool
+        Zero frequency in the middle (as :func:`fourier_intensity`), else in FFT order.
+
+    Returns
+    -------
+    (nz, ny, nx) bool array
+        True inside the missing wedge.
     """
     if not 0 < tilt_range < 90:
         raise AETInputError(f"tilt range ±{tilt_range}° must lie between 0 and 90 degrees")

@@ -639,9 +639,22 @@ def looks_like_tilt_series(path: PathLike, extra: Optional[dict] = None) -> Opti
 
 def read_volume(path: PathLike, pixel_size: Optional[float] = None, require_pixel_size: bool = True,
                 refuse_tilt_series: bool = False) -> Volume:
-    """Read a volume ``[z, y, x]`` from MRC (voxel size from its header) or NPY/TIFF.
+    """Read a volume ``[z, y, x]`` from MRC (voxel size from its header), NPY or TIFF.
 
-    ``refuse_tilt_series``: raise when the file is a tilt series (see :func:`looks_like_tilt_series`).
+    Parameters
+    ----------
+    path : path
+    pixel_size : float, optional
+        Voxel size, Å; overrides the header (required where the file has none).
+    require_pixel_size : bool
+        Refuse a file without a voxel size (the command line), or accept it (viewers).
+    refuse_tilt_series : bool
+        Refuse a file that is a tilt series (:func:`looks_like_tilt_series`).
+
+    Returns
+    -------
+    Volume
+        ``data`` float32 ``[z, y, x]`` and ``pixel_size`` (Å).
     """
     path = Path(path)
     raw, header_px, extra = _read_array(path, "volume")
@@ -658,7 +671,16 @@ def read_volume(path: PathLike, pixel_size: Optional[float] = None, require_pixe
 
 
 def write_volume(path: PathLike, data, pixel_size: float) -> None:
-    """Write a float32 volume to MRC with its voxel size and a centred origin (Å), atomically."""
+    """Write a float32 volume to MRC with its voxel size and a centred origin, atomically.
+
+    Parameters
+    ----------
+    path : path
+        ``.mrc``; written to a temporary name, then renamed.
+    data : (nz, ny, nx) array
+    pixel_size : float
+        Voxel size, Å.
+    """
     import mrcfile
 
     path = Path(path)
@@ -761,7 +783,18 @@ def _ase_format(path: Path) -> Optional[str]:
 
 
 def write_atoms(path: PathLike, table, metadata: Optional[dict] = None) -> None:
-    """Write an atoms table: CSV (lossless, with a JSON sidecar for ``metadata``) or via ASE."""
+    """Write an atoms table, atomically.
+
+    Parameters
+    ----------
+    path : path
+        ``.csv`` (lossless, with a JSON sidecar holding ``metadata``), or ``.xyz``,
+        ``.extxyz``, ``.pdb``, ``.xsf``, ``.lmp``, ``.cif``, ``POSCAR`` through ASE.
+    table : DataFrame
+        Contract columns (``x, y, z`` in Å first).
+    metadata : dict, optional
+        Lattice, settings, provenance; written beside a CSV.
+    """
     path = Path(path)
     df = _coerce_atoms(table)
     if path.suffix.lower() == ".csv":
@@ -817,9 +850,18 @@ def _to_ase(df, metadata: Optional[dict], fmt: str):
 
 
 def read_atoms(path: PathLike):
-    """Read an atoms table and its metadata: ``(DataFrame, dict)``.
+    """Read an atoms table and its metadata.
 
-    CSV restores every column exactly; XYZ/extXYZ/CIF/POSCAR are read through ASE.
+    Parameters
+    ----------
+    path : path
+        CSV (every column restored exactly, metadata from its JSON sidecar) or
+        XYZ/extXYZ/CIF/POSCAR through ASE.
+
+    Returns
+    -------
+    table : DataFrame
+    metadata : dict
     """
     import pandas as pd
 

@@ -263,11 +263,31 @@ def fit_fcc_lattice(xyz, lattice_constant: Optional[float] = None, tolerance: fl
                     kind: str = "cubic") -> Lattice:
     """Fit the f.c.c. lattice best matching the atoms.
 
-    ``kind``: 'cubic' (rotation, one lattice constant, origin: a similarity fit), 'affine'
-    (three independent base vectors and the origin: what pixel-size, tilt and scan errors make
-    of a measured lattice), or 'auto' (affine when its anisotropy is significant: see
-    :data:`AFFINE_SIGNIFICANCE`). The fit alternates with the site assignment, growing outwards
-    from the atom nearest the centroid, until the assigned atoms no longer change.
+    The fit alternates with the site assignment, growing outwards from the atom nearest the
+    centroid, until the assigned atoms no longer change.
+
+    Parameters
+    ----------
+    xyz : (n, 3) array
+        Atom positions, Å (sample frame).
+    lattice_constant : float, optional
+        Fix the lattice constant (Å); default: fitted.
+    tolerance : float
+        Largest distance (Å) from an atom to its site.
+    iterations : int
+        Most fit/assignment rounds.
+    kind : {"cubic", "affine", "auto"}
+        'cubic': rotation, one lattice constant and origin (a similarity fit); 'affine':
+        three independent base vectors and the origin (what pixel-size, tilt and scan errors
+        make of a measured lattice); 'auto': affine when its anisotropy is significant
+        (:data:`AFFINE_SIGNIFICANCE`).
+
+    Returns
+    -------
+    Lattice
+        ``lattice_constant`` (Å), ``rotation`` (crystal to sample frame), ``origin`` (Å),
+        ``basis`` (affine base vectors, Å), ``kind``, ``rms_residual`` of the assigned atoms
+        (Å) and the base vectors' ``statistics`` with standard errors.
     """
 
     if kind not in LATTICE_KINDS:

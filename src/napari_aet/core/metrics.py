@@ -30,7 +30,20 @@ class AtomMatch:
 
 
 def match_atoms(found, true, max_distance: float = 1.0) -> AtomMatch:
-    """Match found to true positions (Å), each at most once, minimising total distance."""
+    """Match found atoms to true ones, each at most once, minimising the total distance.
+
+    Parameters
+    ----------
+    found, true : (n, 3) and (m, 3) arrays
+        Positions, Å.
+    max_distance : float
+        Largest distance (Å) of a match.
+
+    Returns
+    -------
+    AtomMatch
+        ``recall``, ``precision``, ``rmsd_pm`` (pm) and the matched index pairs.
+    """
     from scipy.optimize import linear_sum_assignment
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import min_weight_full_bipartite_matching

@@ -163,6 +163,13 @@ def reconstruct(
         no better with noise; BENCHMARKS.md).
     oversampling, interpolation_cutoff, r_free_fraction : GENFIRE settings (cutoff in
         oversampled Fourier voxels; R-free share of gridded points held out, 0 = off).
+
+    Returns
+    -------
+    ReconstructionResult
+        ``volume`` float32 ``[z, y, x]`` with voxel size ``pixel_size`` (Å), the R-factor of
+        every iteration (``r_factors``; ``r_free`` for GENFIRE), ``method``, ``device``,
+        ``seconds`` and the ``settings`` used.
     """
     import torch
 

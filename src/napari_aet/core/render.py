@@ -182,15 +182,35 @@ def render_volume(volume: np.ndarray, basis: np.ndarray, size: int = 400, colorm
                   limits: Optional[tuple] = None, opacity: float = 4.0, gamma: float = 1.5,
                   mask: Optional[np.ndarray] = None, mask_colour: str = "cyan", mask_opacity: float = 0.25,
                   background: str = "black", crop: bool = False) -> tuple:
-    """Emission-absorption rendering of a ``[z, y, x]`` volume seen along ``basis`` (see
-    :func:`camera_basis`; voxels are taken as cubes).
+    """Emission-absorption rendering of a volume (a 3D density map), no display needed.
 
-    ``limits`` (low, high) map values to the colour map (default: the 50th and 99.9th
-    percentiles); ``opacity`` is the optical depth of a full-brightness column through the
-    whole volume; ``mask``, same shape, is drawn as a translucent ``mask_colour`` haze (the
-    missing wedge in Fourier space); ``crop`` trims empty space (below the low limit) around
-    the content first, so a small particle fills the picture. Returns a ``(size, size, 3)``
-    uint8 image and the voxels per image pixel (for scale bars).
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+        Voxels are taken as cubes.
+    basis : (3, 3) array
+        :func:`camera_basis` rows: screen right, screen up, towards the viewer.
+    size : int
+        Image edge, pixels; the volume's diagonal fits it.
+    colormap : matplotlib colour map name.
+    limits : (low, high), optional
+        Values mapped to the colour map's ends (default: 50th and 99.9th percentiles).
+    opacity : float
+        Optical depth of a full-brightness column through the whole volume.
+    gamma : float
+        Opacity grows as ``value ** gamma``: faint voxels stay clear.
+    mask : (nz, ny, nx) array, optional
+        Drawn as a translucent ``mask_colour`` haze (the missing wedge in Fourier space).
+    mask_colour, mask_opacity, background : colours and the haze's optical depth.
+    crop : bool
+        Trim empty space (below the low limit) around the content first, so that a small
+        particle fills the picture.
+
+    Returns
+    -------
+    image : (size, size, 3) uint8 array
+    voxels_per_pixel : float
+        The image's scale, for scale bars (times the voxel size: Å per pixel).
     """
     from matplotlib import colormaps
     from matplotlib.colors import to_rgb

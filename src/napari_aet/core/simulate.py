@@ -498,10 +498,31 @@ def project_atoms(
     positions, weights, angles, shape, pixel_size: float, b_factor: float = 5.0,
     probe_sigma: float = 0.0, shifts=None, progress=None, cancel=None,
 ) -> np.ndarray:
-    """Noise-free tilt series ``[a, v, u]`` of Gaussian atoms (analytic line integrals).
+    """Noise-free tilt series of Gaussian atoms (analytic line integrals).
 
-    ``angles``: tilts (N,) or Z-Y-Z Euler (N, 3), degrees; ``shape``: (rows, cols) of each
-    projection; ``shifts``: (N, 2) detector shifts (du, dv) in pixels.
+    Parameters
+    ----------
+    positions : (n, 3) array
+        Atom positions, Å (sample frame).
+    weights : (n,) array
+        Each atom's integrated intensity (e.g. Z^1.7).
+    angles : (n_angles,) or (n_angles, 3) array
+        Tilts or Z-Y-Z Euler angles, degrees.
+    shape : (nv, nu)
+        Rows and columns of each projection.
+    pixel_size : float
+        Detector pixel, Å.
+    b_factor : float
+        Debye-Waller B, Å² (Gaussian atoms of variance B / (8 pi²)).
+    probe_sigma : float
+        Extra Gaussian blur of the probe, Å.
+    shifts : (n_angles, 2) array, optional
+        Detector shifts (du, dv) in pixels.
+    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+
+    Returns
+    -------
+    (n_angles, nv, nu) float32 array
     """
     rot = geometry.euler_zyz_matrices(angles)
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
@@ -556,7 +577,27 @@ def check_config(cfg: SimulationConfig) -> None:
 
 
 def simulate(cfg: Optional[SimulationConfig] = None, progress=None, cancel=None, **changes) -> Simulation:
-    """Simulate a particle, its ideal tomogram and its tilt series (one call, seeded)."""
+    """Simulate a particle, its ideal tomogram and its tilt series (one call, seeded).
+
+    Parameters
+    ----------
+    cfg : SimulationConfig, optional
+        Default: :func:`reference_config`-like defaults of :class:`SimulationConfig`.
+    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+    **changes
+        Fields of ``cfg`` to change, e.g. ``seed=3, dose=1e4``.
+
+    Returns
+    -------
+    Simulation
+        ``particle`` (ground truth: positions, species, sites, displacement, strain,
+        facets), ``ideal`` (Volume), ``tilt_series`` (TiltSeries) and the ``config``.
+
+    Examples
+    --------
+    >>> sim = simulate(seed=1, size=2.0, n_voxels=64, pixel_size=0.4)  # doctest: +SKIP
+    >>> sim.truth_table().head()  # doctest: +SKIP
+    """
     cfg = (cfg or SimulationConfig()).replace(**changes) if changes else (cfg or SimulationConfig())
     check_config(cfg)
     rng = np.random.default_rng(cfg.seed)

@@ -188,6 +188,13 @@ def trace_atoms(
         literature; positions are mapped back to the original frame.
     radius : Å of the sphere for the integrated intensity (default min_distance / 2).
     support : optional boolean mask ``[z, y, x]``: peaks outside it are non-atoms.
+
+    Returns
+    -------
+    TraceResult
+        ``table`` (contract columns ``x, y, z`` in Å, ``intensity``, ``atom``, ``species``;
+        non-atom peaks kept with ``atom`` 0), ``atoms`` (the atoms alone) and ``metadata``
+        (settings, peak and atom counts).
     """
     import pandas as pd
 
