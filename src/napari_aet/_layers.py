@@ -33,7 +33,7 @@ def tilt_series_layer(ts: TiltSeries, name: str = "tilt series"):
         "name": name,
         "units": ("pixel", "angstrom", "angstrom") if ts.pixel_size else ("pixel",) * 3,
         "scale": (1.0, p, p),
-        "translate": (0.0, -(nv // 2) * p, -(nu // 2) * p),
+        "translate": (0.0, geometry.origin_angstrom(nv, p), geometry.origin_angstrom(nu, p)),
         "metadata": meta,
         "colormap": "gray",
     }

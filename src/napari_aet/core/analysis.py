@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from . import geometry
 from .errors import AETInputError, Reporter
 from .lattice import (
     DEFAULT_SIGMA, alpha_shape_surface, assign_sites, coordination, displacements, facets, fit_fcc_lattice, interior_atoms, strain_on_grid, strain_tensor,
@@ -212,7 +213,7 @@ def analyze_atoms(
     axis = np.array(LAYER_AXES[layer_axis], float)
     axis /= np.linalg.norm(axis)
     h = crystal @ axis
-    layer = np.floor((h - h.min()) / lat.lattice_constant + 1e-6).astype(int)
+    layer = geometry.layer_index(h, lat.lattice_constant)
 
     n = len(df)
     col = lambda fill, dtype=float: np.full(n, fill, dtype=dtype)  # noqa: E731
@@ -277,7 +278,7 @@ def analyze_atoms(
             raise AETInputError("per-layer maps need a cube axis as the layer axis (100, 010 or 001)")
         coord = axes[ax]
         lo = (crystal @ axis)[ok].min()
-        layer_of = np.floor((coord - lo) / lat.lattice_constant + 1e-6).astype(int)
+        layer_of = geometry.layer_index(coord, lat.lattice_constant, start=lo)
         grid_axis = 2 - ax  # grid arrays are (z, y, x)
         maps_e, maps_u = [], []
         import warnings

@@ -37,7 +37,37 @@ __all__ = [
     "ANGLE_CONVENTIONS",
     "zyz_from_matrix",
     "convert_angles",
+    "NEIGHBOUR_CUTOFF",
+    "neighbour_cutoff",
+    "layer_index",
+    "origin_angstrom",
+    "tilt_range",
 ]
+
+
+# A neighbour is nearer than this many nearest-neighbour distances (a / sqrt 2 in f.c.c.):
+# between the first shell (1) and the second (sqrt 2 = 1.41), with room for strain and noise.
+# The simulator's ground truth and the analysis count neighbours with the same cut-off.
+NEIGHBOUR_CUTOFF = 1.2
+
+
+def neighbour_cutoff(nearest_neighbour_distance: float) -> float:
+    """Distance (Å) within which two atoms are nearest neighbours."""
+    return NEIGHBOUR_CUTOFF * float(nearest_neighbour_distance)
+
+
+def layer_index(heights, layer_thickness: float, start: Optional[float] = None) -> np.ndarray:
+    """Index of the one-unit-cell-thick layer each height (Å, along the layer axis) falls in,
+    counted from ``start`` (default: the lowest height). One formula for the simulator's truth,
+    the analysis and the per-layer maps."""
+    h = np.asarray(heights, float)
+    start = float(h.min()) if start is None else float(start)
+    return np.floor((h - start) / float(layer_thickness) + 1e-6).astype(int)
+
+
+def origin_angstrom(n: int, pixel_size: float) -> float:
+    """Coordinate (Å) of the first voxel of an axis of length ``n``: MRC origins, napari translates."""
+    return float(index_to_angstrom(0, n, pixel_size))
 
 
 def centre_index(n: int) -> int:

@@ -21,6 +21,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from . import geometry
 from .errors import AETInputError
 
 __all__ = [
@@ -696,9 +697,9 @@ def write_volume(path: PathLike, data, pixel_size: float) -> None:
             mrc.set_volume()
             mrc.voxel_size = px
             nz, ny, nx = data.shape
-            mrc.header.origin.x = -(nx // 2) * px
-            mrc.header.origin.y = -(ny // 2) * px
-            mrc.header.origin.z = -(nz // 2) * px
+            mrc.header.origin.x = geometry.origin_angstrom(nx, px)
+            mrc.header.origin.y = geometry.origin_angstrom(ny, px)
+            mrc.header.origin.z = geometry.origin_angstrom(nz, px)
 
 
 # -------------------------------------------------------------------------- atoms

@@ -23,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import geometry
 from .errors import AETInputError
 
 __all__ = ["Lattice", "fit_fcc_lattice", "assign_sites", "displacements", "strain_tensor", "coordination",
@@ -161,7 +162,7 @@ def _orientation(pos: np.ndarray, a_guess: Optional[float]):
     tree = cKDTree(pos)
     d, _ = tree.query(pos, k=2)
     nn = float(np.median(d[:, 1]))
-    pairs = tree.query_pairs(nn * 1.2, output_type="ndarray")
+    pairs = tree.query_pairs(geometry.neighbour_cutoff(nn), output_type="ndarray")
     vec = pos[pairs[:, 1]] - pos[pairs[:, 0]]
     if len(vec) > 50_000:  # plenty for an orientation; keeps 10^5-10^6 atoms fast (seeded: deterministic)
         vec = vec[np.random.default_rng(0).choice(len(vec), 50_000, replace=False)]
@@ -479,7 +480,7 @@ def interior_atoms(pos: np.ndarray, surface: np.ndarray, lattice_constant: float
     if not surface.any():
         return np.ones(len(pos), bool)
     d, _ = cKDTree(pos[surface]).query(pos, k=1)
-    return ~surface & (d > lattice_constant / math.sqrt(2) * 1.2)
+    return ~surface & (d > geometry.neighbour_cutoff(lattice_constant / math.sqrt(2)))
 
 
 def alpha_shape_surface(pos: np.ndarray, alpha: float) -> np.ndarray:
@@ -517,12 +518,14 @@ def alpha_shape_surface(pos: np.ndarray, alpha: float) -> np.ndarray:
     return out | ~inside  # atoms in no kept tetrahedron stick out: surface too
 
 
-def coordination(pos: np.ndarray, lattice_constant: float, factor: float = 1.2) -> np.ndarray:
-    """Number of neighbours within ``factor`` x the f.c.c. nearest-neighbour distance."""
+def coordination(pos: np.ndarray, lattice_constant: float) -> np.ndarray:
+    """Number of nearest neighbours (within :func:`geometry.neighbour_cutoff` of the f.c.c.
+    nearest-neighbour distance, as the simulator counts them)."""
     from scipy.spatial import cKDTree
 
     tree = cKDTree(pos)
-    return tree.query_ball_point(pos, lattice_constant / math.sqrt(2) * factor, return_length=True) - 1
+    return tree.query_ball_point(pos, geometry.neighbour_cutoff(lattice_constant / math.sqrt(2)),
+                                 return_length=True) - 1
 
 
 def family_normals(family: str) -> np.ndarray:

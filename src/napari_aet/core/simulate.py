@@ -265,7 +265,7 @@ def _coordination(sites: np.ndarray, a: float) -> np.ndarray:
     from scipy.spatial import cKDTree
 
     tree = cKDTree(sites)
-    counts = tree.query_ball_point(sites, a / math.sqrt(2) * 1.15, return_length=True)
+    counts = tree.query_ball_point(sites, geometry.neighbour_cutoff(a / math.sqrt(2)), return_length=True)
     return np.asarray(counts) - 1
 
 
@@ -357,7 +357,7 @@ def make_particle(cfg: SimulationConfig, rng: Optional[np.random.Generator] = No
     on_site = np.ones(len(sites), bool)
     if cfg.offsite_fraction > 0:
         disp, on_site = _move_off_site(sites, disp, on_site, cfg, rng)
-    layer = np.floor((sites[:, 2] - sites[:, 2].min()) / a + 1e-6).astype(int)
+    layer = geometry.layer_index(sites[:, 2], a)
 
     rot = geometry.random_rotation(rng) if cfg.orientation == "random" else np.eye(3)
     if cfg.orientation not in ("random", "aligned"):
