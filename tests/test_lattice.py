@@ -226,3 +226,21 @@ def test_surface_atoms_on_no_low_index_facet_are_labelled_other():
     fam = out.loc[out["surface"] == 1, "facet"]
     assert (fam == "other").sum() > 0 and set(fam) <= {"100", "111", "110", "other", ""}
     assert summ["settings"]["surface_method"] == "alpha"
+
+
+def test_layer_grid_maps_follow_the_atoms_strain():
+    """``grid_spacing``: strain sampled on a crystal-frame grid and averaged per layer agrees
+    with the strain of the atoms in that layer."""
+    from napari_aet.core.analysis import analyze_atoms
+    from napari_aet.core.simulate import simulate
+
+    sim = simulate(size=2.0, n_voxels=64, pixel_size=0.4, seed=5, strain=0.01)
+    table, summary = analyze_atoms(sim.truth_table(), grid_spacing=0.8)
+    grid = summary["grid"]
+    n_layers = int(table["layer"].max()) + 1
+    assert grid["layer_strain_maps"].shape[0] == n_layers == len(summary["layers"])
+    middle = n_layers // 2
+    exx_map = grid["layer_strain_maps"][middle][..., 0]
+    atoms_exx = table.loc[table["layer"] == middle, "exx"].to_numpy(float)
+    assert np.isfinite(exx_map).any()
+    assert abs(np.nanmean(exx_map) - np.nanmean(atoms_exx)) < 0.5 * np.nanstd(atoms_exx) + 1e-3

@@ -670,17 +670,7 @@ EXTENDED_HELP = ("the sample extends beyond the field of view (a film, a support
                  "that holds every voxel the rays cross, then keep the central box (resire/sirt)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="napari-aet",
-        description="Atomic electron tomography: from a HAADF-STEM tilt series to atoms, facets and strain. "
-        "Lengths in Å, angles in degrees.",
-    )
-    parser.add_argument("--version", action="version", version=f"napari-aet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_simulate_command(sub) -> None:
     p = sub.add_parser("simulate", help="simulate a nanoparticle's tilt series with ground truth",
                        description="Simulate a tilt series, its ideal tomogram and the ground-truth atoms. "
                        "Writes tilts.mrc, angles.txt, truth.csv (+ truth.json), ideal.mrc and meta.json. "
@@ -690,6 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT_DIR")
     p.set_defaults(func=cmd_simulate)
 
+
+def _add_reconstruct_command(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct a tomogram from a tilt series",
                        description="Iterative reconstruction (RESIRE by default, SIRT, or GENFIRE-style Fourier). "
                        "Writes VOL.mrc (voxel size = pixel size) and VOL.json (per-iteration R-factor, settings).")
@@ -712,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, "VOL.mrc", "output tomogram")
     p.set_defaults(func=cmd_reconstruct)
 
+
+def _add_run_command(sub) -> None:
     p = sub.add_parser("run", help="the whole pipeline: align, reconstruct, enhance, trace, refine, analyze",
                        description="OUT_DIR gets tomogram.mrc, tomogram_enhanced.mrc, atoms.csv (+ atoms.json), "
                        "report.json (settings, versions, per-stage time and memory, R-factors, lattice, facets) and figures/.")
@@ -731,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, "OUT_DIR", overwrite_help="replace earlier results in OUT_DIR")
     p.set_defaults(func=cmd_run)
 
+
+def _add_batch_command(sub) -> None:
     p = sub.add_parser("batch", help="run the pipeline on many tilt series on a Dask cluster",
                        description="MANIFEST (CSV with a header, or YAML) lists jobs: tilts, angles, pixel_size, output, "
                        "no_align, no_enhance, no_refine. Finished jobs (report.json present) are skipped; a failing job is "
@@ -745,6 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "folders holding other results are refused)")
     p.set_defaults(func=cmd_batch)
 
+
+def _add_trace_command(sub) -> None:
     p = sub.add_parser("trace", help="trace atoms in a tomogram (and refine them against the tilt series)",
                        description="Find atoms (local maxima, sub-voxel Gaussian fit), tell atoms from noise "
                        "(k-means on integrated intensity) and, given the tilt series, refine positions against it. "
@@ -767,6 +765,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, "ATOMS.csv", "atoms table")
     p.set_defaults(func=cmd_trace)
 
+
+def _add_analyze_command(sub) -> None:
     p = sub.add_parser("analyze", help="fcc lattice, sites, surface, facets, displacement, strain, layers",
                        description="Fit the fcc lattice to the atoms and fill the contract's analysis columns; "
                        "writes ANALYSIS.csv and ANALYSIS.json (lattice, facet statistics, layers, settings).")
@@ -799,6 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_analyze)
 
+
+def _add_generate_data_command(sub) -> None:
     p = sub.add_parser("generate-data", help="simulate training pairs for the U-Net (resumable, parallel)",
                        description="Write (reconstruction, ideal tomogram) pairs in chunks to DATA_DIR; existing chunks are kept.")
     p.add_argument("config", type=Path, metavar="CONFIG.json", help="training config (fields of TrainingConfig)")
@@ -806,6 +808,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.set_defaults(func=cmd_generate_data)
 
+
+def _add_train_command(sub) -> None:
     p = sub.add_parser("train", help="train the missing-wedge U-Net (checkpoints, resume, torchrun for many GPUs)",
                        description="Train on DATA_DIR; RUN_DIR gets checkpoint.pt (resumed if present), log.jsonl, "
                        "weights.pt and weights.json (provenance). Start with torchrun for several processes.")
@@ -819,6 +823,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the batch-norm statistics on DATA_DIR")
     p.set_defaults(func=cmd_train)
 
+
+def _add_enhance_command(sub) -> None:
     p = sub.add_parser("enhance", help="recover the missing wedge of a tomogram with the U-Net",
                        description="Apply the trained U-Net (shipped weights by default) in overlapping tiles, then "
                        "re-project its tomogram against the measured tilt series and report the R-factor before and after. "
@@ -837,6 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, "OUT.mrc")
     p.set_defaults(func=cmd_enhance)
 
+
+def _add_demo_command(sub) -> None:
     p = sub.add_parser("demo", help="run on the built-in simulated Pt sample (no data needed)",
                        description="Run the whole pipeline ('run') on the built-in simulated Pt sample, compare the "
                        "atoms with its ground truth, write everything to OUT_DIR and open it in napari when a display exists.")
@@ -850,6 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layer_maps_option(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _add_figures_command(sub) -> None:
     p = sub.add_parser("figures", help="the reference work's figures (a-g), 3D density and Fourier maps of a run",
                        description="Render the figures of a finished run again, for another layer or only some of "
                        "them: (a) the particle on its support, (b-d) facets, (e) one-unit-cell layers, (f) "
@@ -864,6 +874,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layer_maps_option(p)
     p.add_argument("-o", "--output", type=Path, default=None, metavar="DIR", help="default RUN_DIR/figures")
     p.set_defaults(func=cmd_figures)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-aet",
+        description="Atomic electron tomography: from a HAADF-STEM tilt series to atoms, facets and strain. "
+        "Lengths in Å, angles in degrees.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-aet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_simulate_command(sub)
+    _add_reconstruct_command(sub)
+    _add_run_command(sub)
+    _add_batch_command(sub)
+    _add_trace_command(sub)
+    _add_analyze_command(sub)
+    _add_generate_data_command(sub)
+    _add_train_command(sub)
+    _add_enhance_command(sub)
+    _add_demo_command(sub)
+    _add_figures_command(sub)
     return parser
 
 

@@ -114,90 +114,24 @@ def analyze_atoms(
         ``share_assigned``, ``facet_statistics``, ``layers`` and the ``settings`` used.
     """
     t0 = time.perf_counter()
-    if layer_axis not in LAYER_AXES:
-        raise AETInputError(f"layer axis {layer_axis!r} unknown; use one of {', '.join(LAYER_AXES)}")
-    from .validate import check_direction, check_int, check_number
-
-    if lattice_constant is not None:
-        lattice_constant = check_number(lattice_constant, "lattice constant", 2.0, 8.0, unit="Å",
-                                        hint=" (fcc metals lie within 3.5-4.1 Å; Pt 3.924)")
-    tolerance = check_number(tolerance, "site tolerance", 0.0, 2.0, unit="Å", lo_open=True)
-    if sigma is not None:
-        sigma = check_number(sigma, "strain smoothing width (sigma)", 0.0, 50.0, unit="Å", lo_open=True)
-    surface_coordination = check_int(surface_coordination, "surface coordination", 1, 12,
-                                     hint=" (fcc atoms have 12 nearest neighbours)")
-    if support_normal is not None:
-        support_normal = check_direction(support_normal, "support normal")
+    lattice_constant, tolerance, sigma, surface_coordination, support_normal, alpha = _check_settings(
+        layer_axis, lattice_constant, tolerance, sigma, surface_coordination, support_normal, strain_reference,
+        surface_method, alpha)
     rep = Reporter(5, progress, cancel)
     df = table.copy().reset_index(drop=True)
     is_atom = (df["atom"].to_numpy() == 1) if "atom" in df else np.ones(len(df), bool)
-    pos_all = df[["x", "y", "z"]].to_numpy(float)
-    pos = pos_all[is_atom]
+    pos = df[["x", "y", "z"]].to_numpy(float)[is_atom]
     if grid_spacing is not None:
-        grid_spacing = check_number(grid_spacing, "grid spacing", 0.05, 20.0, unit="Å")
-        extent = np.ptp(pos, axis=0) if len(pos) else np.zeros(3)
-        n_grid = float(np.linalg.norm(extent) / grid_spacing + 3) ** 3  # any rotation fits in the diagonal
-        if n_grid > MAX_GRID_POINTS:
-            raise AETInputError(f"a {grid_spacing:g} Å grid over this particle has about {n_grid:.2g} points (at most "
-                                f"{MAX_GRID_POINTS:.0e}); give a coarser --grid-spacing, e.g. 0.5 Å")
-    if strain_reference not in ("lattice", "cubic"):
-        raise AETInputError(f"strain reference {strain_reference!r} unknown; use lattice or cubic")
+        grid_spacing = _check_grid(pos, grid_spacing)
     lat = fit_fcc_lattice(pos, lattice_constant=lattice_constant, tolerance=tolerance, kind=lattice)
     rep.step("lattice")
     site, ok = assign_sites(pos, lat, tolerance)
     u = displacements(pos, site, ok, lat)
-    structure = grain = None
-    grain_lattices, grain_fits = [], []
-    if grains:
-        from .grains import local_structure, segment_grains
-
-        import importlib.util
-
-        structure_method = "pyscal3" if importlib.util.find_spec("pyscal3") else "builtin"
-        structure = local_structure(pos, structure_method)
-        grain = segment_grains(pos, structure)
-        ok[:] = False  # every atom is judged against its own grain's lattice
-        u[:] = np.nan
-        for g in range(grain.max() + 1 if len(grain) else 0):
-            sel = np.flatnonzero(grain == g)
-            if len(sel) < 13:
-                continue
-            try:
-                lat_g = fit_fcc_lattice(pos[sel], lattice_constant=lattice_constant, tolerance=tolerance, kind=lattice)
-            except AETInputError:
-                continue
-            site_g, ok_g = assign_sites(pos[sel], lat_g, tolerance)
-            site[sel], ok[sel] = site_g, ok_g
-            u[sel] = displacements(pos[sel], site_g, ok_g, lat_g)  # in the grain's own crystal frame
-            grain_fits.append((sel, lat_g))
-            grain_lattices.append({"grain": g, "n_atoms": int(len(sel)), "share_assigned": float(ok_g.mean()),
-                                   **lat_g.as_dict()})
-    cn = coordination(pos, lat.lattice_constant)
-    if surface_method == "alpha":
-        alpha = check_number(alpha, "alpha", 1.0, 20.0, unit="Å")
-        surface = alpha_shape_surface(pos, alpha)
-    elif surface_method == "coordination":
-        surface = cn < surface_coordination
-    else:
-        raise AETInputError(f"surface method {surface_method!r} unknown; use coordination or alpha")
+    grain_info = _fit_grains(pos, site, ok, u, lattice_constant, tolerance, lattice) if grains else None
+    grain_fits = grain_info["fits"] if grains else []
+    surface = _surface_atoms(pos, lat, surface_method, surface_coordination, alpha)
     rep.step("sites and surface")
-    # facets from each atom's crystal-frame position (its site when assigned)
-    if grains:
-        crystal = lat.crystal_positions(lat.to_crystal(pos))  # layers: the largest grain's frame
-        fam = np.where(surface, "other", "").astype(object)
-        fid = np.full(len(pos), -1, dtype=int)
-        normal_list = []
-        for sel, lat_g in grain_fits:  # facets per grain, normals in that grain's crystal frame
-            c_g = lat_g.crystal_positions(np.where(ok[sel][:, None], site[sel], lat_g.to_crystal(pos[sel])))
-            f_g, id_g, n_g = facets(c_g, surface[sel], lat_g.lattice_constant)
-            fam[sel] = f_g
-            fid[sel] = np.where(id_g >= 0, id_g + len(normal_list), -1)
-            normal_list.extend(n_g)
-        fam = fam.astype(str)
-        normals = np.array(normal_list).reshape(-1, 3)
-    else:
-        crystal = lat.crystal_positions(np.where(ok[:, None], site, lat.to_crystal(pos)))
-        fam, fid, normals = facets(crystal, surface, lat.lattice_constant)
+    crystal, fam, fid, normals = _facets(pos, site, ok, surface, lat, grain_fits if grains else None)
     rep.step("facets")
     use = ~surface if strain_excludes_surface else None
     if grains:  # each grain's strain from its own lattice, in its own crystal frame
@@ -212,85 +146,14 @@ def analyze_atoms(
     rep.step("strain")
     axis = np.array(LAYER_AXES[layer_axis], float)
     axis /= np.linalg.norm(axis)
-    h = crystal @ axis
-    layer = geometry.layer_index(h, lat.lattice_constant)
-
-    n = len(df)
-    col = lambda fill, dtype=float: np.full(n, fill, dtype=dtype)  # noqa: E731
-    fcc, surf, facet, lay, fid_all = col(0, int), col(0, int), col("", object), col(-1, int), col(-1, int)
-    uu, ee = np.full((n, 3), np.nan), np.full((n, 6), np.nan)
-    idx = np.flatnonzero(is_atom)
-    fcc[idx], surf[idx], facet[idx], lay[idx], fid_all[idx] = ok.astype(int), surface.astype(int), fam, layer, fid
-    uu[idx], ee[idx] = u, eps
-    df["fcc"], df["surface"], df["facet"] = fcc, surf, facet.astype(str)
-    import pandas as pd
-
-    df["layer"] = pd.array(np.where(lay >= 0, lay, 0), dtype="Int64")
-    df.loc[lay < 0, "layer"] = pd.NA
-    for k, c in enumerate(("ux", "uy", "uz")):
-        df[c] = uu[:, k]
-    for k, c in enumerate(STRAIN):
-        df[c] = ee[:, k]
-    df["facet_id"] = fid_all
-    nrm_all = np.full((n, 3), np.nan)
-    has = fid_all >= 0
-    nrm_all[has] = normals[fid_all[has]]
-    for k, c in enumerate(("facet_nx", "facet_ny", "facet_nz")):
-        df[c] = nrm_all[:, k]  # facet normal, crystal frame
-    inner_all = np.zeros(n, int)
+    layer = geometry.layer_index(crystal @ axis, lat.lattice_constant)
     inner = interior_atoms(pos, surface, lat.lattice_constant)
-    inner_all[idx] = inner.astype(int)
-    df["interior"] = inner_all
-    if grains:
-        st_all, gr_all = np.full(n, "", dtype=object), np.full(n, -1, dtype=int)
-        st_all[idx], gr_all[idx] = structure, grain
-        df["structure"], df["grain"] = st_all.astype(str), gr_all
-
-    # facet statistics
-    stats = {}
-    for family in ("100", "111"):
-        sel = fam == family
-        entry = {c: _stats(eps[sel, k]) for k, c in enumerate(STRAIN)}
-        nvec = normals[fid[sel]] if sel.any() else np.zeros((0, 3))
-        entry["normal_strain"] = _stats(_normal_strain(eps[sel], nvec)) if sel.any() else _stats(np.array([]))
-        entry["n_atoms"] = int(sel.sum())
-        entry["n_facets"] = int(len(np.unique(fid[sel]))) if sel.any() else 0
-        stats[family] = entry
+    _fill_columns(df, is_atom, ok, surface, fam, layer, fid, u, eps, normals, inner, grain_info)
+    stats = _facet_statistics(fam, fid, eps, normals)
     if support_normal is not None:
-        nrm = np.asarray(support_normal, float)
-        nrm /= np.linalg.norm(nrm)
-        hs = pos @ nrm
-        near = hs > hs.max() - lat.lattice_constant
-        stats["support"] = {"normal": nrm.tolist(), "n_atoms": int(near.sum()),
-                            **{c: _stats(eps[near, k]) for k, c in enumerate(STRAIN)},
-                            "volumetric": _stats(eps[near, :3].sum(1))}
-    layers = []
-    for L in range(layer.max() + 1 if len(layer) else 0):
-        sel = (layer == L) & ok
-        layers.append({"layer": L, "n_atoms": int((layer == L).sum()), "n_assigned": int(sel.sum()),
-                       "mean_displacement": np.nanmean(u[sel], 0).tolist() if sel.any() else None,
-                       "mean_strain": np.nanmean(eps[sel], 0).tolist() if sel.any() and np.isfinite(eps[sel]).any() else None})
-    grid = None
-    if grid_spacing:
-        axes, g_eps, g_u = strain_on_grid(site[ok], u[ok], lat, spacing=grid_spacing, sigma=sigma)
-        ax = int(np.argmax(np.abs(axis)))
-        if np.count_nonzero(axis) != 1:
-            raise AETInputError("per-layer maps need a cube axis as the layer axis (100, 010 or 001)")
-        coord = axes[ax]
-        lo = (crystal @ axis)[ok].min()
-        layer_of = geometry.layer_index(coord, lat.lattice_constant, start=lo)
-        grid_axis = 2 - ax  # grid arrays are (z, y, x)
-        maps_e, maps_u = [], []
-        import warnings
-
-        for L in range(layer.max() + 1):
-            sel = layer_of == L
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # empty slabs give NaN maps
-                maps_e.append(np.nanmean(np.compress(sel, g_eps, axis=grid_axis), axis=grid_axis))
-                maps_u.append(np.nanmean(np.compress(sel, g_u, axis=grid_axis), axis=grid_axis))
-        grid = {"axes_x": axes[0], "axes_y": axes[1], "axes_z": axes[2], "strain": g_eps, "displacement": g_u,
-                "layer_strain_maps": np.stack(maps_e), "layer_displacement_maps": np.stack(maps_u)}
+        stats["support"] = _support_statistics(pos, eps, support_normal, lat.lattice_constant)
+    layers = _layer_summary(layer, ok, u, eps)
+    grid = (_layer_grid(site, u, ok, lat, crystal, axis, layer, grid_spacing, sigma) if grid_spacing else None)
     rep.step("statistics")
     summary = {
         "lattice": lat.as_dict(),
@@ -310,13 +173,201 @@ def analyze_atoms(
         "seconds": time.perf_counter() - t0,
         "crystal_rotation": lat.rotation.tolist(),
         "n_interior": int(inner.sum()),
-        **({"grains": grain_lattices,
-            "structure_counts": {k: int((structure == k).sum()) for k in ("fcc", "hcp", "ico", "other")},
-            "structure_method": f"adaptive common-neighbour analysis ({structure_method})",
-            "grain_note": "sites, fcc, facets, displacement and strain are against each atom's own grain's lattice, "
-                          "in that grain's crystal frame (its rotation in 'grains'); layers use the largest grain's"}
-           if grains else {}),
+        **(grain_info["summary"] if grains else {}),
     }
     if grid is not None:
         summary["grid"] = grid
     return df, summary
+
+
+def _check_settings(layer_axis, lattice_constant, tolerance, sigma, surface_coordination, support_normal,
+                    strain_reference, surface_method, alpha) -> tuple:
+    """The analysis settings, checked (one-line errors naming the fix)."""
+    from .validate import check_direction, check_int, check_number
+
+    if layer_axis not in LAYER_AXES:
+        raise AETInputError(f"layer axis {layer_axis!r} unknown; use one of {', '.join(LAYER_AXES)}")
+    if lattice_constant is not None:
+        lattice_constant = check_number(lattice_constant, "lattice constant", 2.0, 8.0, unit="Å",
+                                        hint=" (fcc metals lie within 3.5-4.1 Å; Pt 3.924)")
+    tolerance = check_number(tolerance, "site tolerance", 0.0, 2.0, unit="Å", lo_open=True)
+    if sigma is not None:
+        sigma = check_number(sigma, "strain smoothing width (sigma)", 0.0, 50.0, unit="Å", lo_open=True)
+    surface_coordination = check_int(surface_coordination, "surface coordination", 1, 12,
+                                     hint=" (fcc atoms have 12 nearest neighbours)")
+    if support_normal is not None:
+        support_normal = check_direction(support_normal, "support normal")
+    if strain_reference not in ("lattice", "cubic"):
+        raise AETInputError(f"strain reference {strain_reference!r} unknown; use lattice or cubic")
+    if surface_method not in ("coordination", "alpha"):
+        raise AETInputError(f"surface method {surface_method!r} unknown; use coordination or alpha")
+    if surface_method == "alpha":
+        alpha = check_number(alpha, "alpha", 1.0, 20.0, unit="Å")
+    return lattice_constant, tolerance, sigma, surface_coordination, support_normal, alpha
+
+
+def _check_grid(pos: np.ndarray, grid_spacing: float) -> float:
+    from .validate import check_number
+
+    grid_spacing = check_number(grid_spacing, "grid spacing", 0.05, 20.0, unit="Å")
+    extent = np.ptp(pos, axis=0) if len(pos) else np.zeros(3)
+    n_grid = float(np.linalg.norm(extent) / grid_spacing + 3) ** 3  # any rotation fits in the diagonal
+    if n_grid > MAX_GRID_POINTS:
+        raise AETInputError(f"a {grid_spacing:g} Å grid over this particle has about {n_grid:.2g} points (at most "
+                            f"{MAX_GRID_POINTS:.0e}); give a coarser --grid-spacing, e.g. 0.5 Å")
+    return grid_spacing
+
+
+def _fit_grains(pos, site, ok, u, lattice_constant, tolerance, lattice) -> dict:
+    """Local structure, grains and a lattice per grain; ``site``, ``ok`` and ``u`` are
+    rewritten in place against each atom's own grain."""
+    import importlib.util
+
+    from .grains import local_structure, segment_grains
+
+    structure_method = "pyscal3" if importlib.util.find_spec("pyscal3") else "builtin"
+    structure = local_structure(pos, structure_method)
+    grain = segment_grains(pos, structure)
+    ok[:] = False  # every atom is judged against its own grain's lattice
+    u[:] = np.nan
+    fits, lattices = [], []
+    for g in range(grain.max() + 1 if len(grain) else 0):
+        sel = np.flatnonzero(grain == g)
+        if len(sel) < 13:
+            continue
+        try:
+            lat_g = fit_fcc_lattice(pos[sel], lattice_constant=lattice_constant, tolerance=tolerance, kind=lattice)
+        except AETInputError:
+            continue
+        site_g, ok_g = assign_sites(pos[sel], lat_g, tolerance)
+        site[sel], ok[sel] = site_g, ok_g
+        u[sel] = displacements(pos[sel], site_g, ok_g, lat_g)  # in the grain's own crystal frame
+        fits.append((sel, lat_g))
+        lattices.append({"grain": g, "n_atoms": int(len(sel)), "share_assigned": float(ok_g.mean()),
+                         **lat_g.as_dict()})
+    summary = {"grains": lattices,
+               "structure_counts": {k: int((structure == k).sum()) for k in ("fcc", "hcp", "ico", "other")},
+               "structure_method": f"adaptive common-neighbour analysis ({structure_method})",
+               "grain_note": "sites, fcc, facets, displacement and strain are against each atom's own grain's "
+                             "lattice, in that grain's crystal frame (its rotation in 'grains'); layers use the "
+                             "largest grain's"}
+    return {"structure": structure, "grain": grain, "fits": fits, "summary": summary}
+
+
+def _surface_atoms(pos, lat, surface_method: str, surface_coordination: int, alpha: float) -> np.ndarray:
+    if surface_method == "alpha":
+        return alpha_shape_surface(pos, alpha)
+    return coordination(pos, lat.lattice_constant) < surface_coordination
+
+
+def _facets(pos, site, ok, surface, lat, grain_fits) -> tuple:
+    """Crystal-frame positions (sites where assigned) and each surface atom's facet family,
+    facet id and the facets' normals (per grain when ``grain_fits`` is given)."""
+    if grain_fits is None:
+        crystal = lat.crystal_positions(np.where(ok[:, None], site, lat.to_crystal(pos)))
+        return (crystal, *facets(crystal, surface, lat.lattice_constant))
+    crystal = lat.crystal_positions(lat.to_crystal(pos))  # layers: the largest grain's frame
+    fam = np.where(surface, "other", "").astype(object)
+    fid = np.full(len(pos), -1, dtype=int)
+    normal_list = []
+    for sel, lat_g in grain_fits:  # facets per grain, normals in that grain's crystal frame
+        c_g = lat_g.crystal_positions(np.where(ok[sel][:, None], site[sel], lat_g.to_crystal(pos[sel])))
+        f_g, id_g, n_g = facets(c_g, surface[sel], lat_g.lattice_constant)
+        fam[sel] = f_g
+        fid[sel] = np.where(id_g >= 0, id_g + len(normal_list), -1)
+        normal_list.extend(n_g)
+    return crystal, fam.astype(str), fid, np.array(normal_list).reshape(-1, 3)
+
+
+def _fill_columns(df, is_atom, ok, surface, fam, layer, fid, u, eps, normals, inner, grain_info) -> None:
+    """The contract's analysis columns (and the project's extra ones) for every row; non-atoms
+    get 0, empty, NA or NaN."""
+    import pandas as pd
+
+    n = len(df)
+    idx = np.flatnonzero(is_atom)
+
+    def spread(values, fill, dtype=None):
+        out = np.full((n,) + np.shape(values)[1:], fill, dtype=dtype or np.asarray(values).dtype)
+        out[idx] = values
+        return out
+
+    df["fcc"] = spread(ok.astype(int), 0)
+    df["surface"] = spread(surface.astype(int), 0)
+    df["facet"] = spread(np.asarray(fam, object), "", object).astype(str)
+    lay = spread(layer, -1, int)
+    df["layer"] = pd.array(np.where(lay >= 0, lay, 0), dtype="Int64")
+    df.loc[lay < 0, "layer"] = pd.NA
+    uu, ee = spread(u, np.nan, float), spread(eps, np.nan, float)
+    for k, c in enumerate(("ux", "uy", "uz")):
+        df[c] = uu[:, k]
+    for k, c in enumerate(STRAIN):
+        df[c] = ee[:, k]
+    fid_all = spread(fid, -1, int)
+    df["facet_id"] = fid_all
+    nrm_all = np.full((n, 3), np.nan)
+    has = fid_all >= 0
+    nrm_all[has] = normals[fid_all[has]]
+    for k, c in enumerate(("facet_nx", "facet_ny", "facet_nz")):
+        df[c] = nrm_all[:, k]  # facet normal, crystal frame
+    df["interior"] = spread(inner.astype(int), 0, int)
+    if grain_info is not None:
+        df["structure"] = spread(np.asarray(grain_info["structure"], object), "", object).astype(str)
+        df["grain"] = spread(grain_info["grain"], -1, int)
+
+
+def _facet_statistics(fam, fid, eps, normals) -> dict:
+    stats = {}
+    for family in ("100", "111"):
+        sel = fam == family
+        entry = {c: _stats(eps[sel, k]) for k, c in enumerate(STRAIN)}
+        nvec = normals[fid[sel]] if sel.any() else np.zeros((0, 3))
+        entry["normal_strain"] = _stats(_normal_strain(eps[sel], nvec)) if sel.any() else _stats(np.array([]))
+        entry["n_atoms"] = int(sel.sum())
+        entry["n_facets"] = int(len(np.unique(fid[sel]))) if sel.any() else 0
+        stats[family] = entry
+    return stats
+
+
+def _support_statistics(pos, eps, support_normal, lattice_constant: float) -> dict:
+    """Strain of the atoms within one unit cell of the outermost plane towards the support."""
+    nrm = np.asarray(support_normal, float)
+    nrm /= np.linalg.norm(nrm)
+    hs = pos @ nrm
+    near = hs > hs.max() - lattice_constant
+    return {"normal": nrm.tolist(), "n_atoms": int(near.sum()),
+            **{c: _stats(eps[near, k]) for k, c in enumerate(STRAIN)},
+            "volumetric": _stats(eps[near, :3].sum(1))}
+
+
+def _layer_summary(layer, ok, u, eps) -> list:
+    layers = []
+    for L in range(layer.max() + 1 if len(layer) else 0):
+        sel = (layer == L) & ok
+        layers.append({"layer": L, "n_atoms": int((layer == L).sum()), "n_assigned": int(sel.sum()),
+                       "mean_displacement": np.nanmean(u[sel], 0).tolist() if sel.any() else None,
+                       "mean_strain": np.nanmean(eps[sel], 0).tolist()
+                       if sel.any() and np.isfinite(eps[sel]).any() else None})
+    return layers
+
+
+def _layer_grid(site, u, ok, lat, crystal, axis, layer, grid_spacing, sigma) -> dict:
+    """Strain and displacement on a crystal-frame grid, and their mean over each layer."""
+    import warnings
+
+    axes, g_eps, g_u = strain_on_grid(site[ok], u[ok], lat, spacing=grid_spacing, sigma=sigma)
+    ax = int(np.argmax(np.abs(axis)))
+    if np.count_nonzero(axis) != 1:
+        raise AETInputError("per-layer maps need a cube axis as the layer axis (100, 010 or 001)")
+    lo = (crystal @ axis)[ok].min()
+    layer_of = geometry.layer_index(axes[ax], lat.lattice_constant, start=lo)
+    grid_axis = 2 - ax  # grid arrays are (z, y, x)
+    maps_e, maps_u = [], []
+    for L in range(layer.max() + 1):
+        sel = layer_of == L
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # empty slabs give NaN maps
+            maps_e.append(np.nanmean(np.compress(sel, g_eps, axis=grid_axis), axis=grid_axis))
+            maps_u.append(np.nanmean(np.compress(sel, g_u, axis=grid_axis), axis=grid_axis))
+    return {"axes_x": axes[0], "axes_y": axes[1], "axes_z": axes[2], "strain": g_eps, "displacement": g_u,
+            "layer_strain_maps": np.stack(maps_e), "layer_displacement_maps": np.stack(maps_u)}
