@@ -170,131 +170,156 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     displacement and strain component. ``support_normal`` (sample frame, from the particle to
     its support) gives the support statistics and draws the support in figure (a).
     """
-    import json
     import platform
 
     from .. import __version__
     from . import io
-    from .align import AlignmentResult, align
     from .analysis import analyze_atoms
-    from .reconstruct import reconstruct
-    from .validate import check_angle_values, check_finite_output, check_tilt_signal
+    from .validate import check_angle_values, check_tilt_signal
 
     progress_bar = progress_factory or (lambda name: None)
-    out = Path(out)
     check_tilt_signal(ts.data)
     check_angle_values(ts.angles)
-    model = meta_w = None
+    network = None
     if enhance:  # the weights are checked before any work, not after the reconstruction
         from .enhance import load_weights
         from .projector import resolve_device
 
-        model, meta_w = load_weights(weights, device=resolve_device(device), trust=trust_weights)
-    settings = {"align": align_first, "enhance": enhance, "refine": refine, "extended_object": extended_object,
-                "support_normal": None if support_normal is None else [float(v) for v in support_normal],
-                "weights": str(weights) if weights else "shipped",
-                "pixel_size": ts.pixel_size, "n_projections": int(ts.data.shape[0]),
-                "angles_deg": np.asarray(ts.angles).tolist(),
-                "angles_source": (ts.metadata or {}).get("angles_source"),
-                "angle_convention": (ts.metadata or {}).get("angle_convention", "zyz"),
-                "preprocessing": (ts.metadata or {}).get("preprocessing")}
-    run = _RunFolder(out, _fingerprint(ts, settings), resume)
-    work = run.work
+        network = load_weights(weights, device=resolve_device(device), trust=trust_weights)
+    settings = _run_settings(ts, align_first, enhance, refine, extended_object, support_normal, weights)
+    run = _RunFolder(Path(out), _fingerprint(ts, settings), resume)
     report = {"version": __version__, "python": platform.python_version(), "settings": settings | {"device": device}}
-
-    def stage(name, fn):
-        t0 = time.perf_counter()
-        res = fn()
-        run.record(name, {"seconds": round(time.perf_counter() - t0, 3), "process_peak_gib": round(_peak_gib(), 3)})
-        return res
-
-    def saved(name):
-        return json.loads((work / name).read_text())
-
-    data, angles = ts.data, ts.angles
+    aligned = ts
     if align_first:
-        if not run.done("align"):
-            stage("align", lambda: io.write_json(work / "alignment.json", align(
-                data, angles, pixel_size=ts.pixel_size, device=device, progress=progress_bar("align")).summary()))
-        report["alignment"] = saved("alignment.json")
-        aligned = AlignmentResult.from_summary(report["alignment"]).apply(ts)
-        data, angles = aligned.data, aligned.angles
-    if not run.done("reconstruct"):
-        def do_reconstruct():
-            rec = reconstruct(data, angles, ts.pixel_size, device=device, progress=progress_bar("reconstruct"),
-                              extended_object=extended_object)
-            check_finite_output(rec.volume, "the reconstruction")
-            io.write_volume(work / "tomogram.mrc", rec.volume, rec.pixel_size)
-            io.write_json(work / "reconstruction.json",
-                          {k: v for k, v in rec.summary().items() if k != "r_factors"} | {"r_factors": rec.r_factors})
-        stage("reconstruct", do_reconstruct)
-    rec_volume = io.read_volume(work / "tomogram.mrc")
-    report["reconstruction"] = saved("reconstruction.json")
-    traced_volume = rec_volume.data
+        aligned, report["alignment"] = _align_stage(run, ts, device, progress_bar)
+    rec_volume, report["reconstruction"] = _reconstruct_stage(run, aligned, device, extended_object, progress_bar)
+    traced_volume, volumes = rec_volume.data, {"RESIRE": rec_volume.data}
     if enhance:
-        if not run.done("enhance"):
-            def do_enhance():
-                from .enhance import data_consistency, enhance_tomogram
-
-                enh, info = enhance_tomogram(rec_volume.data, rec_volume.pixel_size, network=(model, meta_w),
-                                             device=device, progress=progress_bar("enhance"))
-                warn = info["warning"]
-                io.write_volume(work / "tomogram_enhanced.mrc", enh, rec_volume.pixel_size)
-                # never worse than no network: the network's tomogram must still explain the measurement
-                consistency = data_consistency(rec_volume.data, enh, data, angles, device=device)
-                note = None
-                if not consistency["network_accepted"]:
-                    note = (f"the network's tomogram explains the tilt series worse (R {consistency['r_factor_enhanced']:.4f} "
-                            f"against {consistency['r_factor_reconstruction']:.4f}); the atoms were traced in the plain "
-                            "reconstruction (both tomograms kept)")
-                io.write_json(work / "enhancement.json", {"weights_sha256": meta_w.get("sha256"), "warning": warn,
-                                                          "consistency": consistency, "note": note})
-            stage("enhance", do_enhance)
-        report["enhancement"] = saved("enhancement.json")
-        enhanced_volume = io.read_volume(work / "tomogram_enhanced.mrc").data
+        volumes["U-Net"], report["enhancement"] = _enhance_stage(run, rec_volume, aligned, network, device,
+                                                                 progress_bar)
         if report["enhancement"].get("consistency", {}).get("network_accepted", True):
-            traced_volume = enhanced_volume
-    traced_enhanced = enhance and traced_volume is not rec_volume.data
-    vol = io.Volume(traced_volume, rec_volume.pixel_size)
+            traced_volume = volumes["U-Net"]
     if not run.done("trace_refine"):
         def do_trace():
-            table, meta = trace_volume(vol, io.TiltSeries(data, angles, ts.pixel_size), refine=refine, device=device,
-                                       progress_factory=progress_factory)
-            io.write_atoms(work / "traced.csv", table, metadata=meta)
-        stage("trace_refine", do_trace)
+            table, meta = trace_volume(io.Volume(traced_volume, rec_volume.pixel_size), aligned, refine=refine,
+                                       device=device, progress_factory=progress_factory)
+            io.write_atoms(run.work / "traced.csv", table, metadata=meta)
+        _stage(run, "trace_refine", do_trace)
     if not run.done("analyze"):
         def do_analyze():
-            table, meta = io.read_atoms(work / "traced.csv")
+            table, meta = io.read_atoms(run.work / "traced.csv")
             analysed, summary = analyze_atoms(table, support_normal=support_normal, progress=progress_bar("analyze"))
-            meta["analysis"] = summary
-            io.write_atoms(work / "atoms.csv", analysed, metadata=meta)
-        stage("analyze", do_analyze)
-    analysed, meta = io.read_atoms(work / "atoms.csv")
-    summary = meta["analysis"]
+            io.write_atoms(run.work / "atoms.csv", analysed, metadata=meta | {"analysis": summary})
+        _stage(run, "analyze", do_analyze)
+    analysed, meta = io.read_atoms(run.work / "atoms.csv")
     if figures:
-        from . import figures as fg
-        from .geometry import tilt_range
+        report["figures"] = _figures_stage(run, analysed, meta["analysis"], volumes, rec_volume.pixel_size,
+                                           aligned.angles, layer_maps)
+    report.update(_results(analysed, meta, run.stages, resume,
+                           traced_enhanced=enhance and traced_volume is not rec_volume.data))
+    io.write_json(run.work / "report.json", report)
+    run.commit(RUN_OUTPUTS)
+    return report
 
-        fig_dir = work / "figures"
 
-        def make_figures():
-            vols = {"RESIRE": rec_volume.data} | ({"U-Net": enhanced_volume} if enhance else {})
-            fg.write_figures(fig_dir, analysed, summary, vols, rec_volume.pixel_size, tilt_range(angles),
-                             with_layer_maps=layer_maps)
+def _run_settings(ts, align_first, enhance, refine, extended_object, support_normal, weights) -> dict:
+    """What a run was asked to do, in its report; with the data, what a resumed run must share."""
+    meta = ts.metadata or {}
+    return {"align": align_first, "enhance": enhance, "refine": refine, "extended_object": extended_object,
+            "support_normal": None if support_normal is None else [float(v) for v in support_normal],
+            "weights": str(weights) if weights else "shipped",
+            "pixel_size": ts.pixel_size, "n_projections": int(ts.data.shape[0]),
+            "angles_deg": np.asarray(ts.angles).tolist(), "angles_source": meta.get("angles_source"),
+            "angle_convention": meta.get("angle_convention", "zyz"), "preprocessing": meta.get("preprocessing")}
 
-        if not run.done("figures"):
-            stage("figures", make_figures)
-        report["figures"] = sorted(f.name for f in fig_dir.iterdir()) if fig_dir.exists() else []
+
+def _stage(run, name: str, fn):
+    """Run one stage, recording its time and the process's peak memory."""
+    t0 = time.perf_counter()
+    res = fn()
+    run.record(name, {"seconds": round(time.perf_counter() - t0, 3), "process_peak_gib": round(_peak_gib(), 3)})
+    return res
+
+
+def _saved(run, name: str) -> dict:
+    import json
+
+    return json.loads((run.work / name).read_text())
+
+
+def _align_stage(run, ts, device, progress_bar) -> tuple:
+    """The aligned tilt series and the alignment's summary (from the checkpoint when resumed)."""
+    from . import io
+    from .align import AlignmentResult, align
+
+    if not run.done("align"):
+        _stage(run, "align", lambda: io.write_json(run.work / "alignment.json", align(
+            ts.data, ts.angles, pixel_size=ts.pixel_size, device=device, progress=progress_bar("align")).summary()))
+    summary = _saved(run, "alignment.json")
+    return AlignmentResult.from_summary(summary).apply(ts), summary
+
+
+def _reconstruct_stage(run, aligned, device, extended_object, progress_bar) -> tuple:
+    from . import io
+    from .reconstruct import reconstruct
+    from .validate import check_finite_output
+
+    if not run.done("reconstruct"):
+        def do_reconstruct():
+            rec = reconstruct(aligned.data, aligned.angles, aligned.pixel_size, device=device,
+                              progress=progress_bar("reconstruct"), extended_object=extended_object)
+            check_finite_output(rec.volume, "the reconstruction")
+            io.write_volume(run.work / "tomogram.mrc", rec.volume, rec.pixel_size)
+            io.write_json(run.work / "reconstruction.json",
+                          {k: v for k, v in rec.summary().items() if k != "r_factors"} | {"r_factors": rec.r_factors})
+        _stage(run, "reconstruct", do_reconstruct)
+    return io.read_volume(run.work / "tomogram.mrc"), _saved(run, "reconstruction.json")
+
+
+def _enhance_stage(run, rec_volume, aligned, network, device, progress_bar) -> tuple:
+    """The network's tomogram and its record, with the check that it still explains the
+    measured tilt series (never worse than no network)."""
+    from . import io
+    from .enhance import data_consistency, enhance_tomogram
+
+    if not run.done("enhance"):
+        def do_enhance():
+            enh, info = enhance_tomogram(rec_volume.data, rec_volume.pixel_size, network=network, device=device,
+                                         progress=progress_bar("enhance"))
+            io.write_volume(run.work / "tomogram_enhanced.mrc", enh, rec_volume.pixel_size)
+            consistency = data_consistency(rec_volume.data, enh, aligned.data, aligned.angles, device=device)
+            note = None
+            if not consistency["network_accepted"]:
+                note = (f"the network's tomogram explains the tilt series worse (R {consistency['r_factor_enhanced']:.4f} "
+                        f"against {consistency['r_factor_reconstruction']:.4f}); the atoms were traced in the plain "
+                        "reconstruction (both tomograms kept)")
+            io.write_json(run.work / "enhancement.json", {"weights_sha256": info["weights_sha256"],
+                                                          "warning": info["warning"], "consistency": consistency,
+                                                          "note": note})
+        _stage(run, "enhance", do_enhance)
+    return io.read_volume(run.work / "tomogram_enhanced.mrc").data, _saved(run, "enhancement.json")
+
+
+def _figures_stage(run, analysed, summary, volumes, pixel_size, angles, layer_maps) -> list:
+    from . import figures as fg
+    from .geometry import tilt_range
+
+    fig_dir = run.work / "figures"
+    if not run.done("figures"):
+        _stage(run, "figures", lambda: fg.write_figures(fig_dir, analysed, summary, volumes, pixel_size,
+                                                        tilt_range(angles), with_layer_maps=layer_maps))
+    return sorted(f.name for f in fig_dir.iterdir()) if fig_dir.exists() else []
+
+
+def _results(analysed, meta, stages, resume, traced_enhanced: bool) -> dict:
+    """The report's figures of merit and timings."""
+    summary = meta["analysis"]
     atoms = analysed[analysed["atom"] == 1]
-    stages = run.stages
-    report.update({
-        "stages": stages, "resumed": bool(resume), "traced_tomogram": "tomogram_enhanced.mrc" if traced_enhanced
-        else "tomogram.mrc",
+    return {
+        "stages": stages, "resumed": bool(resume),
+        "traced_tomogram": "tomogram_enhanced.mrc" if traced_enhanced else "tomogram.mrc",
         "n_atoms": int(len(atoms)), "n_non_atoms": int(len(analysed) - len(atoms)),
         "share_assigned_fcc": summary["share_assigned"], "lattice_constant": summary["lattice"]["lattice_constant"],
         "crystal_rotation": summary["lattice"]["crystal_rotation"], "facet_statistics": summary["facet_statistics"],
         "refinement": meta.get("refinement"), "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
-    })
-    io.write_json(work / "report.json", report)
-    run.commit(RUN_OUTPUTS)
-    return report
+    }
