@@ -175,47 +175,11 @@ def reconstruct(
 
     from .projector import Projector, resolve_device
 
-    if isinstance(tilt_series, TiltSeries):
-        data = tilt_series.data
-        angles = tilt_series.angles if angles is None else angles
-        pixel_size = tilt_series.pixel_size if pixel_size is None else pixel_size
-    else:
-        data = np.asarray(tilt_series)
-    if pixel_size is None:
-        raise AETInputError("no pixel size for the tilt series; pass --pixel-size in Å (e.g. 0.357)")
-    pixel_size = check_pixel_size(pixel_size)
-    angles = None if angles is None else np.asarray(angles, dtype=np.float64)
-    _check_inputs(data, angles)
-    from .validate import check_angle_values
-
-    check_angle_values(angles)
-    if method not in METHODS:
-        raise AETInputError(f"reconstruction method {method!r} unknown; use one of {', '.join(METHODS)}")
-    from .validate import check_int, check_number, check_tilt_signal
-
-    check_tilt_signal(data)
-    iterations = DEFAULT_ITERATIONS[method] if iterations is None else iterations
-    iterations = check_int(iterations, "iterations", 1, MAX_ITERATIONS)
-    check_number(r_free_fraction, "R-free fraction (--r-free)", 0.0, 0.5,
-                 hint=" (a share of the Fourier points, e.g. 0.05)")
-    check_int(oversampling, "oversampling", 1, 4)
-    check_number(interpolation_cutoff, "interpolation cutoff", 0.0, 2.0, lo_open=True)
+    data, angles, pixel_size = _inputs(tilt_series, angles, pixel_size)
+    iterations = _check_settings(data, method, iterations, r_free_fraction, oversampling, interpolation_cutoff)
     n, nv, nu = data.shape
-    volume_shape = tuple(check_int(s, "volume size", 1, MAX_VOLUME_EDGE, hint=" voxels along each axis")
-                         for s in (volume_shape or (nu, nv, nu)))
-    if support is not None and tuple(support.shape) != volume_shape:
-        raise AETInputError(f"support has shape {tuple(support.shape)} but the volume is {volume_shape}; give a matching mask")
-    box_shape, pad = volume_shape, (0, 0)
-    if extended_object:
-        if method == "genfire":
-            raise AETInputError("extended objects are reconstructed with --method resire or sirt, not genfire")
-        pad = extended_padding(volume_shape, (nv, nu), angles)
-        volume_shape = (volume_shape[0], volume_shape[1] + 2 * pad[0], volume_shape[2] + 2 * pad[1])
-        check_int(max(volume_shape), "extended volume size", 1, MAX_VOLUME_EDGE,
-                  hint=" voxels; reconstruct a thinner volume (--thickness) or limit the tilt range")
-        if support is not None:
-            support = np.pad(np.asarray(support, bool), ((0, 0), (pad[0], pad[0]), (pad[1], pad[1])),
-                             constant_values=True)
+    volume_shape, box_shape, pad, support = _volume_geometry(data, angles, volume_shape, support, extended_object,
+                                                             method)
     dev = resolve_device(device)
     if check_memory:
         from .validate import check_memory as _check_memory
@@ -253,16 +217,82 @@ def reconstruct(
         ny_box, nx_box = box_shape[1], box_shape[2]
         vol = vol[:, pad[0]:pad[0] + ny_box, pad[1]:pad[1] + nx_box]
         settings.update(extended_object=True, extended_padding_yx=list(pad), extended_volume=list(volume_shape))
-    if not bool(torch.isfinite(vol).all()):
-        raise AETInputError(f"{method} diverged (NaN/Inf in the volume); use fewer iterations or another --method")
-    if not bool((vol != 0).any()):
-        raise AETInputError(f"{method} gave a volume that is zero everywhere; check the tilt series' sign and "
-                            "background, the angles and the settings")
+    _check_volume(vol, method)
     return ReconstructionResult(
         volume=vol.detach().cpu().numpy().astype(np.float32), pixel_size=pixel_size, method=method,
         r_factors=r_factors, r_free=r_free, iterations=iterations, device=str(dev),
         seconds=time.perf_counter() - t0, settings=settings,
     )
+
+
+def _inputs(tilt_series, angles, pixel_size) -> tuple:
+    """Projections, angles (degrees) and pixel size (Å) from a TiltSeries or an array, checked."""
+    if isinstance(tilt_series, TiltSeries):
+        data = tilt_series.data
+        angles = tilt_series.angles if angles is None else angles
+        pixel_size = tilt_series.pixel_size if pixel_size is None else pixel_size
+    else:
+        data = np.asarray(tilt_series)
+    if pixel_size is None:
+        raise AETInputError("no pixel size for the tilt series; pass --pixel-size in Å (e.g. 0.357)")
+    pixel_size = check_pixel_size(pixel_size)
+    angles = None if angles is None else np.asarray(angles, dtype=np.float64)
+    _check_inputs(data, angles)
+    from .validate import check_angle_values
+
+    check_angle_values(angles)
+    return data, angles, pixel_size
+
+
+def _check_settings(data, method, iterations, r_free_fraction, oversampling, interpolation_cutoff) -> int:
+    """The method's settings, checked; returns the number of iterations."""
+    if method not in METHODS:
+        raise AETInputError(f"reconstruction method {method!r} unknown; use one of {', '.join(METHODS)}")
+    from .validate import check_int, check_number, check_tilt_signal
+
+    check_tilt_signal(data)
+    iterations = DEFAULT_ITERATIONS[method] if iterations is None else iterations
+    iterations = check_int(iterations, "iterations", 1, MAX_ITERATIONS)
+    check_number(r_free_fraction, "R-free fraction (--r-free)", 0.0, 0.5,
+                 hint=" (a share of the Fourier points, e.g. 0.05)")
+    check_int(oversampling, "oversampling", 1, 4)
+    check_number(interpolation_cutoff, "interpolation cutoff", 0.0, 2.0, lo_open=True)
+    return iterations
+
+
+def _volume_geometry(data, angles, volume_shape, support, extended_object, method) -> tuple:
+    """(reconstructed shape, output box shape, (y, x) padding, support) for the requested box;
+    an extended object widens the reconstructed volume by the padding its rays need."""
+    from .validate import check_int
+
+    n, nv, nu = data.shape
+    volume_shape = tuple(check_int(s, "volume size", 1, MAX_VOLUME_EDGE, hint=" voxels along each axis")
+                         for s in (volume_shape or (nu, nv, nu)))
+    if support is not None and tuple(support.shape) != volume_shape:
+        raise AETInputError(f"support has shape {tuple(support.shape)} but the volume is {volume_shape}; give a matching mask")
+    box_shape, pad = volume_shape, (0, 0)
+    if extended_object:
+        if method == "genfire":
+            raise AETInputError("extended objects are reconstructed with --method resire or sirt, not genfire")
+        pad = extended_padding(volume_shape, (nv, nu), angles)
+        volume_shape = (volume_shape[0], volume_shape[1] + 2 * pad[0], volume_shape[2] + 2 * pad[1])
+        check_int(max(volume_shape), "extended volume size", 1, MAX_VOLUME_EDGE,
+                  hint=" voxels; reconstruct a thinner volume (--thickness) or limit the tilt range")
+        if support is not None:
+            support = np.pad(np.asarray(support, bool), ((0, 0), (pad[0], pad[0]), (pad[1], pad[1])),
+                             constant_values=True)
+    return volume_shape, box_shape, pad, support
+
+
+def _check_volume(vol, method: str) -> None:
+    """Refuse a diverged (NaN/Inf) or empty reconstruction, naming what to change."""
+    import torch
+
+    if not bool(torch.isfinite(vol).all()):
+        raise AETInputError(f"{method} diverged (NaN/Inf in the volume); use fewer iterations or another --method")
+    if not bool((vol != 0).any()):
+        raise AETInputError(f"{method} gave a volume that is zero everywhere; check the tilt series' sign and "
+                            "background, the angles and the settings")
 
 
 def _r_factor(residual, b_abs_sum) -> float:
