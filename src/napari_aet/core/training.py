@@ -339,19 +339,7 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
     import torch
     import torch.distributed as dist
 
-    from .enhance import save_weights
-    from .projector import resolve_device
-    from .unet import UNet3D, UNetConfig
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    dev = resolve_device(device)
-    if world > 1:
-        if dev.type == "cuda":
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(dev)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    world, rank, dev = _distributed_setup(device)
     torch.manual_seed(cfg.seed + rank)
     rng = np.random.default_rng(cfg.seed * 1000 + rank)
     run_dir = Path(run_dir)
@@ -360,15 +348,7 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
     xva, yva = _load_split(data_dir, "val")
     if xtr.shape[1] < cfg.crop:
         raise AETInputError(f"crop {cfg.crop} is larger than the training volumes ({xtr.shape[1]}); lower 'crop'")
-    if init_weights is not None:
-        from .enhance import load_weights
-
-        model, init_meta = load_weights(init_weights, device=dev)
-        if init_meta.get("config", {}).get("unet", cfg.unet) != cfg.unet:
-            raise AETInputError(f"{init_weights} has architecture {init_meta['config']['unet']}, the config asks for "
-                                f"{cfg.unet}; use the same 'unet' settings to fine-tune")
-    else:
-        model = UNet3D(UNetConfig(**cfg.unet)).to(dev)
+    model = _initial_model(cfg, init_weights, dev)
     if cfg.crop % model.multiple:
         raise AETInputError(f"crop {cfg.crop} must be a multiple of {model.multiple} for depth {model.config.depth}")
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -384,48 +364,24 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
         start_epoch, step = int(state["epoch"]), int(state["step"])
         rng = np.random.default_rng(cfg.seed * 1000 + rank + 7919 * start_epoch)
     use_amp = dev.type == "cuda"
-
-    def lr_at(frac: float) -> float:
-        # 5% warm-up, then cosine to zero over the run (by steps, or by wall time if max_minutes)
-        frac = min(max(frac, 0.0), 1.0)
-        return cfg.lr * (frac / 0.05 if frac < 0.05 else 0.5 * (1 + math.cos(math.pi * (frac - 0.05) / 0.95)))
-
     rep = Reporter(max(1, (cfg.epochs - start_epoch) * steps_per_epoch), progress if rank == 0 else None, cancel)
     t0 = time.perf_counter()
     history = []
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs):
-        net.train()
         losses = []
         for _ in range(steps_per_epoch):
-            bx, by = _crops(xtr, ytr, cfg.crop, cfg.batch_size, rng)
-            bx, by = torch.from_numpy(bx).to(dev), torch.from_numpy(by).to(dev)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = torch.nn.functional.mse_loss(net(bx).float(), by)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"training loss became {float(loss)} at epoch {epoch + 1}; lower lr")
             frac = (time.perf_counter() - t0) / (60 * cfg.max_minutes) if cfg.max_minutes else step / total_steps
-            for group in opt.param_groups:
-                group["lr"] = lr_at(frac)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
+            losses.append(_train_step(net, opt, _crops(xtr, ytr, cfg.crop, cfg.batch_size, rng), dev, use_amp,
+                                      _learning_rate(cfg.lr, frac), epoch))
             step += 1
-            losses.append(float(loss.detach()))
             rep.step(f"epoch {epoch + 1} loss {losses[-1]:.4g}")
         val = _validate(model, xva, yva, dev, use_amp)
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **val,
                  "seconds": time.perf_counter() - t0, "lr": opt.param_groups[0]["lr"]}
         history.append(entry)
         if rank == 0:
-            with open(run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(entry) + "\n")
-            tmp = run_dir / "checkpoint.pt.tmp"
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step}, tmp)
-            os.replace(tmp, ckpt)
-            if log:
-                log(entry)
+            _end_epoch(run_dir, model, opt, entry, step, log)
         if cfg.max_minutes and (time.perf_counter() - t0) / 60 >= cfg.max_minutes:
             break
     result = {"epochs_done": epoch + 1, "history": history, "seconds": time.perf_counter() - t0,
@@ -434,36 +390,121 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
               "data": [str(d) for d in _data_dirs(data_dir)]}
     if rank == 0:
         if cfg.bn_recalibration_batches > 0:
-            before = _validate(model, xva, yva, dev, use_amp)
-            training_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            crop = min(cfg.bn_recalibration_crop or cfg.crop, xtr.shape[1] // model.multiple * model.multiple)
-            recalibrate_batch_norm(model, xtr, ytr, crop, cfg.bn_recalibration_batches, cfg.bn_recalibration_batch_size,
-                                   seed=cfg.seed, device=dev, progress=progress, cancel=cancel)
-            after = _validate(model, xva, yva, dev, use_amp)
-            # recomputed statistics are kept only when they validate better (they made the error
-            # worse than the input twice: issue 5's whole-volume run and issue 12's fine-tunes)
-            kept = "recalibrated" if after["val_error_output"] <= before["val_error_output"] else "training"
-            if kept == "training":
-                model.load_state_dict(training_state)
-            result["bn_recalibration"] = {"before": before, "after": after, "kept": kept}
-            history.append({"epoch": epoch + 1, "after_bn_recalibration": True, "statistics_kept": kept,
-                            **(after if kept == "recalibrated" else before), "seconds": time.perf_counter() - t0})
-            with open(run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(history[-1]) + "\n")
-            if log:
-                log(history[-1])
-        fill = [float((xtr[i].astype(np.float32) > 0.1).mean()) for i in range(min(len(xtr), 64))]
-        meta = {"training_pixel_size": cfg.pixel_size, "training_fill_fraction": [min(fill), max(fill)],
-                "config": cfg.to_dict(), "validation": history[-1] if history else None}
-        digest = save_weights(run_dir / "weights.pt", model, meta)
-        result["sha256"] = digest
-        # the checksum goes beside the weights at once (the command line adds the provenance)
-        from .io import write_json
-
-        write_json(run_dir / "weights.json", {"sha256": digest})
+            _recalibrate_if_better(model, cfg, xtr, ytr, xva, yva, dev, use_amp, result, history, run_dir, t0, epoch,
+                                   log, progress, cancel)
+        result["sha256"] = _save_trained(model, cfg, xtr, history, run_dir)
     if world > 1 and dist.is_initialized():
         dist.barrier()
     return result
+
+
+def _end_epoch(run_dir: Path, model, opt, entry: dict, step: int, log) -> None:
+    """Log the epoch and checkpoint it atomically (``--resume`` starts from here)."""
+    import torch
+
+    with open(run_dir / "log.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    tmp = run_dir / "checkpoint.pt.tmp"
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": entry["epoch"], "step": step}, tmp)
+    os.replace(tmp, run_dir / "checkpoint.pt")
+    if log:
+        log(entry)
+
+
+def _distributed_setup(device) -> tuple:
+    """(world size, rank, device) under torchrun, or (1, 0, device) for one process."""
+    import torch
+    import torch.distributed as dist
+
+    from .projector import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    dev = resolve_device(device)
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return world, rank, dev
+
+
+def _initial_model(cfg, init_weights, dev):
+    """A fresh U-Net of the configured architecture, or the weights to fine-tune (same architecture)."""
+    from .unet import UNet3D, UNetConfig
+
+    if init_weights is None:
+        return UNet3D(UNetConfig(**cfg.unet)).to(dev)
+    from .enhance import load_weights
+
+    model, init_meta = load_weights(init_weights, device=dev)
+    if init_meta.get("config", {}).get("unet", cfg.unet) != cfg.unet:
+        raise AETInputError(f"{init_weights} has architecture {init_meta['config']['unet']}, the config asks for "
+                            f"{cfg.unet}; use the same 'unet' settings to fine-tune")
+    return model
+
+
+def _learning_rate(lr: float, frac: float) -> float:
+    """5% warm-up, then cosine to zero over the run (``frac``: by steps, or by wall time)."""
+    frac = min(max(frac, 0.0), 1.0)
+    return lr * (frac / 0.05 if frac < 0.05 else 0.5 * (1 + math.cos(math.pi * (frac - 0.05) / 0.95)))
+
+
+def _train_step(net, opt, batch, dev, use_amp: bool, lr: float, epoch: int) -> float:
+    """One optimiser step on a batch of (input, target) crops; returns the loss."""
+    import torch
+
+    net.train()
+    bx, by = (torch.from_numpy(a).to(dev) for a in batch)
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+        loss = torch.nn.functional.mse_loss(net(bx).float(), by)
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"training loss became {float(loss)} at epoch {epoch + 1}; lower lr")
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    return float(loss.detach())
+
+
+def _recalibrate_if_better(model, cfg, xtr, ytr, xva, yva, dev, use_amp, result, history, run_dir, t0, epoch,
+                           log, progress, cancel) -> None:
+    """Recompute batch-norm statistics in inference mode and keep them only if they validate
+    better (they made the error worse than the input twice: issue 5's whole-volume run and
+    issue 12's fine-tunes)."""
+    before = _validate(model, xva, yva, dev, use_amp)
+    training_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    crop = min(cfg.bn_recalibration_crop or cfg.crop, xtr.shape[1] // model.multiple * model.multiple)
+    recalibrate_batch_norm(model, xtr, ytr, crop, cfg.bn_recalibration_batches, cfg.bn_recalibration_batch_size,
+                           seed=cfg.seed, device=dev, progress=progress, cancel=cancel)
+    after = _validate(model, xva, yva, dev, use_amp)
+    kept = "recalibrated" if after["val_error_output"] <= before["val_error_output"] else "training"
+    if kept == "training":
+        model.load_state_dict(training_state)
+    result["bn_recalibration"] = {"before": before, "after": after, "kept": kept}
+    history.append({"epoch": epoch + 1, "after_bn_recalibration": True, "statistics_kept": kept,
+                    **(after if kept == "recalibrated" else before), "seconds": time.perf_counter() - t0})
+    with open(run_dir / "log.jsonl", "a") as f:
+        f.write(json.dumps(history[-1]) + "\n")
+    if log:
+        log(history[-1])
+
+
+def _save_trained(model, cfg, xtr, history, run_dir) -> str:
+    """weights.pt with its provenance, and its checksum beside it at once (the command line
+    adds the rest of the provenance); returns the sha256."""
+    from .enhance import save_weights
+    from .io import write_json
+
+    fill = [float((xtr[i].astype(np.float32) > 0.1).mean()) for i in range(min(len(xtr), 64))]
+    meta = {"training_pixel_size": cfg.pixel_size, "training_fill_fraction": [min(fill), max(fill)],
+            "config": cfg.to_dict(), "validation": history[-1] if history else None}
+    digest = save_weights(run_dir / "weights.pt", model, meta)
+    write_json(run_dir / "weights.json", {"sha256": digest})
+    return digest
 
 
 def _validate(model, xva, yva, dev, use_amp) -> dict:
