@@ -202,6 +202,43 @@ def trace_atoms(
 
     pixel_size = check_pixel_size(pixel_size)
     vol = _check_volume(volume)
+    n_classes, names, min_distance, upsample, radius = _check_settings(
+        vol, n_classes, species_names, min_distance, upsample, radius, fit, support)
+    rep = Reporter(4, progress, cancel)
+    work, step = vol, pixel_size
+    if upsample > 1:
+        from scipy import ndimage
+
+        work = ndimage.zoom(vol, upsample, order=3, grid_mode=False)
+        step = pixel_size / upsample
+    rep.step("local maxima")
+    idx = find_peaks(work, min_distance / step)
+    rep.step("sub-voxel positions")
+    sub = subvoxel_positions(work, idx, fit)
+    if upsample > 1:
+        # index n in the upsampled grid (grid_mode=False maps ends to ends)
+        sub = sub * (np.array(vol.shape) - 1) / (np.array(work.shape) - 1)
+    radius = min_distance / 2 if radius is None else radius
+    intensity = integrated_intensity(vol, sub, radius / pixel_size)
+    rep.step("classes")
+    atom, species, centres = _classify(sub, intensity, n_classes, names, min_separation, support, vol.shape)
+    xyz = np.stack([geometry.index_to_angstrom(sub[:, 2 - k], vol.shape[2 - k], pixel_size) for k in range(3)], 1)
+    table = pd.DataFrame({
+        "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "intensity": intensity,
+        "atom": atom, "species": species,
+    })
+    table = table.sort_values("intensity", ascending=False, kind="stable").reset_index(drop=True)
+    rep.step(f"{int(atom.sum())} atoms, {int((atom == 0).sum())} non-atoms")
+    meta = {
+        "pixel_size": pixel_size, "min_distance": min_distance, "n_classes": n_classes, "fit": fit,
+        "upsample": upsample, "radius": radius, "class_centres": np.asarray(centres).tolist(),
+        "n_peaks": int(len(sub)), "n_atoms": int(atom.sum()), "support": support is not None,
+    }
+    return TraceResult(table, meta)
+
+
+def _check_settings(vol, n_classes, species_names, min_distance, upsample, radius, fit, support) -> tuple:
+    """The tracer's settings, checked, and whether the upsampled volume fits in memory."""
     from .validate import check_int, check_memory, check_number
 
     n_classes = check_int(n_classes, "number of intensity classes (--classes)", 2, MAX_CLASSES,
@@ -222,23 +259,12 @@ def trace_atoms(
                  "use a smaller --upsample or crop the tomogram")
     if support is not None and tuple(support.shape) != vol.shape:
         raise AETInputError(f"support has shape {tuple(support.shape)} but the volume is {vol.shape}")
-    rep = Reporter(4, progress, cancel)
-    work, step = vol, pixel_size
-    if upsample > 1:
-        from scipy import ndimage
+    return n_classes, names, min_distance, upsample, radius
 
-        work = ndimage.zoom(vol, upsample, order=3, grid_mode=False)
-        step = pixel_size / upsample
-    rep.step("local maxima")
-    idx = find_peaks(work, min_distance / step)
-    rep.step("sub-voxel positions")
-    sub = subvoxel_positions(work, idx, fit)
-    if upsample > 1:
-        # index n in the upsampled grid (grid_mode=False maps ends to ends)
-        sub = sub * (np.array(vol.shape) - 1) / (np.array(work.shape) - 1)
-    radius = min_distance / 2 if radius is None else radius
-    intensity = integrated_intensity(vol, sub, radius / pixel_size)
-    rep.step("classes")
+
+def _classify(sub, intensity, n_classes, names, min_separation, support, shape) -> tuple:
+    """(atom 0/1, species, class centres): k-means on integrated intensity, the lowest class
+    noise unless it is not clearly weaker; peaks outside the support are non-atoms."""
     labels = np.ones(len(sub), int)
     centres = np.array([])
     if len(sub) >= n_classes:
@@ -247,24 +273,12 @@ def trace_atoms(
             labels = np.ones(len(sub), int)  # no separate noise class: all peaks are atoms
     atom = (labels > 0).astype(int)
     if support is not None:
-        inside = np.asarray(support, bool)[tuple(np.clip(np.round(sub).astype(int), 0, np.array(vol.shape) - 1).T)]
+        inside = np.asarray(support, bool)[tuple(np.clip(np.round(sub).astype(int), 0, np.array(shape) - 1).T)]
         atom[~inside] = 0
     species = [
         (names[lab - 1] if 0 < lab <= len(names) else "") if a else "" for lab, a in zip(labels, atom)
     ]
-    xyz = np.stack([geometry.index_to_angstrom(sub[:, 2 - k], vol.shape[2 - k], pixel_size) for k in range(3)], 1)
-    table = pd.DataFrame({
-        "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "intensity": intensity,
-        "atom": atom, "species": species,
-    })
-    table = table.sort_values("intensity", ascending=False, kind="stable").reset_index(drop=True)
-    rep.step(f"{int(atom.sum())} atoms, {int((atom == 0).sum())} non-atoms")
-    meta = {
-        "pixel_size": pixel_size, "min_distance": min_distance, "n_classes": n_classes, "fit": fit,
-        "upsample": upsample, "radius": radius, "class_centres": np.asarray(centres).tolist(),
-        "n_peaks": int(len(sub)), "n_atoms": int(atom.sum()), "support": support is not None,
-    }
-    return TraceResult(table, meta)
+    return atom, species, centres
 
 
 def local_maxima(volume, pixel_size: float, min_distance: float = 2.0):
