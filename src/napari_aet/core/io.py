@@ -525,7 +525,6 @@ def read_tilt_series(
     TiltSeries
         ``metadata['angles_source']`` names where the angles came from.
     """
-    from . import vendor
     from .geometry import ANGLE_CONVENTIONS, convert_angles
 
     path = Path(path)
@@ -546,29 +545,8 @@ def read_tilt_series(
 
     angles_arr, source = None, None
     if angles is None:
-        n = data.shape[0]
-        meta_tilts = extra.pop("vendor_tilts", None)
-        header = vendor.mrc_header_tilts(path, n) if path.suffix.lower() in MRC_EXTENSIONS else None
-        mdoc = vendor.find_mdoc(path)
-        if meta_tilts is not None:
-            angles_arr, source = np.asarray(meta_tilts, float), f"{extra['vendor']['reader']} metadata (stage alpha of each frame)"
-        elif header is not None:
-            angles_arr, source = header
-        elif mdoc is not None:
-            angles_arr, mdoc_px, mdoc_axis = vendor.mdoc_tilts(mdoc)
-            source = f"SerialEM mdoc {mdoc.name}"
-            if header_px is None and mdoc_px:
-                header_px = mdoc_px
-            if mdoc_axis is not None:
-                extra["mdoc_tilt_axis_angle_deg"] = mdoc_axis
-        else:
-            found = find_angles_file(path)
-            if found is None and require_angles:
-                _fail(f"no angles for {path}: put {path.stem}.rawtlt (degrees, one a line) beside it or pass --angles")
-            if found is not None:
-                angles, source = found, f"file {found.name} beside the tilt series"
-        if angles_arr is not None:
-            angles_arr = _normalize_angles(angles_arr, source)
+        angles_arr, source, angles, header_px = _angles_from_metadata(path, data.shape[0], extra, header_px,
+                                                                       require_angles)
     else:
         source = f"file {Path(angles).name}" if isinstance(angles, (str, os.PathLike)) else "given array"
     if angles is not None and angles_arr is None:
@@ -592,6 +570,38 @@ def read_tilt_series(
             extra["tilt_axis_angle_deg"] = float(tilt_axis_angle)
     px = _resolve_pixel_size(header_px, pixel_size, path, require_pixel_size)
     return TiltSeries(np.ascontiguousarray(data), angles_arr, px, str(path), extra)
+
+
+def _angles_from_metadata(path: Path, n: int, extra: dict, header_px, require_angles: bool) -> tuple:
+    """Angles a tilt series carries itself: vendor metadata, an FEI MRC extended header, a
+    SerialEM .mdoc beside it, or an angles file beside it (in that order). Returns (angles
+    or None, where they came from, an angles file to read or None, the pixel size so far)."""
+    from . import vendor
+
+    angles_arr, source, angles = None, None, None
+    meta_tilts = extra.pop("vendor_tilts", None)
+    header = vendor.mrc_header_tilts(path, n) if path.suffix.lower() in MRC_EXTENSIONS else None
+    mdoc = vendor.find_mdoc(path)
+    if meta_tilts is not None:
+        angles_arr, source = np.asarray(meta_tilts, float), f"{extra['vendor']['reader']} metadata (stage alpha of each frame)"
+    elif header is not None:
+        angles_arr, source = header
+    elif mdoc is not None:
+        angles_arr, mdoc_px, mdoc_axis = vendor.mdoc_tilts(mdoc)
+        source = f"SerialEM mdoc {mdoc.name}"
+        if header_px is None and mdoc_px:
+            header_px = mdoc_px
+        if mdoc_axis is not None:
+            extra["mdoc_tilt_axis_angle_deg"] = mdoc_axis
+    else:
+        found = find_angles_file(path)
+        if found is None and require_angles:
+            _fail(f"no angles for {path}: put {path.stem}.rawtlt (degrees, one a line) beside it or pass --angles")
+        if found is not None:
+            angles, source = found, f"file {found.name} beside the tilt series"
+    if angles_arr is not None:
+        angles_arr = _normalize_angles(angles_arr, source)
+    return angles_arr, source, angles, header_px
 
 
 def write_tilt_series(path: PathLike, tilt_series: TiltSeries, write_angles_file: bool = False) -> None:
