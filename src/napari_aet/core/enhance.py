@@ -275,7 +275,6 @@ def enhance_volume(
     -------
     (nz, ny, nx) float32 array
     """
-    import torch
     from scipy import ndimage
 
     vol = np.asarray(volume, np.float32)
@@ -313,21 +312,13 @@ def enhance_volume(
     flips = [(), (2,), (4,), (2, 4)] if flip_average else [()]
     rep = Reporter(len(starts[0]) * len(starts[1]) * len(starts[2]), progress, cancel)
     model = model.to(device).eval()
-    with torch.no_grad():
-        for z0 in starts[0]:
-            for y0 in starts[1]:
-                for x0 in starts[2]:
-                    sl = (slice(z0, z0 + tile), slice(y0, y0 + tile), slice(x0, x0 + tile))
-                    t = torch.as_tensor(xp[sl], device=device)[None, None]
-                    pred = torch.zeros_like(t)
-                    for f in flips:
-                        inp = torch.flip(t, f) if f else t
-                        y = model(inp)
-                        pred += torch.flip(y, f) if f else y
-                    pred = (pred / len(flips))[0, 0].float().cpu().numpy()
-                    out[sl] += pred * w3
-                    weight[sl] += w3
-                    rep.step("tile")
+    for z0 in starts[0]:
+        for y0 in starts[1]:
+            for x0 in starts[2]:
+                sl = (slice(z0, z0 + tile), slice(y0, y0 + tile), slice(x0, x0 + tile))
+                out[sl] += _predict_tile(model, xp[sl], flips, device) * w3
+                weight[sl] += w3
+                rep.step("tile")
     res = (out / np.maximum(weight, 1e-12))[: x.shape[0], : x.shape[1], : x.shape[2]]
     # the network works on the normalised scale, where the input's bright atoms are near 1
     biggest = float(np.abs(res).max()) if np.all(np.isfinite(res)) else float("inf")
@@ -339,6 +330,19 @@ def enhance_volume(
     if zoom != 1.0:
         res = ndimage.zoom(res, [a / b for a, b in zip(volume.shape, res.shape)], order=3)
     return res.astype(np.float32)
+
+
+def _predict_tile(model, tile: np.ndarray, flips, device) -> np.ndarray:
+    """The network on one tile, averaged over ``flips`` (each undone on the output)."""
+    import torch
+
+    with torch.no_grad():
+        t = torch.as_tensor(tile, device=device)[None, None]
+        pred = torch.zeros_like(t)
+        for f in flips:
+            y = model(torch.flip(t, f) if f else t)
+            pred += torch.flip(y, f) if f else y
+        return (pred / len(flips))[0, 0].float().cpu().numpy()
 
 
 def enhance_tomogram(volume: np.ndarray, pixel_size: Optional[float] = None, weights=None, *, network=None,
