@@ -133,16 +133,8 @@ def analyze_atoms(
     rep.step("sites and surface")
     crystal, fam, fid, normals = _facets(pos, site, ok, surface, lat, grain_fits if grains else None)
     rep.step("facets")
-    use = ~surface if strain_excludes_surface else None
-    if grains:  # each grain's strain from its own lattice, in its own crystal frame
-        eps = np.full((len(pos), 6), np.nan)
-        for sel, lat_g in grain_fits:
-            eps[sel] = strain_tensor(site[sel], u[sel], lat_g, sigma=sigma, use=None if use is None else use[sel])
-    else:
-        eps = strain_tensor(site, u, lat, sigma=sigma, use=use)
-    if strain_reference == "cubic":
-        h0 = lat.homogeneous_strain()
-        eps = eps + np.array([h0[0, 0], h0[1, 1], h0[2, 2], h0[0, 1], h0[0, 2], h0[1, 2]])
+    eps = _strain(site, u, lat, grain_fits if grains else None, sigma,
+                  ~surface if strain_excludes_surface else None, strain_reference)
     rep.step("strain")
     axis = np.array(LAYER_AXES[layer_axis], float)
     axis /= np.linalg.norm(axis)
@@ -277,6 +269,21 @@ def _facets(pos, site, ok, surface, lat, grain_fits) -> tuple:
         fid[sel] = np.where(id_g >= 0, id_g + len(normal_list), -1)
         normal_list.extend(n_g)
     return crystal, fam.astype(str), fid, np.array(normal_list).reshape(-1, 3)
+
+
+def _strain(site, u, lat, grain_fits, sigma, use, strain_reference: str) -> np.ndarray:
+    """Six-component strain of each atom (crystal frame); per grain from its own lattice when
+    ``grain_fits`` is given; the fitted lattice's homogeneous strain added for a cubic reference."""
+    if grain_fits is not None:
+        eps = np.full((len(site), 6), np.nan)
+        for sel, lat_g in grain_fits:
+            eps[sel] = strain_tensor(site[sel], u[sel], lat_g, sigma=sigma, use=None if use is None else use[sel])
+    else:
+        eps = strain_tensor(site, u, lat, sigma=sigma, use=use)
+    if strain_reference == "cubic":
+        h0 = lat.homogeneous_strain()
+        eps = eps + np.array([h0[0, 0], h0[1, 1], h0[2, 2], h0[0, 1], h0[0, 2], h0[1, 2]])
+    return eps
 
 
 def _fill_columns(df, is_atom, ok, surface, fam, layer, fid, u, eps, normals, inner, grain_info) -> None:

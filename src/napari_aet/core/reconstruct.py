@@ -338,6 +338,8 @@ def _resire_sirt(proj, b, iterations: int, mask, positivity: bool, momentum: boo
     return x, r_factors
 
 
+# Long: GENFIRE's steps (gridding, R-free split, the real/Fourier-space iteration) share a dozen
+# tensors in one sequence; split up, each part would take and return them all.
 def _genfire(b, angles, volume_shape, iterations, mask, positivity, dev, seed, oversampling, cutoff, r_free_fraction, rep):
     """GENFIRE-style reconstruction on an oversampled Fourier grid.
 

@@ -90,6 +90,8 @@ class RefinementResult:
         }
 
 
+# Long: one gradient loop over positions, heights and B-factors with its step-size control and
+# reset of atoms that wander; the parts share the optimiser state, split up they would pass it around.
 def refine_positions(
     positions,
     classes,
