@@ -5,42 +5,11 @@ to other readers: ``napari_get_reader`` returns None for them, looking at header
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
 from ._layers import tilt_series_layer, volume_layer
 from .core import io
 
 # .h5/.hdf5 are too generic to claim in napari; the command line reads EMD 1.0 files with them
 _SUFFIXES = tuple(e for e in io.TILT_EXTENSIONS if e not in (".h5", ".hdf5"))
-
-
-def _stack_shape(path: Path) -> Optional[tuple]:
-    """The array's shape from the file's header alone (None when it cannot be told cheaply)."""
-    ext = path.suffix.lower()
-    try:
-        if ext in io.MRC_EXTENSIONS:
-            import mrcfile
-
-            with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
-                h = mrc.header
-                return (int(h.nz), int(h.ny), int(h.nx))
-        if ext in io.TIFF_EXTENSIONS:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                return tuple(tif.series[0].shape)
-        if ext == ".npy":
-            import numpy as np
-
-            return tuple(np.load(path, mmap_mode="r").shape)
-        if ext in (".dm3", ".dm4", ".emd"):
-            from .core.vendor import _rsciio_reader
-
-            sigs = _rsciio_reader(ext)(str(path), lazy=True)
-            return max((tuple(s["data"].shape) for s in sigs), key=len)
-    except Exception:
-        return ()  # unreadable: not ours to open
-    return None
 
 
 def napari_get_reader(path):
@@ -53,7 +22,7 @@ def napari_get_reader(path):
     path = Path(str(path))
     if path.suffix.lower() not in _SUFFIXES or not path.is_file():
         return None
-    shape = _stack_shape(path)
+    shape = io.stack_shape(path)
     if shape is not None:
         if len(shape) != 3 or min(shape) < 2:  # 2D image, single slice, 4D data or unreadable
             return None

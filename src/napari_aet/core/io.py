@@ -25,6 +25,7 @@ from . import geometry
 from .errors import AETInputError
 
 __all__ = [
+    "stack_shape",
     "ATOM_COLUMNS",
     "TiltSeries",
     "Volume",
@@ -488,6 +489,36 @@ def write_angles(path: PathLike, angles) -> None:
 
 
 # ------------------------------------------------------------------- tilt series
+
+
+def stack_shape(path: PathLike) -> Optional[tuple]:
+    """A file's array shape from its header alone, without reading the data (lazily for
+    Velox/DigitalMicrograph files); None when that cannot be told cheaply, () when the file is
+    unreadable. What a viewer asks before claiming a file."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    try:
+        if ext in MRC_EXTENSIONS:
+            import mrcfile
+
+            with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
+                h = mrc.header
+                return (int(h.nz), int(h.ny), int(h.nx))
+        if ext in TIFF_EXTENSIONS:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tuple(tif.series[0].shape)
+        if ext == ".npy":
+            return tuple(np.load(path, mmap_mode="r").shape)
+        if ext in (".dm3", ".dm4", ".emd"):
+            from .vendor import _rsciio_reader
+
+            sigs = _rsciio_reader(ext)(str(path), lazy=True)
+            return max((tuple(s["data"].shape) for s in sigs), key=len)
+    except Exception:
+        return ()  # unreadable: not ours to open
+    return None
 
 
 def read_tilt_series(
