@@ -165,3 +165,29 @@ def test_shapes_have_plausible_size(shape):
 def test_bad_simulation_settings(change, match):
     with pytest.raises(AETInputError, match=match):
         simulate(SimulationConfig(**change))
+
+
+def test_forward_models_share_one_interface():
+    """Gaussian atoms: the numpy projection, its torch twin and the simulator agree; the abTEM
+    model takes the same call; unknown models and missing species say what to do."""
+    import torch
+
+    from napari_aet.core.errors import AETInputError
+    from napari_aet.core.forward import AbtemPotential, GaussianAtoms, forward_model
+
+    rng = np.random.default_rng(4)
+    xyz = rng.uniform(-6, 6, (20, 3))
+    angles = np.array([-40.0, 0.0, 35.0])
+    model = forward_model("gaussian", b_factor=4.0)
+    numpy_tilts = model.project(xyz, angles, (48, 48), 0.4, species=["Pt"] * 20)
+    twin = model.torch_projector(angles, (48, 48), 0.4)
+    sigma = np.sqrt(4.0 / (8 * np.pi**2))
+    torch_tilts = twin.project(torch.as_tensor(xyz, dtype=torch.float32), torch.ones(20),
+                               torch.full((20,), sigma)).numpy()
+    np.testing.assert_allclose(torch_tilts, numpy_tilts, atol=2e-4 * numpy_tilts.max())
+    assert abs(numpy_tilts.sum(axis=(1, 2)) - 20).max() < 0.05  # unit intensity per Pt atom, all inside
+    with pytest.raises(AETInputError, match="species"):
+        AbtemPotential().project(xyz, angles, (48, 48), 0.4, weights=np.ones(20))
+    with pytest.raises(AETInputError, match="unknown"):
+        forward_model("multislice-of-my-own")
+    assert isinstance(forward_model("abtem"), AbtemPotential) and isinstance(model, GaussianAtoms)

@@ -216,15 +216,15 @@ def _atom_model(volume: np.ndarray, min_distance_px: float):
 
 def _refine_angle_atoms(xyz, weights, b_a, euler_a, sigma_px: float, step: float) -> float:
     """Tilt angle of one projection against the traced atoms, projected analytically."""
-    from .simulate import project_atoms
+    from .forward import GaussianAtoms
 
-    b_factor = 8 * np.pi**2 * sigma_px**2
+    atoms = GaussianAtoms(b_factor=8 * np.pi**2 * sigma_px**2)
     target = np.asarray(b_a, np.float64)
 
     def cost(theta):
         e = np.array(euler_a, float)
         e[1] = theta
-        model = project_atoms(xyz, weights, e[None], target.shape, 1.0, b_factor)[0].astype(np.float64)
+        model = atoms.project(xyz, e[None], target.shape, 1.0, weights=weights)[0].astype(np.float64)
         scale = float((model * target).sum() / max((model * model).sum(), 1e-30))
         return float(((scale * model - target) ** 2).sum())
 
@@ -262,7 +262,7 @@ def _fit_atom_width(xyz, weights, data, euler, n_pick: int = 5) -> float:
     width leaves residuals that depend on where each atom falls in its pixel and biases
     the angles by tenths of a degree.
     """
-    from .simulate import project_atoms
+    from .forward import GaussianAtoms
 
     picks = np.linspace(0, len(data) - 1, min(n_pick, len(data))).astype(int)
 
@@ -270,7 +270,8 @@ def _fit_atom_width(xyz, weights, data, euler, n_pick: int = 5) -> float:
         sigma = abs(sigma) + 0.05
         total = 0.0
         for a in picks:
-            m = project_atoms(xyz, weights, euler[a][None], data.shape[1:], 1.0, 8 * np.pi**2 * sigma**2)[0].astype(np.float64)
+            atoms = GaussianAtoms(b_factor=8 * np.pi**2 * sigma**2)
+            m = atoms.project(xyz, euler[a][None], data.shape[1:], 1.0, weights=weights)[0].astype(np.float64)
             b = data[a].astype(np.float64)
             scale = (m * b).sum() / max((m * m).sum(), 1e-30)
             total += ((scale * m - b) ** 2).sum()

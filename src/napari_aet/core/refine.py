@@ -10,7 +10,6 @@ and after.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -19,56 +18,9 @@ import numpy as np
 from . import geometry
 from .errors import AETInputError, Reporter
 
+from .forward import AtomProjector, GaussianAtoms  # noqa: E402,F401  (AtomProjector kept importable from here)
+
 __all__ = ["AtomProjector", "RefinementResult", "refine_positions"]
-
-
-class AtomProjector:
-    """Differentiable projections ``[a, v, u]`` of Gaussian atoms for given angles."""
-
-    def __init__(self, angles, detector_shape, pixel_size: float, device="cpu"):
-        import torch
-
-        self.rot = torch.as_tensor(geometry.euler_zyz_matrices(angles), dtype=torch.float32, device=device)
-        self.nv, self.nu = (int(s) for s in detector_shape)
-        self.p = float(pixel_size)
-        self.device = device
-
-    def project(self, positions, heights, sigmas, angle_index=None, max_elements: int = 2**23):
-        """positions (n, 3) Å, heights (n,), sigmas (n,) Å -> projections (a, nv, nu).
-
-        Angles are batched (as many as keep the atoms' pixel windows under ``max_elements``
-        values) and each atom's window is added into an image padded by the window's half
-        width, so no atom needs masking; the padding is cut off afterwards."""
-        import torch
-
-        rots = self.rot if angle_index is None else self.rot[angle_index]
-        half = int(math.ceil(4 * float(sigmas.detach().max()) / self.p)) + 1  # window: +-4 sigma
-        w = 2 * half + 1
-        offs = torch.arange(w, device=positions.device) - half
-        s = (sigmas / self.p * math.sqrt(2)).clamp(min=1e-3)[:, None]
-        pv, pu = self.nv + 2 * w, self.nu + 2 * w  # padded image; windows land inside it
-        n = positions.shape[0]
-        step = max(1, int(max_elements // max(1, n * w * w)))
-        out = []
-        for k in range(0, len(rots), step):
-            r = rots[k:k + step]
-            uvw = torch.einsum("aij,nj->ani", r, positions)
-            cu = uvw[..., 0] / self.p + self.nu // 2
-            cv = uvw[..., 1] / self.p + self.nv // 2
-            # atoms far outside the field are parked at the padding's edge (cut off below)
-            iu0 = torch.floor(cu.detach() + 0.5).long().clamp(-w + half, self.nu + w - half - 1)
-            iv0 = torch.floor(cv.detach() + 0.5).long().clamp(-w + half, self.nv + w - half - 1)
-            iu = iu0[..., None] + offs
-            iv = iv0[..., None] + offs
-            wu = 0.5 * (torch.erf((iu + 0.5 - cu[..., None]) / s) - torch.erf((iu - 0.5 - cu[..., None]) / s))
-            wv = 0.5 * (torch.erf((iv + 0.5 - cv[..., None]) / s) - torch.erf((iv - 0.5 - cv[..., None]) / s))
-            val = heights[None, :, None, None] * wv[..., :, None] * wu[..., None, :]
-            a_idx = torch.arange(len(r), device=positions.device)[:, None, None, None]
-            flat = (a_idx * pv + (iv[..., :, None] + w)) * pu + (iu[..., None, :] + w)
-            img = torch.zeros(len(r) * pv * pu, dtype=val.dtype, device=val.device)
-            img = img.index_add(0, flat.reshape(-1), val.reshape(-1))
-            out.append(img.view(len(r), pv, pu)[:, w:w + self.nv, w:w + self.nu])
-        return torch.cat(out)
 
 
 @dataclass
@@ -105,6 +57,7 @@ def refine_positions(
     device="cpu",
     progress=None,
     cancel=None,
+    model=None,
 ) -> RefinementResult:
     """Refine atom positions (Å), per-class heights and B-factors against a tilt series.
 
@@ -116,6 +69,8 @@ def refine_positions(
     iterations : Adam iterations; step_size : Å, the positions' initial learning rate.
     max_step : Å; an atom that moves further is reset to its start (it was not an atom the
         model can explain, e.g. two overlapping peaks).
+    model : forward model with a differentiable twin (default
+        :class:`~napari_aet.core.forward.GaussianAtoms`; heights and B-factors are fitted).
 
     Returns
     -------
@@ -144,7 +99,7 @@ def refine_positions(
     cls = np.asarray(classes, int)
     labels, inverse = np.unique(cls, return_inverse=True)
     t0 = time.perf_counter()
-    proj = AtomProjector(angles, data.shape[1:], pixel_size, device=dev)
+    proj = (model or GaussianAtoms()).torch_projector(angles, data.shape[1:], pixel_size, device=dev)
     inv = torch.as_tensor(inverse, device=dev)
     pos = torch.tensor(pos0, dtype=torch.float32, device=dev)
     rep = Reporter(iterations + 1, progress, cancel)

@@ -21,13 +21,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
-from scipy.special import erf
 
 from . import geometry
-from .errors import AETInputError, Reporter
+from .errors import AETInputError
+from .forward import (  # noqa: F401  (the simulator's public names, kept)
+    Z_REFERENCE, GaussianAtoms, atom_weights, b_factor_to_sigma, ideal_tomogram, project_atoms,
+)
 from .io import TiltSeries, Volume, check_pixel_size
 from .lattice import FACET_FAMILIES, facet_labels
 
@@ -47,7 +49,6 @@ __all__ = [
     "FACET_FAMILIES",
 ]
 
-Z_REFERENCE = 78  # Pt: one Pt atom has unit intensity
 
 # Relative surface energies of Pt (DFT, Vitos et al. 1998: 2.299, 2.734, 2.819 J/m²).
 PT_SURFACE_ENERGIES = {"111": 1.0, "100": 1.19, "110": 1.23}
@@ -111,11 +112,6 @@ def tilt_angles(tilt_range: float, tilt_step: float) -> np.ndarray:
         raise AETInputError(f"tilt range ±{tilt_range}° in {tilt_step}° steps is invalid; use 0 < range < 90 and step > 0")
     n = int(round(2 * tilt_range / tilt_step)) + 1
     return np.linspace(-tilt_range, tilt_range, n)
-
-
-def b_factor_to_sigma(b_factor: float) -> float:
-    """Gaussian width (Å) of an atom with Debye-Waller factor ``b_factor`` (Å²)."""
-    return math.sqrt(max(b_factor, 1e-6) / (8 * math.pi**2))
 
 
 @dataclass
@@ -444,104 +440,6 @@ def particle_table(p: Particle, cfg: Optional[SimulationConfig] = None):
 # ------------------------------------------------------------------ forward model
 
 
-def atom_weights(species: Sequence[str], z_exponent: float = 1.7) -> np.ndarray:
-    """Integrated HAADF intensity of each atom, ``(Z / 78) ** z_exponent`` (Pt = 1)."""
-    from ase.data import atomic_numbers
-
-    z = np.array([atomic_numbers[str(s)] for s in species], dtype=float)
-    return (z / Z_REFERENCE) ** z_exponent
-
-
-def _pixel_weights(centres: np.ndarray, sigma_px: float, half: int):
-    """Exact pixel integrals of unit 1D Gaussians: first index (m,) and weights (m, 2*half+1)."""
-    idx = (np.floor(centres + 0.5).astype(np.int64) - half)[:, None] + np.arange(2 * half + 1)[None]
-    s = sigma_px * math.sqrt(2)
-    w = 0.5 * (erf((idx + 0.5 - centres[:, None]) / s) - erf((idx - 0.5 - centres[:, None]) / s))
-    return idx, w
-
-
-def _splat(shape, centres_idx: np.ndarray, weights: np.ndarray, sigma_px: float, chunk: int = 2048) -> np.ndarray:
-    """Sum of Gaussians (unit integral x weight) integrated over the pixels of an nD grid."""
-    ndim = len(shape)
-    half = max(1, int(math.ceil(4 * sigma_px)) + 1)
-    out = np.zeros(int(np.prod(shape)), dtype=np.float64)
-    w1 = 2 * half + 1
-    for start in range(0, len(weights), chunk):
-        c = centres_idx[start:start + chunk]
-        wt = weights[start:start + chunk]
-        flat = np.zeros((len(c),) + (w1,) * ndim, dtype=np.int64)
-        val = wt.reshape((-1,) + (1,) * ndim).astype(np.float64)
-        valid = np.ones_like(flat, dtype=bool)
-        stride = 1
-        for ax in reversed(range(ndim)):
-            idx, w = _pixel_weights(c[:, ax], sigma_px, half)
-            sh = [len(c)] + [1] * ndim
-            sh[ax + 1] = w1
-            flat = flat + (idx * stride).reshape(sh)
-            val = val * w.reshape(sh)
-            valid = valid & ((idx >= 0) & (idx < shape[ax])).reshape(sh)
-            stride *= shape[ax]
-        out += np.bincount(flat[valid], weights=val[valid], minlength=out.size)
-    return out.reshape(shape)
-
-
-def ideal_tomogram(positions, weights, shape, pixel_size: float, b_factor: float = 5.0) -> np.ndarray:
-    """The ideal tomogram ``[z, y, x]`` (float32): each atom a voxel-integrated 3D Gaussian."""
-    shape = tuple(int(s) for s in shape)
-    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    zyx = np.stack([geometry.angstrom_to_index(pos[:, 2 - k], shape[k], pixel_size) for k in range(3)], 1)
-    sigma_px = b_factor_to_sigma(b_factor) / pixel_size
-    return _splat(shape, zyx, np.asarray(weights, float), sigma_px).astype(np.float32)
-
-
-def project_atoms(
-    positions, weights, angles, shape, pixel_size: float, b_factor: float = 5.0,
-    probe_sigma: float = 0.0, shifts=None, progress=None, cancel=None,
-) -> np.ndarray:
-    """Noise-free tilt series of Gaussian atoms (analytic line integrals).
-
-    Parameters
-    ----------
-    positions : (n, 3) array
-        Atom positions, Å (sample frame).
-    weights : (n,) array
-        Each atom's integrated intensity (e.g. Z^1.7).
-    angles : (n_angles,) or (n_angles, 3) array
-        Tilts or Z-Y-Z Euler angles, degrees.
-    shape : (nv, nu)
-        Rows and columns of each projection.
-    pixel_size : float
-        Detector pixel, Å.
-    b_factor : float
-        Debye-Waller B, Å² (Gaussian atoms of variance B / (8 pi²)).
-    probe_sigma : float
-        Extra Gaussian blur of the probe, Å.
-    shifts : (n_angles, 2) array, optional
-        Detector shifts (du, dv) in pixels.
-    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
-
-    Returns
-    -------
-    (n_angles, nv, nu) float32 array
-    """
-    rot = geometry.euler_zyz_matrices(angles)
-    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    nv, nu = (int(s) for s in shape)
-    sigma_px = math.hypot(b_factor_to_sigma(b_factor), probe_sigma) / pixel_size
-    shifts = np.zeros((len(rot), 2)) if shifts is None else np.asarray(shifts, float)
-    out = np.empty((len(rot), nv, nu), dtype=np.float32)
-    rep = Reporter(len(rot), progress, cancel)
-    for a, r in enumerate(rot):
-        uvw = pos @ r.T
-        vu = np.stack(
-            [geometry.angstrom_to_index(uvw[:, 1], nv, pixel_size) + shifts[a, 1],
-             geometry.angstrom_to_index(uvw[:, 0], nu, pixel_size) + shifts[a, 0]], 1,
-        )
-        out[a] = _splat((nv, nu), vu, np.asarray(weights, float), sigma_px)
-        rep.step(f"projection {a + 1}/{len(rot)}")
-    return out
-
-
 def add_poisson_noise(tilts: np.ndarray, dose: float, cross_section: float, rng) -> np.ndarray:
     """Poisson counts for ``dose`` e/Å² per projection, scaled back to Pt-atom units."""
     if dose <= 0:
@@ -576,7 +474,8 @@ def check_config(cfg: SimulationConfig) -> None:
     check_memory(4 * 4 * n**3, f"a {n}³ simulation", "use fewer --voxels")
 
 
-def simulate(cfg: Optional[SimulationConfig] = None, progress=None, cancel=None, **changes) -> Simulation:
+def simulate(cfg: Optional[SimulationConfig] = None, progress=None, cancel=None, model=None,
+             **changes) -> Simulation:
     """Simulate a particle, its ideal tomogram and its tilt series (one call, seeded).
 
     Parameters
@@ -584,6 +483,10 @@ def simulate(cfg: Optional[SimulationConfig] = None, progress=None, cancel=None,
     cfg : SimulationConfig, optional
         Default: :func:`reference_config`-like defaults of :class:`SimulationConfig`.
     progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+    model : forward model, optional
+        What makes the tilt series (:mod:`napari_aet.core.forward`, e.g. ``AbtemPotential()``);
+        default the configured :class:`~napari_aet.core.forward.GaussianAtoms`. The ideal
+        tomogram is always the Gaussian atoms' density.
     **changes
         Fields of ``cfg`` to change, e.g. ``seed=3, dose=1e4``.
 
@@ -610,13 +513,11 @@ def simulate(cfg: Optional[SimulationConfig] = None, progress=None, cancel=None,
         true[:, used] += rng.uniform(-cfg.angle_error, cfg.angle_error, size=(len(true), len(used)))
     shifts = rng.uniform(-cfg.shift_error, cfg.shift_error, size=(len(true), 2)) if cfg.shift_error > 0 else np.zeros((len(true), 2))
 
-    weights = atom_weights(particle.species, cfg.z_exponent)
     n = cfg.n_voxels
-    ideal = ideal_tomogram(particle.positions, weights, (n, n, n), cfg.pixel_size, cfg.b_factor)
-    tilts = project_atoms(
-        particle.positions, weights, true, (n, n), cfg.pixel_size, cfg.b_factor,
-        cfg.probe_sigma, shifts, progress, cancel,
-    )
+    gaussian = GaussianAtoms(cfg.b_factor, cfg.probe_sigma, cfg.z_exponent)
+    ideal = gaussian.density(particle.positions, (n, n, n), cfg.pixel_size, species=particle.species)
+    tilts = (model or gaussian).project(particle.positions, true, (n, n), cfg.pixel_size, species=particle.species,
+                                        shifts=shifts, progress=progress, cancel=cancel)
     if cfg.dose is not None:
         tilts = add_poisson_noise(tilts, cfg.dose, cfg.cross_section, rng)
     ts = TiltSeries(tilts, nominal, cfg.pixel_size, metadata={"simulated": True})

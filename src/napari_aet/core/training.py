@@ -153,7 +153,8 @@ def make_pair(cfg: TrainingConfig, seed: int, device="cpu"):
     """One (input, target) pair, both normalized by the input's scale, shape voxels³."""
     from . import geometry
     from .reconstruct import reconstruct
-    from .simulate import SimulationConfig, add_poisson_noise, atom_weights, ideal_tomogram, make_particle, project_atoms
+    from .forward import GaussianAtoms
+    from .simulate import SimulationConfig, add_poisson_noise, make_particle
 
     rng = np.random.default_rng(seed)
     n, p = cfg.voxels, cfg.pixel_size
@@ -166,14 +167,14 @@ def make_pair(cfg: TrainingConfig, seed: int, device="cpu"):
                               offsite_fraction=rng.uniform(*cfg.offsite_range), seed=int(rng.integers(1 << 31)),
                               vacancy_fraction=rng.uniform(0, 0.1))
         pos = make_particle(sc, rng).positions
-    w = atom_weights(["Pt"] * len(pos))
-    ideal = ideal_tomogram(pos, w, (n, n, n), p, b)
+    ideal = GaussianAtoms(b_factor=b).density(pos, (n, n, n), p, species=["Pt"] * len(pos))
     half = rng.uniform(*cfg.tilt_range)
     n_proj = int(rng.integers(cfg.projections_range[0], cfg.projections_range[1] + 1))
     nominal = np.linspace(-half, half, n_proj)
     true = nominal + rng.uniform(-cfg.angle_error, cfg.angle_error, n_proj)
     shifts = rng.uniform(-cfg.shift_error_px, cfg.shift_error_px, (n_proj, 2)) if cfg.shift_error_px else None
-    tilts = project_atoms(pos, w, true, (n, n), p, b, probe_sigma=rng.uniform(*cfg.probe_sigma_range), shifts=shifts)
+    atoms = GaussianAtoms(b_factor=b, probe_sigma=rng.uniform(*cfg.probe_sigma_range))  # drawn here: seeds keep their data
+    tilts = atoms.project(pos, true, (n, n), p, species=["Pt"] * len(pos), shifts=shifts)
     tilts = _measurement_effects(tilts, cfg, rng, p)
     if cfg.dose_log_uniform:
         dose = float(np.exp(rng.uniform(*np.log(cfg.dose_range))))
