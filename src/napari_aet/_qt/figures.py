@@ -15,6 +15,7 @@ import numpy as np
 from .. import session
 from .._layers import DISPLACEMENT, STRAIN
 from ..core import figures
+from ..core.analysis import AnalysisSummary
 from magicgui import widgets as mg
 
 from .base import WorkerWidget, choice, flag, integer, path_field, path_text, aet_meta, layer_table
@@ -86,8 +87,6 @@ def _tomograms(viewer) -> tuple:
 
 def _paper_figures_task(folder, table, summary, volumes, pixel_size, tilt_range, layer, names, progress=None,
                         cancel=None) -> list:
-    from ..core import figures
-
     return figures.write_figures(folder, table, summary, volumes, pixel_size, tilt_range, layer=layer, names=names,
                                  workers=1, progress=progress, cancel=cancel)
 
@@ -188,11 +187,12 @@ class FiguresWidget(WorkerWidget):
     def save_layer_maps(self):
         try:
             layer, table = self._atoms()
-            lattice = (aet_meta(layer).get("analysis") or {}).get("lattice")
+            found = AnalysisSummary.of(aet_meta(layer).get("analysis"))
+            lattice = found.lattice
             comp = self.component.value
             if lattice is None or comp not in table:
                 raise ValueError("the atoms have no strain or displacement yet: run Analyze first")
-            axis = ((aet_meta(layer).get("analysis") or {}).get("settings") or {}).get("layer_axis", "001")
+            axis = found.layer_axis
             fig = figures.layer_maps(table, comp, lattice, axis if axis in ("100", "010", "001") else "001")
             if fig is None:
                 raise ValueError("no atoms with a layer index")

@@ -21,10 +21,68 @@ from .lattice import (
     DEFAULT_SIGMA, alpha_shape_surface, assign_sites, coordination, displacements, facets, fit_fcc_lattice, interior_atoms, strain_on_grid, strain_tensor,
 )
 
-__all__ = ["analyze_atoms", "LAYER_AXES"]
+__all__ = ["analyze_atoms", "AnalysisSummary", "LAYER_AXES"]
 
 LAYER_AXES = {"100": (1, 0, 0), "010": (0, 1, 0), "001": (0, 0, 1), "110": (1, 1, 0), "111": (1, 1, 1)}
 STRAIN = ["exx", "eyy", "ezz", "exy", "exz", "eyz"]
+
+
+class AnalysisSummary:
+    """What :func:`analyze_atoms` found, read by name instead of nested string keys: the
+    summary dict it returns (also the ``analysis`` entry of an atoms table's JSON sidecar and
+    of a napari atoms layer's metadata).
+
+    Attributes read from it: ``lattice`` (dict or None), ``lattice_constant`` (Å),
+    ``crystal_rotation`` ((3, 3), crystal to sample frame), ``layer_axis`` ('001', ...),
+    ``support_normal`` ((3,) or None), ``share_assigned`` and ``facet_statistics``.
+    """
+
+    def __init__(self, summary: Optional[dict]):
+        self.summary = dict(summary or {})
+
+    @classmethod
+    def of(cls, source) -> "AnalysisSummary":
+        """From a summary dict, an atoms sidecar / layer metadata holding ``analysis``, or None."""
+        if isinstance(source, AnalysisSummary):
+            return source
+        source = source or {}
+        return cls(source.get("analysis") if "analysis" in source and "lattice" not in source else source)
+
+    def __bool__(self) -> bool:
+        return bool(self.summary)
+
+    @property
+    def settings(self) -> dict:
+        return self.summary.get("settings") or {}
+
+    @property
+    def lattice(self) -> Optional[dict]:
+        return self.summary.get("lattice")
+
+    @property
+    def lattice_constant(self) -> Optional[float]:
+        return None if self.lattice is None else float(self.lattice["lattice_constant"])
+
+    @property
+    def crystal_rotation(self) -> Optional[np.ndarray]:
+        return None if self.lattice is None else np.asarray(self.lattice["crystal_rotation"], float)
+
+    @property
+    def layer_axis(self) -> str:
+        return str(self.settings.get("layer_axis", "001"))
+
+    @property
+    def support_normal(self) -> Optional[np.ndarray]:
+        n = self.settings.get("support_normal")
+        return None if n is None else np.asarray(n, float)
+
+    @property
+    def share_assigned(self) -> Optional[float]:
+        return self.summary.get("share_assigned")
+
+    @property
+    def facet_statistics(self) -> dict:
+        return self.summary.get("facet_statistics") or {}
 
 
 def _normal_strain(eps6: np.ndarray, n: np.ndarray) -> np.ndarray:

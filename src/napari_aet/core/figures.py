@@ -231,12 +231,13 @@ def _support_side(atoms, rest, summary: Optional[dict]) -> np.ndarray:
     """Non-atoms on the support's side of the particle: beyond its contact face along the
     support normal that ``analyze --support-normal`` recorded (none without one: noise peaks
     all round the particle would bury it)."""
-    normal = (((summary or {}).get("settings") or {}).get("support_normal"))
-    if normal is None or not len(rest) or not len(atoms):
+    from .analysis import AnalysisSummary
+
+    found = AnalysisSummary.of(summary)
+    if found.support_normal is None or not len(rest) or not len(atoms):
         return np.zeros(len(rest), bool)
-    n = np.asarray(normal, float)
-    n /= np.linalg.norm(n)
-    a = float(((summary or {}).get("lattice") or {}).get("lattice_constant", 3.9))
+    n = found.support_normal / np.linalg.norm(found.support_normal)
+    a = found.lattice_constant or 3.9
     contact = float((atoms[["x", "y", "z"]].to_numpy(float) @ n).max())
     return (rest[["x", "y", "z"]].to_numpy(float) @ n) > contact - 0.5 * a
 
@@ -446,8 +447,10 @@ def reference_jobs(table, summary: dict, volumes: Optional[dict] = None, pixel_s
     maps a label to a tomogram ``[z, y, x]`` (the density and Fourier figures need it);
     ``names`` picks some of :data:`REFERENCE_FIGURES` (default: all that the inputs allow).
     """
-    lattice = summary.get("lattice") if summary else None
-    axis = ((summary or {}).get("settings") or {}).get("layer_axis", "001")
+    from .analysis import AnalysisSummary
+
+    found = AnalysisSummary.of(summary)
+    lattice, axis = found.lattice, found.layer_axis
     jobs = [("a_particle_on_support", particle_on_support, (table, summary)), ("bcd_facets", facets, (table,))]
     if lattice is not None:
         jobs += [("e_fcc_layers", fcc_layers, (table, lattice, axis)),
@@ -499,9 +502,12 @@ def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Option
         if tilt_range:
             jobs += [("fourier_intensity", fourier_intensity, (volumes, tilt_range, pixel_size))]
     jobs += reference_jobs(table, summary or {}, volumes, pixel_size, tilt_range, layer)
-    lattice = (summary or {}).get("lattice")
+    from .analysis import AnalysisSummary
+
+    found = AnalysisSummary.of(summary)
+    lattice = found.lattice
     if lattice is not None and (with_layer_maps or names):
-        axis = ((summary or {}).get("settings") or {}).get("layer_axis", "001")
+        axis = found.layer_axis
         jobs += [(f"layers_{c}", layer_maps, (table, c, lattice, axis)) for c in LAYER_MAP_COMPONENTS
                  if c in table]
     if names is not None:

@@ -313,13 +313,15 @@ def _figures_stage(run, analysed, summary, volumes, pixel_size, angles, layer_ma
 
 def _results(analysed, meta, stages, resume, traced_enhanced: bool) -> dict:
     """The report's figures of merit and timings."""
-    summary = meta["analysis"]
+    from .analysis import AnalysisSummary
+
+    found = AnalysisSummary.of(meta)
     atoms = analysed[analysed["atom"] == 1]
     return {
         "stages": stages, "resumed": bool(resume),
         "traced_tomogram": "tomogram_enhanced.mrc" if traced_enhanced else "tomogram.mrc",
         "n_atoms": int(len(atoms)), "n_non_atoms": int(len(analysed) - len(atoms)),
-        "share_assigned_fcc": summary["share_assigned"], "lattice_constant": summary["lattice"]["lattice_constant"],
-        "crystal_rotation": summary["lattice"]["crystal_rotation"], "facet_statistics": summary["facet_statistics"],
+        "share_assigned_fcc": found.share_assigned, "lattice_constant": found.lattice_constant,
+        "crystal_rotation": found.crystal_rotation.tolist(), "facet_statistics": found.facet_statistics,
         "refinement": meta.get("refinement"), "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
     }
