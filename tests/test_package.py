@@ -90,6 +90,7 @@ def test_stage_functions_carry_numpydoc_and_the_api_page_is_current():
     something) in numpydoc; docs/api.md is generated from the docstrings and up to date."""
     import importlib
     import inspect
+    import pkgutil
     import sys
     from pathlib import Path
 
@@ -106,6 +107,16 @@ def test_stage_functions_carry_numpydoc_and_the_api_page_is_current():
         assert "Parameters\n----------" in doc, qualified
         returns_none = inspect.signature(fn).return_annotation in (None, "None")
         assert returns_none or "Returns\n-------" in doc, qualified
+    # every public function of core documents its parameters the numpydoc way
+    import napari_aet.core as core
+
+    undocumented = []
+    for info in pkgutil.iter_modules(core.__path__):
+        mod = importlib.import_module(f"napari_aet.core.{info.name}")
+        for name, fn in api_docs.public_functions(mod):
+            if inspect.signature(fn).parameters and "Parameters\n----------" not in (inspect.getdoc(fn) or ""):
+                undocumented.append(f"{info.name}.{name}")
+    assert not undocumented, undocumented
     assert api_docs.main(["--check"]) == 0, "run python scripts/api_docs.py"
 
 

@@ -82,7 +82,18 @@ class AlignmentResult:
 
 
 def apply_shifts(tilts: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """Shift each projection by ``shifts[a] = (du, dv)`` pixels (Fourier shift, no blur)."""
+    """Shift each projection by whole or fractional pixels (Fourier shift, no blur).
+
+    Parameters
+    ----------
+    tilts : (n_angles, nv, nu) array
+    shifts : (n_angles, 2) array
+        ``(du, dv)`` in pixels for each projection.
+
+    Returns
+    -------
+    (n_angles, nv, nu) float32 array
+    """
     from scipy import ndimage
 
     tilts = np.asarray(tilts, np.float32)
@@ -103,7 +114,17 @@ def _background(img: np.ndarray) -> float:
 
 
 def centre_of_mass_shifts(tilts: np.ndarray) -> np.ndarray:
-    """Shifts (du, dv) that put each projection's centre of mass on the detector centre."""
+    """Shifts that put each projection's centre of mass on the detector centre.
+
+    Parameters
+    ----------
+    tilts : (n_angles, nv, nu) array
+
+    Returns
+    -------
+    (n_angles, 2) array
+        ``(du, dv)`` in pixels.
+    """
     tilts = np.asarray(tilts, np.float64)
     n, nv, nu = tilts.shape
     vv = np.arange(nv) - nv // 2
@@ -135,6 +156,19 @@ def cross_correlation_shifts(tilts: np.ndarray, angles, blur: float = 3.0) -> np
     difference to ``cos t, sin t, 1`` along u and a constant along v). Projections are
     low-passed by ``blur`` pixels first, so that atomic lattice fringes (which repeat every
     few pixels) cannot lock the correlation onto a wrong lattice offset.
+
+    Parameters
+    ----------
+    tilts : (n_angles, nv, nu) array
+    angles : (n_angles,) or (n_angles, 3) array
+        Degrees.
+    blur : float
+        Gaussian low-pass, pixels.
+
+    Returns
+    -------
+    (n_angles, 2) array
+        ``(du, dv)`` in pixels.
     """
     from scipy import ndimage
 
@@ -159,9 +193,19 @@ def cross_correlation_shifts(tilts: np.ndarray, angles, blur: float = 3.0) -> np
 
 
 def tilt_axis_offset(tilts: np.ndarray, angles) -> float:
-    """Tilt-axis position along u (px from the detector centre) for single-axis data.
+    """Tilt-axis position along u for single-axis data, from the centre-of-mass trajectory
+    ``u(t) = a cos t + b sin t + offset``.
 
-    Fits the centre-of-mass trajectory ``u(t) = a cos t + b sin t + offset``.
+    Parameters
+    ----------
+    tilts : (n_angles, nv, nu) array
+    angles : (n_angles,) array
+        Tilts, degrees.
+
+    Returns
+    -------
+    float
+        The offset, pixels from the detector centre.
     """
     com = centre_of_mass_shifts(tilts)[:, 0]
     t = np.deg2rad(geometry.as_euler_angles(angles)[:, 1])
@@ -306,15 +350,36 @@ def projection_matching(
 
     Each round: correct the data with the current shifts, reconstruct (RESIRE), reproject,
     and re-estimate each projection's shift by cross-correlation with its reprojection.
-    After the first round each reconstruction starts from the previous one
-    (``warm_iterations`` RESIRE iterations instead of ``recon_iterations``): the shifts and
-    angles move by fractions of a pixel and degree between rounds. Tilt angles (single-axis
-    data) are then refined by a line search on the projection
-    error: against the atoms traced in the reconstruction and projected analytically
-    (``angle_model='atoms'``, the default for atomic-resolution data: the few thousand atom
-    positions are fixed by all projections together, so one projection's wrong angle shows),
-    or against the reconstructed volume itself (``'volume'``; weaker, since a voxel
-    reconstruction can absorb angle errors).
+    After the first round each reconstruction starts from the previous one. Tilt angles
+    (single-axis data) are then refined by a line search on the projection error: against
+    the atoms traced in the reconstruction and projected analytically (``angle_model='atoms'``,
+    the default for atomic-resolution data: the atom positions are fixed by all projections
+    together, so one projection's wrong angle shows), or against the reconstructed volume
+    (``'volume'``; weaker, since a voxel reconstruction can absorb angle errors).
+
+    Parameters
+    ----------
+    tilts : (n_angles, nv, nu) array
+    angles : (n_angles,) or (n_angles, 3) array
+        Degrees.
+    shifts : (n_angles, 2) array, optional
+        Starting shifts (px); default the centre-of-mass ones.
+    rounds : int
+        Most rounds; it stops when no shift moves by 0.05 px and no angle by 0.02°.
+    recon_iterations, warm_iterations : int
+        RESIRE iterations of the first round and of the warm-started ones.
+    refine_angles : bool
+    angle_model : {"atoms", "volume"}
+    pixel_size : float
+        Å; with ``min_distance`` (Å) it sets the traced atoms' separation.
+    angle_step : float
+        First step of the angle line search, degrees.
+    device : {"cpu", "cuda", "auto"}
+    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+
+    Returns
+    -------
+    AlignmentResult
     """
     import torch
 

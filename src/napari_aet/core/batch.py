@@ -27,7 +27,20 @@ _TRUE = {"1", "true", "yes", "y"}
 
 
 def read_manifest(path, out_root) -> list:
-    """Jobs (dicts) from a CSV or YAML manifest."""
+    """Jobs from a CSV or YAML manifest (``tilts``, ``angles``, ``pixel_size``, ``output``,
+    ``no_align``, ``no_enhance``, ``no_refine``), checked.
+
+    Parameters
+    ----------
+    path : path
+        The manifest.
+    out_root : path
+        Folder that relative ``output`` entries are taken in.
+
+    Returns
+    -------
+    list of dict
+    """
     path = Path(path)
     if not path.exists():
         raise AETInputError(f"manifest {path} does not exist; give a CSV or YAML listing tilt series")
@@ -116,7 +129,28 @@ def run_job(job: dict, device: str = "cpu", overwrite: bool = False) -> dict:
 
 def run_batch(manifest, out_root, scheduler: Optional[str] = None, workers: int = 2, device: str = "cpu",
               progress=None, overwrite: bool = False) -> list:
-    """Run every job of a manifest on a Dask cluster (a LocalCluster unless ``scheduler``)."""
+    """Run every job of a manifest on a Dask cluster: finished jobs skipped, interrupted ones
+    resumed, failures reported with their reason.
+
+    Parameters
+    ----------
+    manifest : path
+    out_root : path
+        Results root; gets ``batch_summary.csv``.
+    scheduler : str, optional
+        Address of an existing Dask scheduler; default a LocalCluster of ``workers``.
+    workers : int
+    device : {"cpu", "cuda", "auto"}
+        Device inside the workers.
+    progress : callback, optional
+    overwrite : bool
+        Run finished jobs again.
+
+    Returns
+    -------
+    list of dict
+        One row per job: name, status, seconds, atoms, fcc share, reason.
+    """
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:

@@ -50,7 +50,16 @@ WEIGHTS_NAME = "unet_pt.pt"
 
 
 def intensity_scale(volume: np.ndarray) -> float:
-    """The normalization scale of a tomogram: its 99.9th percentile (positive)."""
+    """The normalization scale of a tomogram: its 99.9th percentile (positive).
+
+    Parameters
+    ----------
+    volume : array
+
+    Returns
+    -------
+    float
+    """
     s = float(np.percentile(np.asarray(volume, np.float32), NORMALIZATION_PERCENTILE))
     if not np.isfinite(s) or s <= 0:
         s = float(np.abs(volume).max())
@@ -68,7 +77,21 @@ def sha256(path) -> str:
 
 
 def save_weights(path, model, metadata: dict) -> str:
-    """Save a plain state dict with the architecture and metadata; return its sha256."""
+    """Save a plain state dict with the architecture and metadata; return its sha256.
+
+    Parameters
+    ----------
+    path : path
+        ``.pt``, written atomically.
+    model : UNet3D
+    metadata : dict
+        Provenance.
+
+    Returns
+    -------
+    str
+        The file's sha256.
+    """
     import torch
 
     from .io import atomic_path
@@ -85,7 +108,12 @@ def save_weights(path, model, metadata: dict) -> str:
 
 
 def default_weights_path() -> Path:
-    """The shipped weights in ``resources/``."""
+    """The shipped weights in ``resources/``.
+
+    Returns
+    -------
+    Path
+    """
     return Path(str(resources.files("napari_aet").joinpath("resources", WEIGHTS_NAME)))
 
 
@@ -198,7 +226,17 @@ def load_weights(path=None, device="cpu", trust: bool = False):
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list:
-    """Start indices of tiles of length ``tile`` covering ``n`` with at least ``overlap``."""
+    """Start indices of tiles of length ``tile`` covering ``n`` with at least ``overlap``.
+
+    Parameters
+    ----------
+    n, tile, overlap : int
+        Voxels.
+
+    Returns
+    -------
+    list of int
+    """
     if n <= tile:
         return [0]
     step = tile - overlap
@@ -405,7 +443,21 @@ def check_intensity_range(volume: np.ndarray, metadata: dict) -> Optional[str]:
 def reprojection_r_factor(volume: np.ndarray, tilts: np.ndarray, angles, device="cpu") -> float:
     """R-factor ``sum|b - s A x| / sum|b|`` of a tomogram ``x`` re-projected against the measured
     tilt series ``b``, with the least-squares scale ``s`` (the network keeps the intensity scale
-    only up to its normalisation, and a scale says nothing about consistency)."""
+    only up to its normalisation, and a scale says nothing about consistency).
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+    tilts : (n_angles, nv, nu) array
+        The measured (aligned) tilt series.
+    angles : (n_angles,) or (n_angles, 3) array
+        Degrees.
+    device : str
+
+    Returns
+    -------
+    float
+    """
     return _reprojection_r_factors([volume], tilts, angles, device)[0]
 
 
@@ -438,6 +490,22 @@ def data_consistency(reconstruction: np.ndarray, enhanced: np.ndarray, tilts: np
     doubles it, at low dose noise dominates both. Beyond the tolerance the network changed
     what was measured (invented or erased atoms), and the plain reconstruction is the one to
     trust. This catches gross failures; a network that moves a few atoms stays within it.
+
+    Parameters
+    ----------
+    reconstruction, enhanced : (nz, ny, nx) arrays
+    tilts : (n_angles, nv, nu) array
+        The measured (aligned) tilt series.
+    angles : (n_angles,) or (n_angles, 3) array
+        Degrees.
+    tolerance : float
+        Largest rise of R the network may cause.
+    device : str
+
+    Returns
+    -------
+    dict
+        ``r_factor_reconstruction``, ``r_factor_enhanced``, ``tolerance``, ``network_accepted``.
     """
     r_rec, r_enh = _reprojection_r_factors([reconstruction, enhanced], tilts, angles, device)
     return {"r_factor_reconstruction": round(r_rec, 5), "r_factor_enhanced": round(r_enh, 5),

@@ -46,7 +46,19 @@ FORMATS = ("png", "svg")
 
 
 def save(fig, out_dir: Path, name: str, formats=FORMATS) -> list:
-    """Write ``name``.png (300 dpi) and ``name``.svg (or .pdf) atomically; return the paths."""
+    """Write ``name``.png (300 dpi) and ``name``.svg (or .pdf) atomically; return the paths.
+
+    Parameters
+    ----------
+    fig : matplotlib Figure
+    out_dir : Path
+    name : str
+    formats : sequence of {"png", "svg", "pdf"}
+
+    Returns
+    -------
+    list of str
+    """
     from .io import atomic_path
 
     out = []
@@ -77,7 +89,20 @@ def _scale_bar(ax, length_px: float, label: str):
 
 
 def orthoslices(volumes: dict, pixel_size: float, title: str = ""):
-    """Central xy, xz and yz slices of each volume (rows), with a 1 nm scale bar."""
+    """Central xy, xz and yz slices of each volume (rows), with a 1 nm scale bar.
+
+    Parameters
+    ----------
+    volumes : dict
+        Label -> tomogram ``[z, y, x]``.
+    pixel_size : float
+        Å.
+    title : str
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     plt = _plt()
     fig, axes = plt.subplots(len(volumes), 3, figsize=(8, 2.7 * len(volumes)), squeeze=False, layout="constrained")
     for r, (name, vol) in enumerate(volumes.items()):
@@ -98,7 +123,21 @@ def orthoslices(volumes: dict, pixel_size: float, title: str = ""):
 
 
 def fourier_intensity(volumes: dict, tilt_range: float, pixel_size: float):
-    """log |F|² on the kx-kz plane (ky = 0) of each volume, the missing wedge outlined."""
+    """log |F|² on the kx-kz plane (ky = 0) of each volume, the missing wedge outlined.
+
+    Parameters
+    ----------
+    volumes : dict
+        Label -> tomogram ``[z, y, x]``.
+    tilt_range : float
+        Degrees.
+    pixel_size : float
+        Å.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     plt = _plt()
     fig, axes = plt.subplots(1, len(volumes), figsize=(3.9 * len(volumes), 3.3), squeeze=False, layout="constrained")
     for c, (name, vol) in enumerate(volumes.items()):
@@ -122,7 +161,23 @@ def fourier_intensity(volumes: dict, tilt_range: float, pixel_size: float):
 
 def layer_maps(table, component: str, lattice: dict, layer_axis: str = "001"):
     """One panel per layer: atoms coloured by a strain or displacement component (diverging,
-    symmetric), drawn in the layer's plane in crystal coordinates (the reference's Fig. 3e-g)."""
+    symmetric), drawn in the layer's plane in crystal coordinates (the reference's Fig. 3e-g).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Analysed atoms table (contract columns).
+    component : str
+        ``ux`` ... ``eyz``.
+    lattice : dict
+        The analysis summary's lattice.
+    layer_axis : {"100", "010", "001"}
+
+    Returns
+    -------
+    matplotlib Figure or None
+        None without layers.
+    """
     plt = _plt()
     atoms = table[np.isfinite(table[component])]
     rot, origin = np.asarray(lattice["crystal_rotation"]), np.asarray(lattice["origin"])
@@ -245,7 +300,23 @@ def _support_side(atoms, rest, summary: Optional[dict]) -> np.ndarray:
 def particle_on_support(table, summary: Optional[dict] = None, view: tuple = DEFAULT_VIEW, size: int = 900):
     """(a) The particle on its support: atoms on f.c.c. sites blue, off them black, and, when
     the analysis knows the support's direction, the non-atoms on that side small and grey;
-    shaded spheres."""
+    shaded spheres.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Analysed atoms table (contract columns).
+    summary : dict, optional
+        The analysis summary (its support normal draws the support).
+    view : (elevation, azimuth)
+        Degrees.
+    size : int
+        Rendering edge, pixels.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     from .render import render_spheres
 
     atoms, rest = _particle_and_rest(table)
@@ -268,7 +339,21 @@ def particle_on_support(table, summary: Optional[dict] = None, view: tuple = DEF
 
 def facets(table, view: tuple = DEFAULT_VIEW, size: int = 700):
     """(b-d) Surface atoms by facet family; the {100} facets alone; the {111} facets alone.
-    The spheres are ray-cast once and shaded three times."""
+    The spheres are ray-cast once and shaded three times.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Analysed atoms table (contract columns).
+    view : (elevation, azimuth)
+        Degrees.
+    size : int
+        Rendering edge, pixels.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     from .render import render_sphere_colourings
 
     atoms, _ = _particle_and_rest(table)
@@ -311,7 +396,21 @@ def default_layer(table) -> Optional[int]:
 
 def fcc_layers(table, lattice: dict, layer_axis: str = "001", size: int = 360):
     """(e) Every one-unit-cell layer seen down its normal, atoms on f.c.c. sites blue and off
-    them black, all panels at one scale."""
+    them black, all panels at one scale.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Analysed atoms table (contract columns).
+    lattice : dict
+    layer_axis : {"100", "010", "001"}
+    size : int
+        Panel edge, pixels.
+
+    Returns
+    -------
+    matplotlib Figure or None
+    """
     from .render import render_spheres, sphere_extent
 
     atoms, _ = _particle_and_rest(table)
@@ -385,18 +484,60 @@ def _component_panels(table, lattice: dict, layer_axis: str, layer: Optional[int
 
 def layer_displacements(table, lattice: dict, layer_axis: str = "001", layer: Optional[int] = None):
     """(f) Displacements from the ideal sites along the crystal axes (pm) for one layer
-    (default: the layer with most atoms), one panel per component."""
+    (default: the layer with most atoms), one panel per component.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Analysed atoms table (contract columns).
+    lattice : dict
+    layer_axis : {"100", "010", "001"}
+    layer : int, optional
+
+    Returns
+    -------
+    matplotlib Figure or None
+    """
     return _component_panels(table, lattice, layer_axis, layer, ("ux", "uy", "uz"), 100.0, "pm", "displacement", "(f)")
 
 
 def layer_strain(table, lattice: dict, layer_axis: str = "001", layer: Optional[int] = None):
-    """(g) The six strain components (%) for one layer (default: the layer with most atoms)."""
+    """(g) The six strain components (%) for one layer (default: the layer with most atoms).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Analysed atoms table (contract columns).
+    lattice : dict
+    layer_axis : {"100", "010", "001"}
+    layer : int, optional
+
+    Returns
+    -------
+    matplotlib Figure or None
+    """
     return _component_panels(table, lattice, layer_axis, layer, ("exx", "eyy", "ezz", "exy", "exz", "eyz"), 100.0,
                              "%", "strain", "(g)")
 
 
 def density_maps(volumes: dict, pixel_size: float, view: tuple = DEFAULT_VIEW, size: int = 260):
-    """Tomograms (e.g. before and after the network) as 3D density maps, one panel each."""
+    """Tomograms (e.g. before and after the network) as 3D density maps, one panel each.
+
+    Parameters
+    ----------
+    volumes : dict
+        Label -> tomogram ``[z, y, x]``.
+    pixel_size : float
+        Å.
+    view : (elevation, azimuth)
+        Degrees.
+    size : int
+        Pixels.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     from .render import render_volume
 
     plt = _plt()
@@ -410,7 +551,23 @@ def density_maps(volumes: dict, pixel_size: float, view: tuple = DEFAULT_VIEW, s
 
 def fourier_density_maps(volumes: dict, tilt_range: Optional[float], view: tuple = DEFAULT_VIEW, size: int = 220):
     """3D Fourier intensity (log) of each tomogram as a density map, the missing wedge of a
-    single-axis series over ±``tilt_range``° as a cyan haze (None: not drawn)."""
+    single-axis series over ±``tilt_range``° as a cyan haze (None: not drawn).
+
+    Parameters
+    ----------
+    volumes : dict
+        Label -> tomogram ``[z, y, x]``.
+    tilt_range : float or None
+        Degrees.
+    view : (elevation, azimuth)
+        Degrees.
+    size : int
+        Pixels.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     from .fourier import fourier_intensity as log_intensity, missing_wedge_mask
     from .render import render_volume
 
@@ -446,6 +603,23 @@ def reference_jobs(table, summary: dict, volumes: Optional[dict] = None, pixel_s
     ``summary`` is the analysis summary (``lattice``, ``settings.layer_axis``); ``volumes``
     maps a label to a tomogram ``[z, y, x]`` (the density and Fourier figures need it);
     ``names`` picks some of :data:`REFERENCE_FIGURES` (default: all that the inputs allow).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Analysed atoms table (contract columns).
+    summary : dict
+    volumes : dict, optional
+    pixel_size : float
+        Å.
+    tilt_range : float, optional
+        Degrees.
+    layer : int, optional
+    names : sequence of str, optional
+
+    Returns
+    -------
+    list of (name, builder, args)
     """
     from .analysis import AnalysisSummary
 
@@ -529,7 +703,20 @@ def render(jobs, out_dir: Path, workers: int = 2, progress=None, cancel=None) ->
     returning None is skipped. With ``workers`` 2 on a POSIX machine with 2+ cores, half the
     jobs are rendered by a forked child while this process renders the rest (matplotlib is
     single-threaded; the figure stage is most of a short run). If the child fails, its
-    jobs are rendered here. Returns the paths written."""
+    jobs are rendered here. Returns the paths written.
+
+    Parameters
+    ----------
+    jobs : list of (name, builder, args)
+    out_dir : Path
+    workers : {1, 2}
+    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``
+        (serial rendering).
+
+    Returns
+    -------
+    list of str
+    """
     import multiprocessing as mp
     import os
 

@@ -35,12 +35,34 @@ Z_REFERENCE = 78  # Pt: one Pt atom has unit intensity
 
 
 def b_factor_to_sigma(b_factor: float) -> float:
-    """Gaussian width (Å) of an atom with Debye-Waller factor ``b_factor`` (Å²)."""
+    """Gaussian width (Å) of an atom with Debye-Waller factor ``b_factor`` (Å²).
+
+    Parameters
+    ----------
+    b_factor : float
+        Å².
+
+    Returns
+    -------
+    float
+        ``sqrt(B / (8 pi²))``, Å.
+    """
     return math.sqrt(max(b_factor, 1e-6) / (8 * math.pi**2))
 
 
 def atom_weights(species: Sequence[str], z_exponent: float = 1.7) -> np.ndarray:
-    """Integrated HAADF intensity of each atom, ``(Z / 78) ** z_exponent`` (Pt = 1)."""
+    """Integrated HAADF intensity of each atom, ``(Z / 78) ** z_exponent`` (Pt = 1).
+
+    Parameters
+    ----------
+    species : sequence of str
+        Chemical symbols.
+    z_exponent : float
+
+    Returns
+    -------
+    (n,) array
+    """
     from ase.data import atomic_numbers
 
     z = np.array([atomic_numbers[str(s)] for s in species], dtype=float)
@@ -81,7 +103,24 @@ def _splat(shape, centres_idx: np.ndarray, weights: np.ndarray, sigma_px: float,
 
 
 def ideal_tomogram(positions, weights, shape, pixel_size: float, b_factor: float = 5.0) -> np.ndarray:
-    """The ideal tomogram ``[z, y, x]`` (float32): each atom a voxel-integrated 3D Gaussian."""
+    """The ideal tomogram ``[z, y, x]`` (float32): each atom a voxel-integrated 3D Gaussian.
+
+    Parameters
+    ----------
+    positions : (n, 3) array
+        Å, sample frame.
+    weights : (n,) array
+        Integrated intensities.
+    shape : (nz, ny, nx)
+    pixel_size : float
+        Å.
+    b_factor : float
+        Å².
+
+    Returns
+    -------
+    (nz, ny, nx) float32 array
+    """
     shape = tuple(int(s) for s in shape)
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     zyx = np.stack([geometry.angstrom_to_index(pos[:, 2 - k], shape[k], pixel_size) for k in range(3)], 1)
@@ -260,7 +299,18 @@ FORWARD_MODELS = {"gaussian": GaussianAtoms, "abtem": AbtemPotential}
 
 
 def forward_model(name: str = "gaussian", **settings):
-    """A forward model by name (``gaussian`` or ``abtem``) with its settings."""
+    """A forward model by name (``gaussian`` or ``abtem``) with its settings.
+
+    Parameters
+    ----------
+    name : {"gaussian", "abtem"}
+    **settings
+        The model's own (e.g. ``b_factor``).
+
+    Returns
+    -------
+    GaussianAtoms or AbtemPotential
+    """
     if name not in FORWARD_MODELS:
         raise AETInputError(f"forward model {name!r} unknown; use one of {', '.join(FORWARD_MODELS)}")
     return FORWARD_MODELS[name](**settings)

@@ -23,9 +23,16 @@ def _check(volume) -> np.ndarray:
 
 
 def fourier_intensity(volume) -> np.ndarray:
-    """log10(1 + |F|²/median) of a tomogram, zero frequency at the centre (float32, same shape).
+    """Log Fourier intensity ``log10(1 + |F|² / median)`` of a tomogram, zero frequency at the
+    centre; normalising by the median power makes the display independent of the intensity scale.
 
-    Normalising by the median power makes the display independent of the intensity scale.
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+
+    Returns
+    -------
+    (nz, ny, nx) float32 array
     """
     vol = _check(volume)
     power = np.abs(np.fft.fftshift(np.fft.fftn(vol))) ** 2
@@ -34,7 +41,17 @@ def fourier_intensity(volume) -> np.ndarray:
 
 
 def frequency_grids(shape) -> tuple:
-    """Centred frequency grids (k_z, k_y, k_x) in cycles per voxel, matching fftshift."""
+    """Centred frequency grids matching ``fftshift``.
+
+    Parameters
+    ----------
+    shape : (nz, ny, nx)
+
+    Returns
+    -------
+    k_z, k_y, k_x : arrays of that shape
+        Cycles per voxel.
+    """
     ks = [np.fft.fftshift(np.fft.fftfreq(n)) for n in shape]
     return np.meshgrid(*ks, indexing="ij")
 
@@ -65,11 +82,23 @@ def missing_wedge_mask(shape, tilt_range: float, centred: bool = True) -> np.nda
 
 def wedge_correlation(volume, ideal, tilt_range: float, complex_values: bool = False,
                       k_min: float = 3.0, k_max=None, margin: float = 1.0) -> float:
-    """Pearson correlation of Fourier amplitudes (or complex coefficients, which also asks for
-    the right phases) between ``volume`` and ``ideal`` inside the missing wedge.
+    """Pearson correlation between ``volume`` and ``ideal`` inside the missing wedge, of Fourier
+    amplitudes or of complex coefficients (which also asks for the right phases).
 
-    Frequencies with radius between ``k_min`` and ``k_max`` (in FFT samples; default Nyquist)
-    and at least ``margin`` samples inside the wedge boundary are used.
+    Parameters
+    ----------
+    volume, ideal : (nz, ny, nx) arrays
+    tilt_range : float
+        Largest |tilt|, degrees (tilts about y).
+    complex_values : bool
+    k_min, k_max : float
+        Radii in FFT samples (default ``k_max``: Nyquist).
+    margin : float
+        Samples inside the wedge boundary a frequency must be.
+
+    Returns
+    -------
+    float
     """
     vol, ref = _check(volume), _check(ideal)
     if vol.shape != ref.shape:
@@ -90,9 +119,27 @@ def wedge_correlation(volume, ideal, tilt_range: float, complex_values: bool = F
 
 def wedge_shell_correlation(volume, ideal, tilt_range: float, pixel_size: float,
                             k_range=(0.3, 1.0), n_shells: int = 14, margin: float = 1.0) -> float:
-    """Mean over resolution shells (``k_range`` in 1/Å) of the complex correlation inside the
-    missing wedge: each shell counts equally, so the strong low frequencies of the particle's
-    envelope cannot dominate, and the atomic-resolution shells (lattice fringes) decide."""
+    """Mean over resolution shells of the complex correlation inside the missing wedge: each
+    shell counts equally, so the strong low frequencies of the particle's envelope cannot
+    dominate, and the atomic-resolution shells (lattice fringes) decide.
+
+    Parameters
+    ----------
+    volume, ideal : (nz, ny, nx) arrays
+    tilt_range : float
+        Largest |tilt|, degrees (tilts about y).
+    pixel_size : float
+        Voxel size, Å.
+    k_range : (float, float)
+        Shells from and to, 1/Å.
+    n_shells : int
+    margin : float
+        Samples inside the wedge boundary a frequency must be.
+
+    Returns
+    -------
+    float
+    """
     vol, ref = _check(volume), _check(ideal)
     f, g = np.fft.fftn(vol), np.fft.fftn(ref)
     kz, ky, kx = [np.fft.ifftshift(k) * s for k, s in zip(frequency_grids(vol.shape), vol.shape)]

@@ -52,46 +52,142 @@ NEIGHBOUR_CUTOFF = 1.2
 
 
 def neighbour_cutoff(nearest_neighbour_distance: float) -> float:
-    """Distance (Å) within which two atoms are nearest neighbours."""
+    """Distance (Å) within which two atoms are nearest neighbours.
+
+    Parameters
+    ----------
+    nearest_neighbour_distance : float
+        Å (``a / sqrt 2`` in f.c.c.).
+
+    Returns
+    -------
+    float
+        :data:`NEIGHBOUR_CUTOFF` times it, Å.
+    """
     return NEIGHBOUR_CUTOFF * float(nearest_neighbour_distance)
 
 
 def layer_index(heights, layer_thickness: float, start: Optional[float] = None) -> np.ndarray:
     """Index of the one-unit-cell-thick layer each height (Å, along the layer axis) falls in,
     counted from ``start`` (default: the lowest height). One formula for the simulator's truth,
-    the analysis and the per-layer maps."""
+    the analysis and the per-layer maps.
+
+    Parameters
+    ----------
+    heights : (n,) array
+        Positions along the layer axis, Å.
+    layer_thickness : float
+        Å (one lattice constant).
+    start : float, optional
+        Å; default the lowest height.
+
+    Returns
+    -------
+    (n,) int array
+    """
     h = np.asarray(heights, float)
     start = float(h.min()) if start is None else float(start)
     return np.floor((h - start) / float(layer_thickness) + 1e-6).astype(int)
 
 
 def origin_angstrom(n: int, pixel_size: float) -> float:
-    """Coordinate (Å) of the first voxel of an axis of length ``n``: MRC origins, napari translates."""
+    """Coordinate (Å) of the first voxel of an axis of length ``n``: MRC origins, napari translates.
+
+    Parameters
+    ----------
+    n : int
+    pixel_size : float
+        Å.
+
+    Returns
+    -------
+    float
+        Å.
+    """
     return float(index_to_angstrom(0, n, pixel_size))
 
 
 def centre_index(n: int) -> int:
-    """Index of the coordinate origin on an axis of length ``n`` (``n // 2``)."""
+    """Index of the coordinate origin on an axis of length ``n`` (``n // 2``).
+
+    Parameters
+    ----------
+    n : int
+
+    Returns
+    -------
+    int
+    """
     return int(n) // 2
 
 
 def index_to_angstrom(index, n: int, pixel_size: float):
-    """Convert a (possibly fractional) voxel index on an axis of length ``n`` to Å."""
+    """Convert a (possibly fractional) voxel index on an axis of length ``n`` to Å.
+
+    Parameters
+    ----------
+    index : float or array
+    n : int
+    pixel_size : float
+        Å.
+
+    Returns
+    -------
+    float array
+        Å.
+    """
     return (np.asarray(index, dtype=np.float64) - centre_index(n)) * float(pixel_size)
 
 
 def angstrom_to_index(coord, n: int, pixel_size: float):
-    """Convert a coordinate in Å to a fractional voxel index on an axis of length ``n``."""
+    """Convert a coordinate in Å to a fractional voxel index on an axis of length ``n``.
+
+    Parameters
+    ----------
+    coord : float or array
+        Å.
+    n : int
+    pixel_size : float
+        Å.
+
+    Returns
+    -------
+    float array
+    """
     return np.asarray(coord, dtype=np.float64) / float(pixel_size) + centre_index(n)
 
 
 def voxel_coordinates(n: int, pixel_size: float) -> np.ndarray:
-    """Coordinates (Å) of the voxel centres of an axis of length ``n``."""
+    """Coordinates (Å) of the voxel centres of an axis of length ``n``.
+
+    Parameters
+    ----------
+    n : int
+    pixel_size : float
+        Å.
+
+    Returns
+    -------
+    (n,) array
+        Å.
+    """
     return index_to_angstrom(np.arange(int(n)), n, pixel_size)
 
 
 def napari_scale_translate(shape, pixel_size: float):
-    """napari ``scale`` and ``translate`` that put a (z, y, x) volume in sample-frame Å."""
+    """napari ``scale`` and ``translate`` that put a (z, y, x) volume in sample-frame Å.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    pixel_size : float
+        Å.
+
+    Returns
+    -------
+    scale, translate : tuples
+        Å per voxel and the first voxel's coordinate, Å.
+    """
     p = float(pixel_size)
     scale = tuple(p for _ in shape)
     translate = tuple(-centre_index(n) * p for n in shape)
@@ -99,19 +195,46 @@ def napari_scale_translate(shape, pixel_size: float):
 
 
 def rotation_x(angle_rad: float) -> np.ndarray:
-    """Active right-handed rotation about x by ``angle_rad``."""
+    """Active right-handed rotation about x by ``angle_rad``.
+
+    Parameters
+    ----------
+    angle_rad : float
+
+    Returns
+    -------
+    (3, 3) array
+    """
     c, s = np.cos(angle_rad), np.sin(angle_rad)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
 def rotation_y(angle_rad: float) -> np.ndarray:
-    """Active right-handed rotation about y by ``angle_rad``."""
+    """Active right-handed rotation about y by ``angle_rad``.
+
+    Parameters
+    ----------
+    angle_rad : float
+
+    Returns
+    -------
+    (3, 3) array
+    """
     c, s = np.cos(angle_rad), np.sin(angle_rad)
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
 def rotation_z(angle_rad: float) -> np.ndarray:
-    """Active right-handed rotation about z by ``angle_rad``."""
+    """Active right-handed rotation about z by ``angle_rad``.
+
+    Parameters
+    ----------
+    angle_rad : float
+
+    Returns
+    -------
+    (3, 3) array
+    """
     c, s = np.cos(angle_rad), np.sin(angle_rad)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
@@ -122,19 +245,49 @@ def euler_zyz_matrix(phi: float, theta: float, psi: float) -> np.ndarray:
     ``R = Rz(phi) @ Ry(theta) @ Rz(psi)``; this is the single definition of the
     projection geometry. ``(0, t, 0)`` is the single-axis tilt about y:
     ``u = x cos t + z sin t``, ``v = y``.
+
+    Parameters
+    ----------
+    phi, theta, psi : float
+        Degrees.
+
+    Returns
+    -------
+    (3, 3) array
     """
     p, t, s = np.deg2rad([phi, theta, psi])
     return rotation_z(p) @ rotation_y(t) @ rotation_z(s)
 
 
 def euler_zyz_matrices(angles) -> np.ndarray:
-    """Rotation matrices, shape (n, 3, 3), for tilt angles (n,) or Euler angles (n, 3), degrees."""
+    """Rotation matrices, shape (n, 3, 3), for tilt angles (n,) or Euler angles (n, 3), degrees.
+
+    Parameters
+    ----------
+    angles : (n,) or (n, 3) array
+        Degrees.
+
+    Returns
+    -------
+    (n, 3, 3) array
+    """
     euler = as_euler_angles(angles)
     return np.stack([euler_zyz_matrix(*row) for row in euler]) if len(euler) else np.zeros((0, 3, 3))
 
 
 def as_euler_angles(angles) -> np.ndarray:
-    """Return (n, 3) Z-Y-Z Euler angles (degrees) from single-axis tilts (n,) or Euler (n, 3)."""
+    """Return (n, 3) Z-Y-Z Euler angles (degrees) from single-axis tilts (n,) or Euler (n, 3).
+
+    Parameters
+    ----------
+    angles : (n,) or (n, 3) array
+        Degrees.
+
+    Returns
+    -------
+    (n, 3) array
+        (phi, theta, psi), degrees.
+    """
     a = np.asarray(angles, dtype=np.float64)
     if a.ndim == 0:
         a = a[None]
@@ -150,7 +303,19 @@ def as_euler_angles(angles) -> np.ndarray:
 
 
 def is_single_axis(angles, atol: float = 1e-9) -> bool:
-    """True when all projections are tilts about y alone (phi = psi = 0)."""
+    """True when all projections are tilts about y alone (phi = psi = 0).
+
+    Parameters
+    ----------
+    angles : (n,) or (n, 3) array
+        Degrees.
+    atol : float
+        Degrees.
+
+    Returns
+    -------
+    bool
+    """
     e = as_euler_angles(angles)
     return bool(np.all(np.abs(e[:, 0]) < atol) and np.all(np.abs(e[:, 2]) < atol))
 
@@ -158,7 +323,18 @@ def is_single_axis(angles, atol: float = 1e-9) -> bool:
 def tilt_range(angles) -> Optional[float]:
     """The largest |tilt| (degrees) of a single-axis series about y, which bounds its missing
     wedge (:func:`~napari_aet.core.fourier.missing_wedge_mask`); None for general Euler angles,
-    whose missing region is no wedge about y. The one definition every caller uses."""
+    whose missing region is no wedge about y. The one definition every caller uses.
+
+    Parameters
+    ----------
+    angles : (n,) or (n, 3) array
+        Degrees.
+
+    Returns
+    -------
+    float or None
+        Degrees.
+    """
     if not is_single_axis(angles, atol=1e-6):
         return None
     tilts = as_euler_angles(angles)[:, 1]
@@ -169,6 +345,18 @@ def project_points(xyz, angles) -> np.ndarray:
     """Detector coordinates (u, v) in Å of sample points ``xyz`` (m, 3) for each projection.
 
     Returns an array of shape (n_projections, m, 2).
+
+    Parameters
+    ----------
+    xyz : (m, 3) array
+        Å, sample frame.
+    angles : (n,) or (n, 3) array
+        Degrees.
+
+    Returns
+    -------
+    (n, m, 2) array
+        (u, v) in Å.
     """
     pts = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     rot = euler_zyz_matrices(angles)
@@ -177,7 +365,16 @@ def project_points(xyz, angles) -> np.ndarray:
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A rotation matrix drawn uniformly from SO(3) (unit quaternion method)."""
+    """A rotation matrix drawn uniformly from SO(3) (unit quaternion method).
+
+    Parameters
+    ----------
+    rng : numpy Generator
+
+    Returns
+    -------
+    (3, 3) array
+    """
     q = rng.normal(size=4)
     q /= np.linalg.norm(q)
     w, x, y, z = q
@@ -198,7 +395,17 @@ ANGLE_CONVENTIONS = ("zyz", "zyx", "tilt-axis")
 def zyz_from_matrix(m: np.ndarray) -> np.ndarray:
     """Z-Y-Z Euler angles (degrees) of a rotation matrix: ``R = Rz(phi) Ry(theta) Rz(psi)``,
     theta in [0, 180]; at theta = 0 or 180 the split between phi and psi is arbitrary and
-    psi is set to 0."""
+    psi is set to 0.
+
+    Parameters
+    ----------
+    m : (3, 3) array
+
+    Returns
+    -------
+    (3,) array
+        (phi, theta, psi), degrees.
+    """
     m = np.asarray(m, dtype=np.float64)
     theta = np.arccos(np.clip(m[2, 2], -1.0, 1.0))
     if np.sin(theta) < 1e-9:
@@ -219,6 +426,19 @@ def convert_angles(angles, convention: str = "zyz", tilt_axis_angle: float = 0.0
     ``tilt-axis``: single-axis tilts (N,) about an axis lying in the detector plane at
     ``tilt_axis_angle`` degrees from v (the image rows' direction, counter-clockwise towards
     -u); returned as Z-Y-Z Euler ``(alpha, t, -alpha)``.
+
+    Parameters
+    ----------
+    angles : (n,) or (n, 3) array
+        Degrees.
+    convention : {"zyz", "zyx", "tilt-axis"}
+    tilt_axis_angle : float
+        Degrees (``tilt-axis`` only).
+
+    Returns
+    -------
+    (n,) or (n, 3) array
+        The contract's angles, degrees.
     """
     a = np.asarray(angles, dtype=np.float64)
     if convention == "zyz":

@@ -68,6 +68,16 @@ def local_structure(pos: np.ndarray, method: str = "auto") -> np.ndarray:
     ``method``: 'builtin' (this module, pure numpy), 'pyscal3' (the compiled a-CNA of the
     ``pyscal3`` package, extra ``[grains]``) or 'auto' (pyscal3 when installed). Both give the
     same classes on the test particles.
+
+    Parameters
+    ----------
+    pos : (n, 3) array
+        Å.
+    method : {"auto", "builtin", "pyscal3"}
+
+    Returns
+    -------
+    (n,) str array
     """
     from scipy.spatial import cKDTree
 
@@ -129,7 +139,19 @@ def _cubic_symmetry() -> np.ndarray:
 
 def local_orientations(pos: np.ndarray, structure: np.ndarray) -> np.ndarray:
     """Crystal orientation (3x3, crystal -> sample) of each f.c.c. atom from its 12 neighbour
-    vectors; NaN for the others."""
+    vectors; NaN for the others.
+
+    Parameters
+    ----------
+    pos : (n, 3) array
+        Å.
+    structure : (n,) str array
+        From :func:`local_structure`.
+
+    Returns
+    -------
+    (n, 3, 3) array
+    """
     from scipy.spatial import cKDTree
 
     from .lattice import NN_110, _kabsch
@@ -163,7 +185,21 @@ def segment_grains(pos: np.ndarray, structure: np.ndarray, min_atoms: int = 13,
     """Grain index of each atom (-1: none). Grains are connected f.c.c. regions, neighbours
     joined only when their local lattices agree within ``max_misorientation`` degrees (a twin
     is 60°), of at least ``min_atoms`` atoms, numbered by size (0 the largest); other atoms
-    join the grain most of their neighbours belong to."""
+    join the grain most of their neighbours belong to.
+
+    Parameters
+    ----------
+    pos : (n, 3) array
+        Å.
+    structure : (n,) str array
+    min_atoms : int
+    max_misorientation : float
+        Degrees.
+
+    Returns
+    -------
+    (n,) int array
+    """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree

@@ -133,7 +133,18 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    Parameters
+    ----------
+    path : path
+        The file to write.
+
+    Yields
+    ------
+    Path
+        A temporary name in the same folder (removed when the block fails).
+    """
     path = Path(path)
     if path.parent and not path.parent.exists():
         _fail(f"output folder {path.parent} does not exist; create it first")
@@ -164,7 +175,13 @@ def _strict(o):
 
 
 def write_json(path: PathLike, obj) -> None:
-    """Write ``obj`` as indented, strict JSON (NaN/Inf as null), atomically."""
+    """Write ``obj`` as indented, strict JSON (NaN/Inf as null), atomically.
+
+    Parameters
+    ----------
+    path : path
+    obj : JSON-serialisable object (numpy values converted)
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_strict(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
 
@@ -180,7 +197,20 @@ def _json_default(o):
 
 
 def check_pixel_size(pixel_size, source: str = "") -> float:
-    """Validate a pixel size in Å, rejecting zero, NaN and values that look like nm, m or pm."""
+    """Validate a pixel size in Å, rejecting zero, NaN and values that look like nm, m or pm.
+
+    Parameters
+    ----------
+    pixel_size : float
+        Å.
+    source : str
+        Where it came from, for the error message.
+
+    Returns
+    -------
+    float
+        Å.
+    """
     where = f" for {source}" if source else ""
     try:
         p = float(pixel_size)
@@ -377,7 +407,19 @@ def _read_array(path: Path, what: str, variable=None):
 
 
 def find_angles_file(path: PathLike, include_generic: bool = True) -> Optional[Path]:
-    """Angles file beside a tilt series: same stem with .rawtlt/.tlt/.txt/.csv, else ``angles.*``."""
+    """Angles file beside a tilt series: same stem with .rawtlt/.tlt/.txt/.csv, else ``angles.*``.
+
+    Parameters
+    ----------
+    path : path
+        The tilt series.
+    include_generic : bool
+        Also accept ``angles.*`` in the same folder.
+
+    Returns
+    -------
+    Path or None
+    """
     path = Path(path)
     for ext in (".rawtlt", ".tlt", ".txt", ".csv"):
         cand = path.with_suffix(ext)
@@ -454,6 +496,18 @@ def read_angles(source, units: str = "deg", variable=None) -> np.ndarray:
 
     ``source`` is a file (``.txt``/``.csv``/``.rawtlt``/``.tlt``: one value or three per line;
     ``.npy``; ``.mat``) or an array. ``units`` is ``'deg'`` (checked against radians) or ``'rad'``.
+
+    Parameters
+    ----------
+    source : path or array
+    units : {"deg", "rad"}
+    variable : str, optional
+        Variable name in a ``.mat`` file.
+
+    Returns
+    -------
+    (N,) or (N, 3) array
+        Degrees.
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -482,7 +536,14 @@ def read_angles(source, units: str = "deg", variable=None) -> np.ndarray:
 
 
 def write_angles(path: PathLike, angles) -> None:
-    """Write angles in degrees, one (or phi theta psi) per line, atomically."""
+    """Write angles in degrees, one (or phi theta psi) per line, atomically.
+
+    Parameters
+    ----------
+    path : path
+    angles : (N,) or (N, 3) array
+        Degrees.
+    """
     a = np.asarray(angles, dtype=np.float64)
     with atomic_path(path) as tmp:
         np.savetxt(tmp, a.reshape(a.shape[0], -1), fmt="%.6f")
@@ -494,7 +555,16 @@ def write_angles(path: PathLike, angles) -> None:
 def stack_shape(path: PathLike) -> Optional[tuple]:
     """A file's array shape from its header alone, without reading the data (lazily for
     Velox/DigitalMicrograph files); None when that cannot be told cheaply, () when the file is
-    unreadable. What a viewer asks before claiming a file."""
+    unreadable. What a viewer asks before claiming a file.
+
+    Parameters
+    ----------
+    path : path
+
+    Returns
+    -------
+    tuple or None
+    """
     path = Path(path)
     ext = path.suffix.lower()
     try:
@@ -636,7 +706,16 @@ def _angles_from_metadata(path: Path, n: int, extra: dict, header_px, require_an
 
 
 def write_tilt_series(path: PathLike, tilt_series: TiltSeries, write_angles_file: bool = False) -> None:
-    """Write a tilt series to MRC (image stack, pixel size in the header), TIFF or NPY."""
+    """Write a tilt series to MRC (image stack, pixel size in the header), TIFF or NPY.
+
+    Parameters
+    ----------
+    path : path
+        ``.mrc``, ``.tif``/``.tiff`` or ``.npy``, written atomically.
+    tilt_series : TiltSeries
+    write_angles_file : bool
+        Also write ``<stem>.rawtlt`` beside it (degrees, one a line).
+    """
     path = Path(path)
     data = np.asarray(tilt_series.data, dtype=np.float32)
     px = check_pixel_size(tilt_series.pixel_size)
@@ -667,7 +746,19 @@ def write_tilt_series(path: PathLike, tilt_series: TiltSeries, write_angles_file
 
 def looks_like_tilt_series(path: PathLike, extra: Optional[dict] = None) -> Optional[str]:
     """Why ``path`` is a tilt series rather than a tomogram, or None: an MRC2014 image stack,
-    a tilt-stack extension (.st, .ali) or an angles file of the same name beside it."""
+    a tilt-stack extension (.st, .ali) or an angles file of the same name beside it.
+
+    Parameters
+    ----------
+    path : path
+    extra : dict, optional
+        Metadata already read from the file.
+
+    Returns
+    -------
+    str or None
+        The reason, for a one-line message.
+    """
     path = Path(path)
     if path.suffix.lower() in (".st", ".ali"):
         return f"its extension {path.suffix} is IMOD's for tilt stacks"
@@ -747,7 +838,17 @@ def write_volume(path: PathLike, data, pixel_size: float) -> None:
 
 
 def empty_atoms_table(n: int = 0):
-    """An atoms table (pandas DataFrame) with the contract's columns."""
+    """An atoms table (pandas DataFrame) with the contract's columns.
+
+    Parameters
+    ----------
+    n : int
+        Rows.
+
+    Returns
+    -------
+    DataFrame
+    """
     import pandas as pd
 
     return _coerce_atoms(pd.DataFrame({c: [] for c in ("x", "y", "z")}).reindex(range(n)))
@@ -789,7 +890,17 @@ def _facet_str(v) -> str:
 
 
 def read_sidecar(side: PathLike) -> dict:
-    """The JSON object in a sidecar file; one-line errors for invalid JSON or a non-object."""
+    """The JSON object in a sidecar file; one-line errors for invalid JSON or a non-object.
+
+    Parameters
+    ----------
+    side : path
+        ``.json``.
+
+    Returns
+    -------
+    dict
+    """
     side = Path(side)
     try:
         info = json.loads(side.read_text())
@@ -803,7 +914,16 @@ def read_sidecar(side: PathLike) -> dict:
 
 
 def sidecar_owner(side: PathLike) -> Optional[str]:
-    """The data file a sidecar JSON belongs to (its ``data_file``), None when it does not say."""
+    """The data file a sidecar JSON belongs to (its ``data_file``), None when it does not say.
+
+    Parameters
+    ----------
+    side : path
+
+    Returns
+    -------
+    str or None
+    """
     try:
         info = json.loads(Path(side).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -813,7 +933,18 @@ def sidecar_owner(side: PathLike) -> Optional[str]:
 
 
 def atoms_metadata_path(path: PathLike) -> Path:
-    """The JSON sidecar of an atoms table (crystal rotation, lattice, settings)."""
+    """The JSON sidecar of an atoms table (crystal rotation, lattice, settings).
+
+    Parameters
+    ----------
+    path : path
+        The atoms table.
+
+    Returns
+    -------
+    Path
+        ``<stem>.json`` beside it.
+    """
     return Path(path).with_suffix(".json")
 
 

@@ -208,7 +208,19 @@ def assign_sites(pos: np.ndarray, lattice: Lattice, tolerance: float = 0.7):
     """Nearest ideal site of each atom within ``tolerance`` Å, each site at most once (the
     nearer atom wins).
 
-    Returns (site fractional coordinates (n, 3), assigned mask (n,)).
+    Parameters
+    ----------
+    pos : (n, 3) array
+        Å, sample frame.
+    lattice : Lattice
+    tolerance : float
+        Å.
+
+    Returns
+    -------
+    site : (n, 3) array
+        Fractional crystal coordinates of each atom's site.
+    assigned : (n,) bool array
     """
     frac = lattice.to_crystal(pos)
     site = _nearest_fcc(frac)
@@ -368,7 +380,22 @@ def _significant(stats: dict) -> bool:
 
 
 def displacements(pos: np.ndarray, site: np.ndarray, assigned: np.ndarray, lattice: Lattice) -> np.ndarray:
-    """Displacement from the assigned site in the crystal frame (Å); NaN where unassigned."""
+    """Displacement from the assigned site in the crystal frame (Å); NaN where unassigned.
+
+    Parameters
+    ----------
+    pos : (n, 3) array
+        Å, sample frame.
+    site : (n, 3) array
+        Sites, fractional crystal coordinates.
+    assigned : (n,) bool array
+    lattice : Lattice
+
+    Returns
+    -------
+    (n, 3) array
+        Å, crystal frame.
+    """
     u = np.full((len(pos), 3), np.nan)
     u[assigned] = (pos[assigned] - lattice.to_sample(site[assigned])) @ lattice.rotation
     return u
@@ -437,6 +464,23 @@ def strain_tensor(site: np.ndarray, u: np.ndarray, lattice: Lattice, sigma: Opti
     (default 1.25 lattice constants, see ``DEFAULT_SIGMA``); ``use``: atoms whose displacements enter the fits
     (e.g. excluding the surface); atoms without a displacement get NaN. ``order``: 2 fits a
     local quadratic (default), 1 a plane.
+
+    Parameters
+    ----------
+    site : (n, 3) array
+        Lattice constants, crystal frame.
+    u : (n, 3) array
+        Å, crystal frame.
+    lattice : Lattice
+    sigma : float, optional
+        Å.
+    use : (n,) bool array, optional
+    order : {1, 2}
+
+    Returns
+    -------
+    (n, 6) array
+        Plain fractions.
     """
     a = lattice.lattice_constant
     have = np.all(np.isfinite(u), axis=1)
@@ -451,9 +495,18 @@ def strain_on_grid(site: np.ndarray, u: np.ndarray, lattice: Lattice, spacing: O
                    sigma: Optional[float] = None, order: int = 2):
     """Strain and smoothed displacement on a regular crystal-frame grid (Å) over the atoms.
 
-    Returns (axes (x, y, z) coordinate arrays in Å, crystal frame; strain (nz, ny, nx, 6) and
-    displacement (nz, ny, nx, 3), NaN outside the particle, i.e. farther than one lattice
-    constant from every atom).
+    Parameters
+    ----------
+    site, u, lattice, sigma, order
+        As :func:`strain_tensor`.
+    spacing : float, optional
+        Grid spacing, Å (default half a lattice constant).
+
+    Returns
+    -------
+    axes : tuple of three arrays
+    strain : (nz, ny, nx, 6) array
+    displacement : (nz, ny, nx, 3) array
     """
     from scipy.spatial import cKDTree
 
@@ -474,7 +527,20 @@ def strain_on_grid(site: np.ndarray, u: np.ndarray, lattice: Lattice, spacing: O
 
 
 def interior_atoms(pos: np.ndarray, surface: np.ndarray, lattice_constant: float) -> np.ndarray:
-    """Atoms neither on the surface nor next to a surface atom (two or more layers deep)."""
+    """Atoms neither on the surface nor next to a surface atom (two or more layers deep).
+
+    Parameters
+    ----------
+    pos : (n, 3) array
+        Å.
+    surface : (n,) bool array
+    lattice_constant : float
+        Å.
+
+    Returns
+    -------
+    (n,) bool array
+    """
     from scipy.spatial import cKDTree
 
     if not surface.any():
@@ -492,6 +558,17 @@ def alpha_shape_surface(pos: np.ndarray, alpha: float) -> np.ndarray:
     that (2.5 Å, the default of ``analyze --alpha``) gives the coordination rule's surface on
     clean particles; a larger alpha rolls over surface steps. Any empty site inside borders a
     void and its neighbours count as surface, as in every alpha-shape surface.
+
+    Parameters
+    ----------
+    pos : (n, 3) array
+        Å.
+    alpha : float
+        Å.
+
+    Returns
+    -------
+    (n,) bool array
     """
     from scipy.spatial import Delaunay
 
@@ -520,7 +597,19 @@ def alpha_shape_surface(pos: np.ndarray, alpha: float) -> np.ndarray:
 
 def coordination(pos: np.ndarray, lattice_constant: float) -> np.ndarray:
     """Number of nearest neighbours (within :func:`geometry.neighbour_cutoff` of the f.c.c.
-    nearest-neighbour distance, as the simulator counts them)."""
+    nearest-neighbour distance, as the simulator counts them).
+
+    Parameters
+    ----------
+    pos : (n, 3) array
+        Å.
+    lattice_constant : float
+        Å.
+
+    Returns
+    -------
+    (n,) int array
+    """
     from scipy.spatial import cKDTree
 
     tree = cKDTree(pos)
@@ -554,6 +643,24 @@ def facets(sites: np.ndarray, surface: np.ndarray, a: float, min_atoms: int = 4)
     atoms. Atoms on the planes of two or more normals (edges, corners) or of none get no
     facet. Returns (family '100'/'111'/'110'/'' per atom, facet id (-1 none), normals (k, 3)
     of the facets by id, in the crystal frame).
+
+    Parameters
+    ----------
+    sites : (n, 3) array
+        Crystal frame, Å.
+    surface : (n,) bool array
+    a : float
+        Lattice constant, Å.
+    min_atoms : int
+        Fewest atoms a facet plane holds.
+
+    Returns
+    -------
+    family : (n,) str array
+    facet_id : (n,) int array
+        -1 where none.
+    normals : (m, 3) array
+        Crystal frame.
     """
     n = len(sites)
     hits = np.zeros(n, dtype=int)
@@ -579,5 +686,15 @@ def facets(sites: np.ndarray, surface: np.ndarray, a: float, min_atoms: int = 4)
 
 
 def facet_labels(sites: np.ndarray, surface: np.ndarray, a: float, min_atoms: int = 4) -> np.ndarray:
-    """Miller family of each surface atom's facet ('' for edges, corners and none)."""
+    """Miller family of each surface atom's facet ('' for edges, corners and none).
+
+    Parameters
+    ----------
+    sites, surface, a, min_atoms
+        As :func:`facets`.
+
+    Returns
+    -------
+    (n,) str array
+    """
     return facets(sites, surface, a, min_atoms)[0]

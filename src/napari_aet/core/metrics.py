@@ -87,7 +87,16 @@ def match_atoms(found, true, max_distance: float = 1.0) -> AtomMatch:
 
 
 def normalized_error(volume, reference) -> float:
-    """``|v - ref|_2 / |ref|_2`` after the least-squares intensity scale of ``v``."""
+    """Relative error ``|s v - ref|_2 / |ref|_2`` with ``s`` the least-squares intensity scale.
+
+    Parameters
+    ----------
+    volume, reference : arrays of one shape
+
+    Returns
+    -------
+    float
+    """
     v = np.asarray(volume, np.float64).ravel()
     r = np.asarray(reference, np.float64).ravel()
     scale = float(v @ r) / max(float(v @ v), 1e-30)

@@ -20,12 +20,34 @@ RUN_OUTPUTS = ("tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json
 
 def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes=2, species=(), fit="gaussian",
                  upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None, cancel=None):
-    """Trace (and refine against the tilt series when given): atoms table and sidecar metadata.
+    """Trace atoms in a tomogram and refine them against its tilt series: the one tracing
+    path of ``run``, ``trace`` and the workbench's Trace widget (same tomogram and tilt series,
+    same atoms).
 
-    ``tilts_ts`` is the tilt series the volume was reconstructed from and ``alignment`` the
-    :class:`~napari_aet.core.align.AlignmentResult` applied to it first (None: already aligned).
-    ``run``, ``trace`` and the workbench's Trace widget all trace through this function, so they
-    give the same atoms from the same tomogram and tilt series.
+    Parameters
+    ----------
+    vol : Volume
+        The tomogram ``[z, y, x]`` with its voxel size (Å).
+    tilts_ts : TiltSeries, optional
+        The tilt series the volume was reconstructed from; None traces without refinement.
+    alignment : AlignmentResult, optional
+        Applied to ``tilts_ts`` first (None: it is already aligned).
+    min_distance, n_classes, species, fit, upsample : as :func:`~napari_aet.core.trace.trace_atoms`.
+    refine : bool
+        Refine positions, heights and B-factors against the tilt series.
+    refine_iterations : int
+    device : {"auto", "cpu", "cuda"}
+    progress_factory : callable, optional
+        ``progress_factory(stage_name)`` returns the progress callback of each stage.
+    cancel : threading.Event, optional
+
+    Returns
+    -------
+    table : DataFrame
+        Contract columns ``x, y, z`` (Å), ``intensity``, ``atom``, ``species``.
+    metadata : dict
+        ``trace`` (settings, counts) and, when refined, ``refinement`` (R-factors before and
+        after, heights, B-factors).
     """
     from .refine import refine_positions
     from .trace import trace_atoms
@@ -158,17 +180,46 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
                  weights=None, refine: bool = True, figures: bool = True, progress_factory=None,
                  resume: bool = False, trust_weights: bool = False, extended_object: bool = False,
                  layer_maps: bool = False, support_normal=None) -> dict:
-    """Align, reconstruct, enhance, trace, refine and analyze a tilt series into ``out``.
+    """Align, reconstruct, enhance, trace, refine and analyse a tilt series into ``out``.
 
-    ``out`` gets tomogram.mrc, tomogram_enhanced.mrc (with the network), atoms.csv
-    (+ atoms.json), report.json and figures/, all from this run: the run is built in
-    ``out/.napari-aet-partial`` and moved into place when it has finished, replacing every
-    output of an earlier run. ``resume`` continues an interrupted run with the same data and
-    settings from its last finished stage. ``progress_factory(name)`` returns a progress
-    callback per stage. ``figures``: the reference work's figures and the tomogram views
-    (:func:`figures.write_figures`); ``layer_maps`` adds every layer's map of each
-    displacement and strain component. ``support_normal`` (sample frame, from the particle to
-    its support) gives the support statistics and draws the support in figure (a).
+    The run is built in ``out/.napari-aet-partial`` and moved into place when it has
+    finished, replacing every output of an earlier run; ``resume`` continues an interrupted
+    run with the same data and settings from its last finished stage.
+
+    Parameters
+    ----------
+    ts : TiltSeries
+        Projections ``[a, v, u]``, angles (degrees) and pixel size (Å).
+    out : path
+        Results folder: ``tomogram.mrc``, ``tomogram_enhanced.mrc`` (with the network),
+        ``atoms.csv`` (+ ``atoms.json``), ``report.json`` and ``figures/``.
+    align_first : bool
+        Align (projection matching) before reconstructing.
+    enhance : bool
+        Recover the missing wedge with the U-Net; its tomogram is traced only while it still
+        explains the tilt series (never worse than no network).
+    device : {"auto", "cpu", "cuda"}
+    weights : path, optional
+        U-Net weights (default: shipped); ``trust_weights`` accepts them without a checksum file.
+    refine : bool
+        Refine the traced atoms against the tilt series.
+    figures : bool
+        The reference work's figures and the tomogram views (:func:`figures.write_figures`);
+        ``layer_maps`` adds every layer's map of each displacement and strain component.
+    progress_factory : callable, optional
+        ``progress_factory(stage_name)`` returns a progress callback per stage.
+    resume : bool
+    extended_object : bool
+        The sample extends beyond the field of view (films, supports).
+    support_normal : (3,) sequence, optional
+        Direction (sample frame) from the particle to its support: support statistics, and
+        the support drawn in figure (a).
+
+    Returns
+    -------
+    dict
+        The report (also ``report.json``): settings, versions, per-stage time and memory,
+        R-factors, the network's consistency check, atom counts, lattice, facet statistics.
     """
     import platform
 

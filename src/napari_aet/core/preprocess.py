@@ -34,7 +34,19 @@ __all__ = [
 def axis_profiles(data: np.ndarray, alpha_deg: float, oversample: int = 2) -> np.ndarray:
     """Profiles ``(a, n)`` of each projection along an in-plane axis at ``alpha_deg`` from v
     (counter-clockwise towards -u), binned at ``1 / oversample`` pixel, each centred on its
-    centroid (linear interpolation)."""
+    centroid (linear interpolation).
+
+    Parameters
+    ----------
+    data : (a, nv, nu) array
+    alpha_deg : float
+        Degrees.
+    oversample : int
+
+    Returns
+    -------
+    (a, n) array
+    """
     a, nv, nu = data.shape
     v, u = np.mgrid[:nv, :nu].astype(np.float64)
     u -= geometry.centre_index(nu)
@@ -82,6 +94,19 @@ def estimate_tilt_axis_angle(data: np.ndarray, coarse_step: float = 1.0, toleran
     counter-clockwise towards -u. Returns the angle, the profile disagreement there and at 0°,
     and the angle 90° away (the common-line method cannot tell the two apart only for a
     particle that is symmetric about both; a ratio near 1 says so).
+
+    Parameters
+    ----------
+    data : (a, nv, nu) array
+    coarse_step : float
+        Degrees of the coarse search.
+    tolerance : float
+        Degrees at which the fine search stops.
+
+    Returns
+    -------
+    dict
+        ``tilt_axis_angle_deg`` and the profile disagreements behind it.
     """
     from scipy.optimize import minimize_scalar
 
@@ -109,7 +134,20 @@ def estimate_tilt_axis_angle(data: np.ndarray, coarse_step: float = 1.0, toleran
 
 def rotate_projections(data: np.ndarray, alpha_deg: float, order: int = 3) -> np.ndarray:
     """Rotate every projection so that an in-plane tilt axis at ``alpha_deg`` runs along v
-    (about the detector centre of the contract, cubic spline, zero outside)."""
+    (about the detector centre of the contract, cubic spline, zero outside).
+
+    Parameters
+    ----------
+    data : (a, nv, nu) array
+    alpha_deg : float
+        Degrees.
+    order : int
+        Spline order.
+
+    Returns
+    -------
+    (a, nv, nu) float32 array
+    """
     from scipy import ndimage
 
     a, nv, nu = data.shape
@@ -141,7 +179,22 @@ def _particle_mask(img: np.ndarray, dilate_px: int) -> np.ndarray:
 def subtract_background(data: np.ndarray, order: int = 1, dilate_px: int = 6) -> tuple:
     """Subtract a plane (``order`` 1) or quadratic surface (2), fitted by least squares to the
     pixels outside each projection's particle mask (Otsu on a smoothed copy, dilated).
-    Returns ``(data, info)``."""
+    Returns ``(data, info)``.
+
+    Parameters
+    ----------
+    data : (a, nv, nu) array
+    order : {0, 1, 2}
+        Constant, plane or quadratic surface.
+    dilate_px : int
+        Pixels the particle mask is grown by.
+
+    Returns
+    -------
+    data : (a, nv, nu) float32 array
+    info : dict
+        What was subtracted.
+    """
     if order not in (0, 1, 2):
         raise AETInputError(f"background order {order}; use 0 (constant), 1 (plane) or 2 (quadratic)")
     a, nv, nu = data.shape
@@ -165,7 +218,20 @@ def subtract_background(data: np.ndarray, order: int = 1, dilate_px: int = 6) ->
 
 def normalize_intensity(data: np.ndarray, factors: Optional[Sequence[float]] = None) -> tuple:
     """Scale projections to equal total intensity (mass is conserved across tilts in HAADF),
-    or by measured drift ``factors`` (one per projection, the measured/nominal intensity)."""
+    or by measured drift ``factors`` (one per projection, the measured/nominal intensity).
+
+    Parameters
+    ----------
+    data : (a, nv, nu) array
+    factors : sequence of float, optional
+        Measured / nominal intensity of each projection.
+
+    Returns
+    -------
+    data : (a, nv, nu) float32 array
+    info : dict
+        The factors applied.
+    """
     d = np.asarray(data, np.float32)
     if factors is not None:
         f = np.asarray(factors, np.float64)
@@ -182,7 +248,20 @@ def normalize_intensity(data: np.ndarray, factors: Optional[Sequence[float]] = N
 
 def denoise_bm3d(data: np.ndarray, sigma: Optional[float] = None) -> tuple:
     """BM3D denoising of each projection (the ``bm3d`` package), with the noise level
-    estimated from the data (wavelet median absolute deviation) unless ``sigma`` is given."""
+    estimated from the data (wavelet median absolute deviation) unless ``sigma`` is given.
+
+    Parameters
+    ----------
+    data : (a, nv, nu) array
+    sigma : float, optional
+        Noise standard deviation, the data's units.
+
+    Returns
+    -------
+    data : (a, nv, nu) float32 array
+    info : dict
+        The noise level used.
+    """
     try:
         import bm3d
     except ImportError:

@@ -46,7 +46,17 @@ __all__ = ["Projector", "resolve_device"]
 
 
 def resolve_device(device: str = "auto"):
-    """torch device for ``'auto'`` (CUDA when available), ``'cpu'`` or ``'cuda'``/``'cuda:N'``."""
+    """The torch device to run on.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
+
+    Returns
+    -------
+    torch.device
+    """
     import torch
 
     device = str(device or "auto").lower()

@@ -63,7 +63,23 @@ MAX_VOLUME_EDGE = 4096  # voxels; the memory check decides below that
 
 def estimate_memory(volume_shape, n_projections: int, detector_shape, method: str = "resire",
                     oversampling: int = 2, chunk_bytes: int = 256 * 2**20) -> int:
-    """Bytes a reconstruction needs at its peak (float32), for the memory check."""
+    """Bytes a reconstruction needs at its peak (float32), for the memory check.
+
+    Parameters
+    ----------
+    volume_shape : (nz, ny, nx)
+    n_projections : int
+    detector_shape : (nv, nu)
+    method : {"resire", "sirt", "genfire"}
+    oversampling : int
+        GENFIRE's Fourier-grid oversampling.
+    chunk_bytes : int
+        Working memory of one projector chunk.
+
+    Returns
+    -------
+    int
+    """
     nvox = int(np.prod(volume_shape))
     nproj = n_projections * int(np.prod(detector_shape))
     if method == "genfire":

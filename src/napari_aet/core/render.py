@@ -22,7 +22,17 @@ _LIGHT = np.array([-0.45, 0.6, 0.66])  # from the upper left, in front (screen r
 
 def view_direction(elevation: float, azimuth: float) -> np.ndarray:
     """Unit vector from the object towards the camera (sample frame x, y, z) for an
-    ``elevation`` above the x-y plane and an ``azimuth`` from +x towards +y, in degrees."""
+    ``elevation`` above the x-y plane and an ``azimuth`` from +x towards +y, in degrees.
+
+    Parameters
+    ----------
+    elevation, azimuth : float
+        Degrees.
+
+    Returns
+    -------
+    (3,) array
+    """
     e, a = np.radians(elevation), np.radians(azimuth)
     return np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
 
@@ -31,7 +41,19 @@ def camera_basis(towards_camera: Sequence[float], up: Sequence[float] = (0.0, 0.
     """Rows: screen right, screen up and towards the viewer, as unit vectors in the sample frame.
 
     ``up`` is kept as near to screen-up as the view allows (another axis is used when the
-    view looks along it)."""
+    view looks along it).
+
+    Parameters
+    ----------
+    towards_camera : (3,) sequence
+        Sample frame.
+    up : (3,) sequence
+        Sample frame.
+
+    Returns
+    -------
+    (3, 3) array
+    """
     w = np.asarray(towards_camera, float)
     w = w / np.linalg.norm(w)
     up = np.asarray(up, float)
@@ -91,7 +113,20 @@ def render_sphere_colourings(xyz: np.ndarray, radii, colourings: Sequence, basis
                              size: tuple = (1000, 1000), background: str = "white", supersample: int = 2,
                              margin: float = 0.04, extent: Optional[tuple] = None, depth_cue: float = 0.25) -> tuple:
     """:func:`render_spheres` for several colourings of the same atoms in the same view: the
-    spheres are ray-cast once and shaded once per colouring. Returns (list of images, Å per pixel)."""
+    spheres are ray-cast once and shaded once per colouring. Returns (list of images, Å per pixel).
+
+    Parameters
+    ----------
+    xyz, radii, basis, size, background, supersample, margin, extent, depth_cue
+        As :func:`render_spheres`.
+    colourings : sequence
+        One colouring (names or (N, 3) RGB) per image.
+
+    Returns
+    -------
+    images : list of (height, width, 3) uint8 arrays
+    angstrom_per_pixel : float
+    """
     from matplotlib.colors import to_rgb
 
     xyz = np.asarray(xyz, float).reshape(-1, 3)
@@ -139,7 +174,22 @@ def render_sphere_colourings(xyz: np.ndarray, radii, colourings: Sequence, basis
 
 
 def sphere_extent(xyz: np.ndarray, radii, basis: np.ndarray) -> tuple:
-    """(u_min, u_max, v_min, v_max) in Å that the spheres cover on screen."""
+    """(u_min, u_max, v_min, v_max) in Å that the spheres cover on screen.
+
+    Parameters
+    ----------
+    xyz : (n, 3) array
+        Å.
+    radii : float or (n,) array
+        Å.
+    basis : (3, 3) array
+        :func:`camera_basis`.
+
+    Returns
+    -------
+    tuple of 4 floats
+        Å.
+    """
     cam = np.asarray(xyz, float).reshape(-1, 3) @ np.asarray(basis, float).T
     r = np.broadcast_to(np.asarray(radii, float), (len(cam),))
     return (float((cam[:, 0] - r).min()), float((cam[:, 0] + r).max()),

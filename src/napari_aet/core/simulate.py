@@ -102,12 +102,34 @@ class SimulationConfig:
 
 
 def reference_config(**changes) -> SimulationConfig:
-    """The reference regime: Pt, 0.357 Å pixels, 144³, ±65° in 6.5° steps, Poisson noise."""
+    """The reference regime: Pt, 0.357 Å pixels, 144³, ±65° in 6.5° steps, Poisson noise.
+
+    Parameters
+    ----------
+    **changes
+        Fields of :class:`SimulationConfig` to change.
+
+    Returns
+    -------
+    SimulationConfig
+    """
     return SimulationConfig(dose=1e5).replace(**changes)
 
 
 def tilt_angles(tilt_range: float, tilt_step: float) -> np.ndarray:
-    """Tilt angles from -range to +range (degrees) in ``tilt_step`` steps."""
+    """Evenly spaced tilts.
+
+    Parameters
+    ----------
+    tilt_range : float
+        From ``-tilt_range`` to ``+tilt_range``, degrees.
+    tilt_step : float
+        Degrees.
+
+    Returns
+    -------
+    (n,) array
+    """
     if tilt_step <= 0 or tilt_range <= 0 or tilt_range >= 90:
         raise AETInputError(f"tilt range ±{tilt_range}° in {tilt_step}° steps is invalid; use 0 < range < 90 and step > 0")
     n = int(round(2 * tilt_range / tilt_step)) + 1
@@ -331,7 +353,20 @@ def _move_off_site(sites, disp, on_site, cfg: SimulationConfig, rng, min_distanc
 
 
 def make_particle(cfg: SimulationConfig, rng: Optional[np.random.Generator] = None) -> Particle:
-    """Build a particle (and optional substrate) with its ground truth, in the sample frame."""
+    """Build a particle (and optional substrate) with its ground truth, in the sample frame.
+
+    Parameters
+    ----------
+    cfg : SimulationConfig
+        Shape, size, orientation, defects, strain, substrate.
+    rng : numpy Generator, optional
+        Default: seeded from ``cfg.seed``.
+
+    Returns
+    -------
+    Particle
+        Positions (Å), species, sites, displacement, strain, surface, facets and layers.
+    """
     rng = np.random.default_rng(cfg.seed) if rng is None else rng
     a = _lattice_constant(cfg.element, cfg.lattice_constant)
     sites = _shape_sites(cfg, a, rng)
@@ -441,7 +476,22 @@ def particle_table(p: Particle, cfg: Optional[SimulationConfig] = None):
 
 
 def add_poisson_noise(tilts: np.ndarray, dose: float, cross_section: float, rng) -> np.ndarray:
-    """Poisson counts for ``dose`` e/Å² per projection, scaled back to Pt-atom units."""
+    """Poisson counts for a dose, scaled back to Pt-atom units (noisy and clean data share it).
+
+    Parameters
+    ----------
+    tilts : (n_angles, nv, nu) array
+        Noise-free, in Pt-atom units.
+    dose : float
+        Electrons per Å² per projection.
+    cross_section : float
+        HAADF cross-section of one Pt atom, Å².
+    rng : numpy Generator
+
+    Returns
+    -------
+    (n_angles, nv, nu) float32 array
+    """
     if dose <= 0:
         raise AETInputError(f"dose {dose} e/Å² must be positive; give electrons per Å² per projection")
     scale = float(dose) * float(cross_section)

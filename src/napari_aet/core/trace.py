@@ -63,7 +63,19 @@ def _check_volume(volume: np.ndarray) -> np.ndarray:
 
 
 def find_peaks(volume: np.ndarray, min_distance_vox: float) -> np.ndarray:
-    """Voxel indices (m, 3) of local maxima, greedy by height, at least ``min_distance_vox`` apart."""
+    """Voxel indices (m, 3) of local maxima, greedy by height, at least ``min_distance_vox`` apart.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+    min_distance_vox : float
+        Voxels.
+
+    Returns
+    -------
+    (m, 3) int array
+        [z, y, x] indices.
+    """
     from scipy import ndimage
     from scipy.spatial import cKDTree
 
@@ -85,7 +97,19 @@ def find_peaks(volume: np.ndarray, min_distance_vox: float) -> np.ndarray:
 
 
 def subvoxel_positions(volume: np.ndarray, idx: np.ndarray, fit: str = "gaussian") -> np.ndarray:
-    """Fractional voxel indices of peaks: per-axis closed-form Gaussian or parabola fit."""
+    """Fractional voxel indices of peaks: per-axis closed-form Gaussian or parabola fit.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+    idx : (m, 3) int array
+        Peak voxels [z, y, x].
+    fit : {"gaussian", "parabola"}
+
+    Returns
+    -------
+    (m, 3) float array
+    """
     if fit not in ("gaussian", "parabola"):
         raise AETInputError(f"sub-voxel fit {fit!r} unknown; use gaussian or parabola")
     sub = idx.astype(np.float64)
@@ -108,7 +132,20 @@ def subvoxel_positions(volume: np.ndarray, idx: np.ndarray, fit: str = "gaussian
 
 
 def integrated_intensity(volume: np.ndarray, sub_idx: np.ndarray, radius_vox: float) -> np.ndarray:
-    """Sum of the voxels within ``radius_vox`` of each (fractional) peak position."""
+    """Sum of the voxels within ``radius_vox`` of each (fractional) peak position.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+    sub_idx : (m, 3) array
+        Fractional [z, y, x] indices.
+    radius_vox : float
+        Voxels.
+
+    Returns
+    -------
+    (m,) array
+    """
     r = int(np.ceil(radius_vox)) + 1
     g = np.arange(-r, r + 1)
     offs = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
@@ -130,6 +167,19 @@ def kmeans_1d(values: np.ndarray, n_classes: int, iterations: int = 100) -> tupl
     Two classes are split exactly (the threshold minimising the within-class sum of squares,
     scanned over the sorted values), so a handful of bright atoms among many noise peaks is
     found; more classes use Lloyd's iterations from evenly spaced starting centres.
+
+    Parameters
+    ----------
+    values : (n,) array
+    n_classes : int
+    iterations : int
+        Lloyd iterations (more than two classes).
+
+    Returns
+    -------
+    labels : (n,) int array
+    centres : (n_classes,) array
+        Ascending.
     """
     v = np.asarray(values, float)
     if n_classes == 2 and len(v) >= 2:
@@ -286,6 +336,20 @@ def local_maxima(volume, pixel_size: float, min_distance: float = 2.0):
 
     The tracer with its defaults, keeping only peaks classified as atoms; used to compare
     reconstructions with one fixed tracer.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+    pixel_size : float
+        Å.
+    min_distance : float
+        Å.
+
+    Returns
+    -------
+    positions : (m, 3) array
+        x, y, z in Å.
+    intensities : (m,) array
     """
     res = trace_atoms(volume, pixel_size, min_distance=min_distance)
     atoms = res.atoms
@@ -294,7 +358,21 @@ def local_maxima(volume, pixel_size: float, min_distance: float = 2.0):
 
 def snap_to_maxima(volume: np.ndarray, points_vox: np.ndarray, radius: int = 2) -> np.ndarray:
     """Move each point (fractional voxel indices [z, y, x]) to the brightest voxel within
-    ``radius`` voxels, then to the sub-voxel Gaussian fit around it ("refine edited atoms")."""
+    ``radius`` voxels, then to the sub-voxel Gaussian fit around it ("refine edited atoms").
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+    points_vox : (m, 3) array
+        Fractional [z, y, x] indices.
+    radius : int
+        Voxels.
+
+    Returns
+    -------
+    (m, 3) array
+        Fractional [z, y, x] indices.
+    """
     vol = np.asarray(volume, np.float32)
     pts = np.atleast_2d(np.asarray(points_vox, float))
     shape = np.array(vol.shape)

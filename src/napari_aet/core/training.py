@@ -82,7 +82,17 @@ class TrainingConfig:
 
 
 def load_config(path) -> TrainingConfig:
-    """A training config from JSON (any subset of the fields)."""
+    """A training config from JSON (any subset of the fields).
+
+    Parameters
+    ----------
+    path : path
+        JSON file.
+
+    Returns
+    -------
+    TrainingConfig
+    """
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
@@ -150,7 +160,21 @@ def _measurement_effects(tilts: np.ndarray, cfg: TrainingConfig, rng, pixel_size
 
 
 def make_pair(cfg: TrainingConfig, seed: int, device="cpu"):
-    """One (input, target) pair, both normalized by the input's scale, shape voxels³."""
+    """One (input, target) pair, both normalized by the input's scale, shape voxels³.
+
+    Parameters
+    ----------
+    cfg : TrainingConfig
+        The randomised families and measurement effects.
+    seed : int
+        Everything of the pair follows from it.
+    device : str
+        Where the input is reconstructed.
+
+    Returns
+    -------
+    input, target : (voxels, voxels, voxels) float32 arrays
+    """
     from . import geometry
     from .reconstruct import reconstruct
     from .forward import GaussianAtoms
@@ -218,7 +242,20 @@ def _write_chunk(args):
 
 
 def generate_dataset(cfg: TrainingConfig, out_dir, workers: int = 1, progress=None, cancel=None) -> dict:
-    """Write the training and validation pairs in chunks (resumable); returns a summary."""
+    """Write the training and validation pairs in chunks (resumable); returns a summary.
+
+    Parameters
+    ----------
+    cfg : TrainingConfig
+    out_dir : path
+    workers : int
+        Processes.
+    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+
+    Returns
+    -------
+    dict
+    """
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -336,6 +373,24 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
 
     ``init_weights``: start from these weights (fine-tuning) instead of a random model; with
     ``epochs: 0`` only the batch-norm statistics are recomputed on the data.
+
+    Parameters
+    ----------
+    cfg : TrainingConfig
+    data_dir : path or list of paths
+        Pairs from :func:`generate_dataset`.
+    run_dir : path
+        Checkpoints, ``log.jsonl``, ``weights.pt`` with its checksum.
+    device : {"auto", "cpu", "cuda"}
+    progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+    log : callable, optional
+        Called with each epoch's record.
+    init_weights : path, optional
+
+    Returns
+    -------
+    dict
+        Epochs done, history, seconds, parameters, device, data, sha256.
     """
     import torch
     import torch.distributed as dist

@@ -38,7 +38,22 @@ def _fail(message: str) -> None:
 
 def check_number(value, name: str, lo: Optional[float] = None, hi: Optional[float] = None, unit: str = "",
                  lo_open: bool = False, hint: str = "") -> float:
-    """A finite float in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``); ``name`` as the user knows it."""
+    """A finite float in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``); ``name`` as the user knows it.
+
+    Parameters
+    ----------
+    value : number
+    name : str
+    lo, hi : float, optional
+    unit : str
+    lo_open : bool
+    hint : str
+        Appended to the message.
+
+    Returns
+    -------
+    float
+    """
     u = f" {unit}" if unit else ""
     try:
         v = float(value)
@@ -55,7 +70,19 @@ def check_number(value, name: str, lo: Optional[float] = None, hi: Optional[floa
 
 
 def check_int(value, name: str, lo: Optional[int] = None, hi: Optional[int] = None, hint: str = "") -> int:
-    """An integer in ``[lo, hi]``."""
+    """An integer in ``[lo, hi]``.
+
+    Parameters
+    ----------
+    value : number
+    name : str
+    lo, hi : int, optional
+    hint : str
+
+    Returns
+    -------
+    int
+    """
     try:
         f = float(value)
     except (TypeError, ValueError):
@@ -71,7 +98,17 @@ def check_int(value, name: str, lo: Optional[int] = None, hi: Optional[int] = No
 
 
 def check_direction(vector: Sequence[float], name: str) -> np.ndarray:
-    """A finite, non-zero 3-vector, returned normalised."""
+    """A finite, non-zero 3-vector, returned normalised.
+
+    Parameters
+    ----------
+    vector : (3,) sequence
+    name : str
+
+    Returns
+    -------
+    (3,) array
+    """
     v = np.asarray(vector, dtype=np.float64).reshape(-1)
     if v.shape != (3,) or not np.all(np.isfinite(v)):
         _fail(f"{name} is {list(v)}; give three finite numbers X Y Z")
@@ -82,7 +119,21 @@ def check_direction(vector: Sequence[float], name: str) -> np.ndarray:
 
 
 def check_finite_output(array, what: str, fix: str = "") -> np.ndarray:
-    """Refuse to write an output holding NaN/Inf (or nothing but zeros, for volumes)."""
+    """Refuse to write an output holding NaN/Inf (or nothing but zeros, for volumes).
+
+    Parameters
+    ----------
+    array : array
+    what : str
+        What it is, for the message.
+    fix : str
+        What to do, for the message.
+
+    Returns
+    -------
+    array
+        ``array``, unchanged.
+    """
     a = np.asarray(array)
     if a.dtype.kind in "fc":
         bad = ~np.isfinite(a)
@@ -101,6 +152,11 @@ def check_tilt_signal(data: np.ndarray, source: str = "tilt series") -> None:
 
     Background-subtracted data may dip below zero, so only a series whose positive part is
     smaller than its negative part counts as negated.
+
+    Parameters
+    ----------
+    data : (n_angles, nv, nu) array
+    source : str
     """
     d = np.asarray(data)
     pos = float(np.clip(d, 0, None).sum(dtype=np.float64))
@@ -121,7 +177,18 @@ ANGLE_LIMIT_DEG = 360.0
 def check_angle_values(angles, source: str = "angles") -> np.ndarray:
     """Tilt angles (N,) within ±180° (a half- or full-turn series, as on-axis holders record, is
     valid) or Euler angles (N, 3) within ±360° (θ within ±180°), not all the same direction: a
-    tilt series needs at least two."""
+    tilt series needs at least two.
+
+    Parameters
+    ----------
+    angles : (N,) or (N, 3) array
+        Degrees.
+    source : str
+
+    Returns
+    -------
+    array
+    """
     a = np.asarray(angles, dtype=np.float64)
     if a.size == 0 or not np.all(np.isfinite(a)):
         _fail(f"{source} are empty or not finite; give one finite angle in degrees per projection")
@@ -198,7 +265,17 @@ def _address_space_limit() -> Optional[int]:
 
 def available_memory(device="cpu") -> int:
     """Bytes the work may still allocate on ``device``: free GPU memory for CUDA; for the
-    CPU the smallest of free RAM, the cgroup's headroom and the ``ulimit -v`` headroom."""
+    CPU the smallest of free RAM, the cgroup's headroom and the ``ulimit -v`` headroom.
+
+    Parameters
+    ----------
+    device : str or torch.device
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
     dev_type = getattr(device, "type", str(device))
     if dev_type.startswith("cuda"):
         import torch
@@ -215,7 +292,17 @@ def available_memory(device="cpu") -> int:
 
 
 def check_memory(need_bytes: float, what: str, fix: str, device="cpu", share: float = 0.9) -> None:
-    """Refuse work that needs more than ``share`` of the memory this process may still use."""
+    """Refuse work that needs more than ``share`` of the memory this process may still use.
+
+    Parameters
+    ----------
+    need_bytes : float
+    what : str
+    fix : str
+        What to do instead, for the message.
+    device : str or torch.device
+    share : float
+    """
     have = available_memory(device)
     if need_bytes > share * have:
         dev_type = getattr(device, "type", str(device))
@@ -227,7 +314,14 @@ def check_memory(need_bytes: float, what: str, fix: str, device="cpu", share: fl
 
 
 def check_not_same_file(output, inputs: Sequence, what: str = "output") -> None:
-    """Refuse an output path that is one of the inputs (or a link to one)."""
+    """Refuse an output path that is one of the inputs (or a link to one).
+
+    Parameters
+    ----------
+    output : path
+    inputs : sequence of paths
+    what : str
+    """
     out = Path(output)
     for inp in inputs:
         if inp is None:

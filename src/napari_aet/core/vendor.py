@@ -65,6 +65,15 @@ def read_vendor_stack(path: Path):
     """Read a Velox/EMD/DM stack: ``(data [a, v, u], pixel_size_Å or None, tilts_deg or None, info)``.
 
     ``tilts`` is given only when the file holds one stage alpha per frame and they differ.
+
+    Parameters
+    ----------
+    path : Path
+        ``.emd``, ``.h5``, ``.dm3`` or ``.dm4``.
+
+    Returns
+    -------
+    tuple
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -103,7 +112,17 @@ def read_vendor_stack(path: Path):
 
 
 def mrc_header_tilts(path: Path, n_images: int) -> Optional[tuple]:
-    """Alpha tilts (degrees) from an FEI1/FEI2 MRC extended header: ``(tilts, source)`` or None."""
+    """Alpha tilts (degrees) from an FEI1/FEI2 MRC extended header: ``(tilts, source)`` or None.
+
+    Parameters
+    ----------
+    path : Path
+    n_images : int
+
+    Returns
+    -------
+    tuple or None
+    """
     import mrcfile
 
     try:
@@ -123,7 +142,17 @@ def mrc_header_tilts(path: Path, n_images: int) -> Optional[tuple]:
 
 
 def find_mdoc(path: Path) -> Optional[Path]:
-    """SerialEM's metadata beside a stack: ``name.mrc.mdoc`` or ``name.mdoc``."""
+    """SerialEM's metadata beside a stack: ``name.mrc.mdoc`` or ``name.mdoc``.
+
+    Parameters
+    ----------
+    path : Path
+        The stack.
+
+    Returns
+    -------
+    Path or None
+    """
     path = Path(path)
     for cand in (path.with_name(path.name + ".mdoc"), path.with_suffix(".mdoc")):
         if cand.exists():
@@ -132,7 +161,21 @@ def find_mdoc(path: Path) -> Optional[Path]:
 
 
 def mdoc_tilts(mdoc: Path) -> tuple:
-    """Tilt angles (degrees, in stack order), pixel size (Å) and the tilt-axis angle of a SerialEM mdoc."""
+    """Tilt angles (degrees, in stack order), pixel size (Å) and the tilt-axis angle of a SerialEM mdoc.
+
+    Parameters
+    ----------
+    mdoc : Path
+
+    Returns
+    -------
+    tilts : (n,) array
+        Degrees.
+    pixel_size : float or None
+        Å.
+    tilt_axis_angle : float or None
+        Degrees.
+    """
     try:
         import mdocfile
     except ImportError:
