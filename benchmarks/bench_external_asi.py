@@ -208,7 +208,8 @@ def main():
                 row[tag] = {"recall": m.recall, "precision": m.precision, "rmsd_pm": m.rmsd_pm,
                             "n_found": int(m.n_found), "shift_A": np.round(shift, 3).tolist()}
             # what ``napari-aet run`` would trace: the network's tomogram only when it still explains the data
-            row["consistency"] = data_consistency(rec, volumes["ours"], ts.data, ts.angles)
+            row["consistency"] = data_consistency(rec, volumes["ours"], ts.data, ts.angles, pixel_size=PIXEL,
+                                                  training_pixel_size=meta["training_pixel_size"])
             row["run"] = row["ours" if row["consistency"]["network_accepted"] else "without"]
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)

@@ -467,6 +467,26 @@ def test_data_consistency_accepts_a_faithful_tomogram_and_rejects_erased_atoms(w
     assert not bad["network_accepted"] and bad["r_factor_enhanced"] > 2 * bad["r_factor_reconstruction"]
 
 
+def test_the_network_is_refused_on_data_noisier_than_it_was_validated_on():
+    """The noise ratio grows as the dose falls; a tilt series beyond the validated limit is
+    refused (with the reason and the fix), one within it accepted, whatever the R-factors."""
+    from napari_aet.core.enhance import NOISE_RATIO_LIMIT, data_consistency, projection_noise_ratio
+    from napari_aet.core.reconstruct import reconstruct
+    from napari_aet.core.simulate import simulate
+
+    ratios, verdicts = [], []
+    for dose in (2e4, 1e3, 100):
+        sim = simulate(size=1.6, n_voxels=64, pixel_size=0.357, tilt_range=60, tilt_step=15, seed=3, dose=dose)
+        ts = sim.tilt_series
+        ratios.append(projection_noise_ratio(ts.data, 0.357, 0.357))
+        rec = reconstruct(ts.data, ts.angles, 0.357, iterations=20, device="cpu").volume
+        verdicts.append(data_consistency(rec, rec, ts.data, ts.angles, pixel_size=0.357, training_pixel_size=0.357))
+    assert ratios[0] < ratios[1] < ratios[2]
+    assert ratios[0] < NOISE_RATIO_LIMIT < ratios[2]
+    assert verdicts[0]["network_accepted"] and verdicts[0]["reason"] is None
+    assert not verdicts[2]["network_accepted"] and "--denoise bm3d" in verdicts[2]["reason"]
+
+
 def test_run_traces_the_plain_tomogram_when_the_network_breaks_consistency(work, monkeypatch):
     import napari_aet.core.enhance as en
 

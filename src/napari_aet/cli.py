@@ -453,14 +453,16 @@ def cmd_enhance(args) -> int:
     if measured is not None:
         from .core.enhance import data_consistency
 
-        side["consistency"] = c = data_consistency(vol.data, out, measured[0], measured[1], device=dev)
+        side["consistency"] = c = data_consistency(vol.data, out, measured[0], measured[1], device=dev,
+                                                   pixel_size=vol.pixel_size,
+                                                   training_pixel_size=meta.get("training_pixel_size"))
         side["tilts"] = str(measured[2])
         if c["network_accepted"]:
             _info(f"re-projection R against {measured[2].name}: {c['r_factor_reconstruction']:.4f} -> "
-                  f"{c['r_factor_enhanced']:.4f} (within the +{c['tolerance']:g} tolerance)")
+                  f"{c['r_factor_enhanced']:.4f} (within the +{c['tolerance']:g} tolerance); noise/signal "
+                  f"{c['noise_ratio']:.3f} (validated up to {c['noise_limit']:g})")
         else:
-            _info(f"note: the network's tomogram explains {measured[2].name} worse (R {c['r_factor_reconstruction']:.4f} "
-                  f"-> {c['r_factor_enhanced']:.4f}); trace the plain tomogram {args.volume.name} instead")
+            _info(f"note: {c['reason']}; trace the plain tomogram {args.volume.name} instead")
     else:
         _info("note: no tilt series to check the network's output against (pass --tilts, or reconstruct with this "
               "version so the tomogram's JSON names its tilt series)")
@@ -513,8 +515,9 @@ def _report_network(rep: dict) -> None:
     if enh.get("note"):
         _info(f"note: {enh['note']}")
     else:
+        noise = f"; noise/signal {c['noise_ratio']:.3f}" if c.get("noise_ratio") is not None else ""
         _info(f"network accepted: re-projection R {c['r_factor_reconstruction']:.4f} (reconstruction) -> "
-              f"{c['r_factor_enhanced']:.4f} (network), within the +{c['tolerance']:g} tolerance")
+              f"{c['r_factor_enhanced']:.4f} (network), within the +{c['tolerance']:g} tolerance{noise}")
 
 
 def cmd_run(args) -> int:

@@ -338,12 +338,12 @@ def _enhance_stage(run, rec_volume, aligned, network, device, progress_bar) -> t
             enh, info = enhance_tomogram(rec_volume.data, rec_volume.pixel_size, network=network, device=device,
                                          progress=progress_bar("enhance"))
             io.write_volume(run.work / "tomogram_enhanced.mrc", enh, rec_volume.pixel_size)
-            consistency = data_consistency(rec_volume.data, enh, aligned.data, aligned.angles, device=device)
+            consistency = data_consistency(rec_volume.data, enh, aligned.data, aligned.angles, device=device,
+                                           pixel_size=aligned.pixel_size,
+                                           training_pixel_size=network[1].get("training_pixel_size"))
             note = None
             if not consistency["network_accepted"]:
-                note = (f"the network's tomogram explains the tilt series worse (R {consistency['r_factor_enhanced']:.4f} "
-                        f"against {consistency['r_factor_reconstruction']:.4f}); the atoms were traced in the plain "
-                        "reconstruction (both tomograms kept)")
+                note = f"{consistency['reason']}: the atoms were traced in the plain reconstruction (both tomograms kept)"
             io.write_json(run.work / "enhancement.json", {"weights_sha256": info["weights_sha256"],
                                                           "warning": info["warning"], "consistency": consistency,
                                                           "note": note})
