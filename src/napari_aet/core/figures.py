@@ -520,6 +520,13 @@ def layer_strain(table, lattice: dict, layer_axis: str = "001", layer: Optional[
                              "%", "strain", "(g)")
 
 
+def _volume_panels(volumes: dict) -> tuple:
+    """A figure with one panel per volume, side by side: (figure, [(axes, (label, volume))])."""
+    fig, axes = _plt().subplots(1, len(volumes), figsize=(3.3 * len(volumes), 3.5), squeeze=False,
+                                layout="constrained")
+    return fig, list(zip(axes[0], volumes.items()))
+
+
 def density_maps(volumes: dict, pixel_size: float, view: tuple = DEFAULT_VIEW, size: int = 260):
     """Tomograms (e.g. before and after the network) as 3D density maps, one panel each.
 
@@ -540,9 +547,8 @@ def density_maps(volumes: dict, pixel_size: float, view: tuple = DEFAULT_VIEW, s
     """
     from .render import render_volume
 
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(volumes), figsize=(3.3 * len(volumes), 3.5), squeeze=False, layout="constrained")
-    for ax, (name, vol) in zip(axes[0], volumes.items()):
+    fig, panels = _volume_panels(volumes)
+    for ax, (name, vol) in panels:
         lim = (float(np.percentile(vol, 80)), float(np.percentile(vol, 99.9)))
         img, step = render_volume(vol, _basis(view), size=size, opacity=80, gamma=1.5, limits=lim, crop=True)
         _sphere_panel(ax, img, step * pixel_size, f"{name}: 3D density", dark=True)
@@ -571,9 +577,8 @@ def fourier_density_maps(volumes: dict, tilt_range: Optional[float], view: tuple
     from .fourier import fourier_intensity as log_intensity, missing_wedge_mask
     from .render import render_volume
 
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(volumes), figsize=(3.3 * len(volumes), 3.5), squeeze=False, layout="constrained")
-    for ax, (name, vol) in zip(axes[0], volumes.items()):
+    fig, panels = _volume_panels(volumes)
+    for ax, (name, vol) in panels:
         f = log_intensity(vol)
         wedge = missing_wedge_mask(vol.shape, tilt_range) if tilt_range else None
         lim = (float(np.percentile(f, 70)), float(np.percentile(f, 99.95)))
