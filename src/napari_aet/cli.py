@@ -283,6 +283,7 @@ def cmd_reconstruct(args) -> int:
     side.update(tilts=str(args.tilts.resolve()), angles_deg=np.asarray(angles).tolist(), alignment=alignment,
                 angles_source=ts.metadata.get("angles_source"), angle_convention=ts.metadata.get("angle_convention"),
                 preprocessing=ts.metadata.get("preprocessing"),
+                tilts_read={k: getattr(args, k) for k in TILTS_READ_DEFAULTS},
                 data_file=args.output.name)
     io.write_json(args.output.with_suffix(".json"), side)
     _info(f"{args.method}: {result.iterations} iterations on {result.device} in {result.seconds:.1f} s, "
@@ -308,6 +309,27 @@ def _as_reconstructed(vol_path: Path, ts):
     return ts
 
 
+TILTS_READ_DEFAULTS = {"stack_axis": 0, "transpose_projections": False, "angle_units": "deg",
+                       "angle_convention": "zyz", "tilt_axis_angle": 0.0}
+
+
+def _tilts_read_settings(vol_path: Path, tilts_path: Path, args=None) -> dict:
+    """How to read the tilt series a tomogram came from: what ``reconstruct`` recorded beside
+    the tomogram when it is that file (a RESIRE stack needs its layout and angle convention
+    again), overridden by the options given here."""
+    from .core.io import read_sidecar
+
+    settings = dict(TILTS_READ_DEFAULTS)
+    side = vol_path.with_suffix(".json")
+    info = read_sidecar(side) if side.exists() else {}
+    if info.get("tilts_read") and info.get("tilts") and Path(info["tilts"]).resolve() == Path(tilts_path).resolve():
+        settings.update({k: v for k, v in info["tilts_read"].items() if k in settings})
+    for k in settings:
+        if args is not None and getattr(args, k, None) is not None:
+            settings[k] = getattr(args, k)
+    return settings
+
+
 def _alignment_from_sidecar(vol_path: Path):
     """The alignment ``reconstruct --align`` saved beside the volume (an AlignmentResult), if any."""
     from .core.align import AlignmentResult
@@ -331,7 +353,7 @@ def cmd_trace(args) -> int:
     tilts_ts, alignment = None, None
     if args.tilts is not None:
         tilts_ts = io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.tilts_pixel_size,
-                                       stack_axis=args.stack_axis, angle_units=args.angle_units, require_pixel_size=False)
+                                       require_pixel_size=False, **_tilts_read_settings(args.volume, args.tilts, args))
         if tilts_ts.pixel_size is None:  # no header value: the volume's voxel size is the pixel size
             tilts_ts.pixel_size = vol.pixel_size
         tilts_ts = _as_reconstructed(args.volume, tilts_ts)
@@ -485,7 +507,10 @@ def _measured_tilts_for(args, vol):
         path = Path(info["tilts"])
         if angles is None and info.get("angles_deg") and not info.get("alignment"):
             angles = np.asarray(info["angles_deg"], float)
-    ts = _as_reconstructed(args.volume, io.read_tilt_series(path, angles=angles, require_pixel_size=False))
+    read = _tilts_read_settings(args.volume, path)
+    if isinstance(angles, np.ndarray):  # the recorded angles are the contract's already: no second conversion
+        read.update(angle_units="deg", angle_convention="zyz")
+    ts = _as_reconstructed(args.volume, io.read_tilt_series(path, angles=angles, require_pixel_size=False, **read))
     alignment = _alignment_from_sidecar(args.volume)
     if alignment is not None and len(alignment.shifts) == len(ts.data):
         ts = alignment.apply(ts)
@@ -756,8 +781,16 @@ def _add_trace_command(sub) -> None:
                    help="the tilt series the tomogram came from: positions are refined against it")
     p.add_argument("--angles", type=Path, default=None, metavar="FILE", help="angles of --tilts (default: found beside it)")
     p.add_argument("--tilts-pixel-size", type=float, default=None, metavar="Å", help="pixel size of --tilts (default: its header, else the volume's voxel size)")
-    p.add_argument("--angle-units", choices=("deg", "rad"), default="deg", help="unit of the angles file (default deg)")
-    p.add_argument("--stack-axis", type=int, default=0, metavar="AXIS", help="axis of --tilts that indexes projections")
+    p.add_argument("--angle-units", choices=("deg", "rad"), default=None,
+                   help="unit of the angles file (default: as reconstruct read --tilts, else deg)")
+    p.add_argument("--stack-axis", type=int, default=None, metavar="AXIS",
+                   help="axis of --tilts that indexes projections (default: as reconstruct read it, else 0)")
+    p.add_argument("--transpose-projections", action="store_const", const=True, default=None,
+                   help="swap rows and columns of each projection (default: as reconstruct read --tilts)")
+    p.add_argument("--angle-convention", choices=("zyz", "zyx", "tilt-axis"), default=None,
+                   help="convention of the angles (default: as reconstruct read --tilts, else zyz)")
+    p.add_argument("--tilt-axis-angle", type=float, default=None, metavar="DEG",
+                   help="with --angle-convention tilt-axis (default: as reconstruct read --tilts, else 0)")
     p.add_argument("--min-distance", type=float, default=2.0, metavar="Å", help="minimum distance between atoms, Å (default 2.0)")
     p.add_argument("--classes", type=int, default=2, metavar="N", help="intensity classes incl. noise (default 2)")
     p.add_argument("--species", nargs="*", default=[], metavar="NAME", help="names of the atom classes, faint to bright (e.g. Pt)")
