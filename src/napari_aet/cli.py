@@ -294,13 +294,19 @@ def cmd_reconstruct(args) -> int:
 # ------------------------------------------------------------------------ trace
 
 
-def _as_reconstructed(vol_path: Path, ts):
-    """The tilt series prepared as it was for the tomogram (its JSON records the preparation)."""
+def _volume_sidecar(vol_path: Path) -> dict:
+    """The JSON ``reconstruct`` wrote beside a tomogram ({} when there is none)."""
     from .core.io import read_sidecar
-    from .core.preprocess import prepare
 
     side = vol_path.with_suffix(".json")
-    prep = (read_sidecar(side).get("preprocessing") if side.exists() else None) or {}
+    return read_sidecar(side) if side.exists() else {}
+
+
+def _as_reconstructed(vol_path: Path, ts):
+    """The tilt series prepared as it was for the tomogram (its JSON records the preparation)."""
+    from .core.preprocess import prepare
+
+    prep = _volume_sidecar(vol_path).get("preprocessing") or {}
     if not prep:
         return ts
     axis = prep.get("tilt_axis", {}).get("tilt_axis_angle_deg") if prep.get("tilt_axis") else None
@@ -317,11 +323,8 @@ def _tilts_read_settings(vol_path: Path, tilts_path: Path, args=None) -> dict:
     """How to read the tilt series a tomogram came from: what ``reconstruct`` recorded beside
     the tomogram when it is that file (a RESIRE stack needs its layout and angle convention
     again), overridden by the options given here."""
-    from .core.io import read_sidecar
-
     settings = dict(TILTS_READ_DEFAULTS)
-    side = vol_path.with_suffix(".json")
-    info = read_sidecar(side) if side.exists() else {}
+    info = _volume_sidecar(vol_path)
     if info.get("tilts_read") and info.get("tilts") and Path(info["tilts"]).resolve() == Path(tilts_path).resolve():
         settings.update({k: v for k, v in info["tilts_read"].items() if k in settings})
     for k in settings:
@@ -333,15 +336,11 @@ def _tilts_read_settings(vol_path: Path, tilts_path: Path, args=None) -> dict:
 def _alignment_from_sidecar(vol_path: Path):
     """The alignment ``reconstruct --align`` saved beside the volume (an AlignmentResult), if any."""
     from .core.align import AlignmentResult
-    from .core.io import read_sidecar
 
-    side = vol_path.with_suffix(".json")
-    if not side.exists():
-        return None
-    al = read_sidecar(side).get("alignment")
+    al = _volume_sidecar(vol_path).get("alignment")
     if not al:
         return None
-    return AlignmentResult.from_summary(al, where=f"the alignment in {side}")
+    return AlignmentResult.from_summary(al, where=f"the alignment in {vol_path.with_suffix('.json')}")
 
 
 def cmd_trace(args) -> int:
@@ -500,8 +499,7 @@ def _measured_tilts_for(args, vol):
 
     path, angles = args.tilts, args.angles
     if path is None:
-        side = args.volume.with_suffix(".json")
-        info = io.read_sidecar(side) if side.exists() else {}
+        info = _volume_sidecar(args.volume)
         if not info.get("tilts") or not Path(info["tilts"]).exists():
             return None
         path = Path(info["tilts"])
@@ -596,7 +594,8 @@ def cmd_figures(args) -> int:
     tilt_range = args.tilt_range
     report = src / "report.json"
     if tilt_range is None and report.exists():
-        angles = (json.loads(report.read_text()).get("settings") or {}).get("angles_deg")
+        rep = json.loads(report.read_text())  # the angles reconstructed with: refined ones when the run aligned
+        angles = (rep.get("alignment") or {}).get("angles_deg") or (rep.get("settings") or {}).get("angles_deg")
         if angles:
             tilt_range = single_axis_tilt_range(np.asarray(angles, float))
     out = args.output or src / "figures"

@@ -292,12 +292,6 @@ def _stage(run, name: str, fn):
     return res
 
 
-def _saved(run, name: str) -> dict:
-    import json
-
-    return json.loads((run.work / name).read_text())
-
-
 def _align_stage(run, ts, device, progress_bar) -> tuple:
     """The aligned tilt series and the alignment's summary (from the checkpoint when resumed)."""
     from . import io
@@ -306,7 +300,7 @@ def _align_stage(run, ts, device, progress_bar) -> tuple:
     if not run.done("align"):
         _stage(run, "align", lambda: io.write_json(run.work / "alignment.json", align(
             ts.data, ts.angles, pixel_size=ts.pixel_size, device=device, progress=progress_bar("align")).summary()))
-    summary = _saved(run, "alignment.json")
+    summary = io.read_sidecar(run.work / "alignment.json")
     return AlignmentResult.from_summary(summary).apply(ts), summary
 
 
@@ -324,7 +318,7 @@ def _reconstruct_stage(run, aligned, device, extended_object, progress_bar) -> t
             io.write_json(run.work / "reconstruction.json",
                           {k: v for k, v in rec.summary().items() if k != "r_factors"} | {"r_factors": rec.r_factors})
         _stage(run, "reconstruct", do_reconstruct)
-    return io.read_volume(run.work / "tomogram.mrc"), _saved(run, "reconstruction.json")
+    return io.read_volume(run.work / "tomogram.mrc"), io.read_sidecar(run.work / "reconstruction.json")
 
 
 def _enhance_stage(run, rec_volume, aligned, network, device, progress_bar) -> tuple:
@@ -348,7 +342,7 @@ def _enhance_stage(run, rec_volume, aligned, network, device, progress_bar) -> t
                                                           "warning": info["warning"], "consistency": consistency,
                                                           "note": note})
         _stage(run, "enhance", do_enhance)
-    return io.read_volume(run.work / "tomogram_enhanced.mrc").data, _saved(run, "enhancement.json")
+    return io.read_volume(run.work / "tomogram_enhanced.mrc").data, io.read_sidecar(run.work / "enhancement.json")
 
 
 def _figures_stage(run, analysed, summary, volumes, pixel_size, angles, layer_maps) -> list:
