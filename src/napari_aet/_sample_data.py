@@ -26,8 +26,8 @@ def simulate_sample(progress=None, cancel=None):
 def make_sample_pt():
     """napari sample data: tilt series, ideal tomogram and ground-truth atoms, all in Å."""
     sim = simulate_sample()
-    return [
-        tilt_series_layer(sim.tilt_series, name="Pt tilt series (simulated)"),
-        volume_layer(sim.ideal, name="Pt ideal tomogram", kind="ideal_tomogram"),
-        atoms_layer(sim.truth_table(), name="Pt atoms (ground truth)", metadata=sim.metadata()),
-    ]
+    truth = [volume_layer(sim.ideal, name="Pt ideal tomogram", kind="ideal_tomogram"),
+             atoms_layer(sim.truth_table(), name="Pt atoms (ground truth)", metadata=sim.metadata())]
+    for _, kwargs, _ in truth:  # the widgets take these as inputs only when nothing else exists
+        kwargs["metadata"]["napari_aet"]["ground_truth"] = True
+    return [tilt_series_layer(sim.tilt_series, name="Pt tilt series (simulated)"), *truth]

@@ -31,6 +31,9 @@ class AlignWidget(WorkerWidget):
         form.extend([self.layer_box, self.method, self.rounds, self.refine_angles])
         self.settings.update(method=self.method, rounds=self.rounds, refine_angles=self.refine_angles)
 
+    def layer_rank(self, layer) -> int:
+        return 1 if aet_meta(layer).get("alignment") else 0  # the series as loaded before an aligned one
+
     def start(self):
         layer = self.selected_layer()
         meta = aet_meta(layer)

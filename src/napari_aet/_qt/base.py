@@ -5,13 +5,15 @@ widgets share (layer metadata, atoms tables, colouring).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import weakref
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
-    QHBoxLayout, QLabel, QProgressBar,
-    QPushButton, QVBoxLayout, QWidget,
+    QComboBox, QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QProgressBar,
+    QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget,
 )
 
 from magicgui import widgets as mg
@@ -30,6 +32,38 @@ class _Relay(QObject):
 
 def aet_meta(layer) -> dict:
     return (layer.metadata.get("napari_aet") or {}) if layer is not None else {}
+
+
+GROUND_TRUTH_KINDS = ("ideal_tomogram",)
+
+
+def is_ground_truth(layer) -> bool:
+    """A simulation's truth (its ideal tomogram, its true atoms): an input only when nothing else exists."""
+    meta = aet_meta(layer)
+    return bool(meta.get("ground_truth") or meta.get("kind") in GROUND_TRUTH_KINDS
+                or "true_euler_angles" in (meta.get("atoms_metadata") or {}))
+
+
+def preferred_layers(layers, kinds, rank=None) -> list:
+    """The layers of ``kinds``, best input first: anything before ground truth, then by
+    ``rank(layer)`` (lower first; e.g. a step's own output last), then the newest first."""
+    found = [(i, layer) for i, layer in enumerate(layers) if aet_meta(layer).get("kind") in kinds]
+    found.sort(key=lambda il: (is_ground_truth(il[1]), rank(il[1]) if rank else 0, -il[0]))
+    return [layer for _, layer in found]
+
+
+def _set_choices(box: mg.ComboBox, names: list, value) -> None:
+    """Show ``names`` in this order in ``box`` and select ``value`` (the first name when it is
+    not there); ``changed`` is emitted only when the selection changes."""
+    before = box.value
+    if [str(c) for c in box.choices] != names or before != value:
+        with box.changed.blocked():
+            box.choices = []  # magicgui keeps existing items in place: clear to reorder
+            box.choices = names
+            if value in names:
+                box.value = value
+    if box.value != before:
+        box.changed.emit(box.value)
 
 
 # -- form fields: magicgui widgets (one ``.value`` API, ``.changed`` signals, a file picker)
@@ -92,6 +126,47 @@ def _set_value(w, v) -> None:
         pass  # a stale or hand-edited settings file must not break the widget
 
 
+class _FormScroll(QScrollArea):
+    """A vertical scroll area around a widget's form: the dock's minimum height is a few rows,
+    not the whole form's, so eight docks fit a screen; as wide as the form (no side scrolling)."""
+
+    def __init__(self, body: QWidget):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(body)
+        for box in body.findChildren(QComboBox):  # long choices widen the popup, not the dock
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(16)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        body = self.widget()
+        width = (body.minimumSizeHint().width() if body is not None else 0) + self.verticalScrollBar().sizeHint().width()
+        return QSize(width, 120)
+
+
+def _call(ref, name: str) -> None:
+    """Call a widget's method through a weak reference (timers), nothing once it is gone."""
+    widget = ref()
+    if widget is not None:
+        try:
+            getattr(widget, name)()
+        except RuntimeError:  # the Qt object was deleted before the call came
+            pass
+
+
+def _dock_and_window(widget: QWidget):
+    """The QDockWidget holding ``widget`` and its QMainWindow, through Qt's parent chain (napari
+    hands plugins a proxy of the viewer, whose window cannot be used as a Qt object)."""
+    dock, parent = None, widget.parentWidget()
+    while parent is not None and not isinstance(parent, QMainWindow):
+        if dock is None and isinstance(parent, QDockWidget):
+            dock = parent
+        parent = parent.parentWidget()
+    return dock, parent
+
+
 class WorkerWidget(QWidget):
     """Base of the step widgets: a form, Run/Cancel, a progress bar, a status line, and a
     core function run in a napari thread worker with a progress callback and a cancel flag.
@@ -111,7 +186,9 @@ class WorkerWidget(QWidget):
         self.worker = None
         self.napari_progress = None
         self.settings: dict = {}
-        self.layer_box = choice("input", self._layer_names, tooltip="input layer")
+        self._inputs: list = []  # (box, kinds, rank, names after the layers) of every layer drop-down
+        self._tabbed = False
+        self.layer_box = self.layer_choice("input", self.layer_kinds, self.layer_rank, tooltip="input layer")
         self.device = choice("device", ["auto", "cpu", "cuda"], "auto")
         self.run_button = QPushButton(self.run_label)
         self.cancel_button = QPushButton("Cancel")
@@ -127,18 +204,25 @@ class WorkerWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        self.main_layout = QVBoxLayout(self)
+        body = QWidget()
+        self.main_layout = QVBoxLayout(body)
         self.main_layout.addWidget(self.form.native)
         self.main_layout.addLayout(buttons)
         self.main_layout.addWidget(self.bar)
         self.main_layout.addWidget(self.status)
         self.build_extra(self.main_layout)
         self.main_layout.addStretch()
+        self.scroll = _FormScroll(body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
+        # the scroll area takes the dock's height (napari adds no stretch below an expanding widget)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self.relay = _Relay()
         self.relay.progressed.connect(self._on_progress)
         self.run_button.clicked.connect(self._start)
         self.cancel_button.clicked.connect(self.cancel)
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
         self.restore_settings()
@@ -155,6 +239,32 @@ class WorkerWidget(QWidget):
 
     def on_result(self, result):
         raise NotImplementedError
+
+    # -- docking
+    def event(self, event):  # noqa: D102 (Qt's name)
+        if event.type() in (QEvent.Type.ParentChange, QEvent.Type.Show) and not getattr(self, "_tabbed", True):
+            # napari adds the dock to its window after building the widget: look once it has
+            QTimer.singleShot(0, functools.partial(_call, weakref.ref(self), "tab_with_siblings"))
+        return super().event(event)
+
+    def tab_with_siblings(self) -> None:
+        """Tab this widget's dock with the other napari-aet docks in the same area of its window
+        (once, when first docked): the steps share one full-height column, each form scrolling,
+        instead of stacking past the screen's height."""
+        dock, window = _dock_and_window(self)
+        if dock is None or window is None or self._tabbed:
+            return
+        self._tabbed = True
+        if dock.isFloating():
+            return
+        area = window.dockWidgetArea(dock)
+        others = [d for d in window.findChildren(QDockWidget)
+                  if d is not dock and isinstance(d.widget(), WorkerWidget) and not d.isFloating()
+                  and window.dockWidgetArea(d) == area and d.isVisibleTo(window)]
+        if others and dock not in window.tabifiedDockWidgets(others[0]):
+            window.tabifyDockWidget(others[0], dock)
+            dock.show()
+            dock.raise_()  # the newest step in front
 
     # -- settings
     @property
@@ -173,11 +283,36 @@ class WorkerWidget(QWidget):
     def layers_of_kind(self, kinds):
         return [l for l in self.viewer.layers if aet_meta(l).get("kind") in kinds]
 
-    def _layer_names(self, *_) -> list:
-        return [l.name for l in self.layers_of_kind(self.layer_kinds)] if hasattr(self, "viewer") else []
+    def layer_rank(self, layer) -> int:
+        """Order of preference among the input layers (lower first, then the newest); a step
+        whose output is of its own input kind (Align, Enhance) puts that output last."""
+        return 0
 
-    def _refresh_layers(self, *_):
-        self.layer_box.reset_choices()  # keeps the current layer while it exists
+    def layer_choice(self, label: str, kinds, rank=None, after=(), tooltip: str = "") -> mg.ComboBox:
+        """A drop-down of the viewer's layers of ``kinds``, best first (:func:`preferred_layers`),
+        then the fixed names ``after``; it switches to a new layer that becomes the best."""
+        def names(*_) -> list:
+            return self._input_names(kinds, rank, after) if hasattr(self, "viewer") else list(after)
+
+        box = choice(label, names, tooltip=tooltip)
+        self._inputs.append((box, kinds, rank, tuple(after)))
+        return box
+
+    def _input_names(self, kinds, rank, after) -> list:
+        return [layer.name for layer in preferred_layers(self.viewer.layers, kinds, rank)] + list(after)
+
+    def _refresh_layers(self, *_, follow: str = ""):
+        """Update every layer drop-down: the current layer stays while it exists (else the best
+        one); ``follow``, a new layer's name, is selected where it is now the best input."""
+        for box, kinds, rank, after in self._inputs:
+            names = self._input_names(kinds, rank, after)
+            value = box.value if box.value in names else (names[0] if names else None)
+            if follow and names and names[0] == follow:
+                value = follow
+            _set_choices(box, names, value)
+
+    def _on_layer_inserted(self, event) -> None:
+        self._refresh_layers(follow=getattr(event.value, "name", ""))
 
     def selected_layer(self):
         name = self.layer_box.value

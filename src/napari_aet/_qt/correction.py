@@ -19,7 +19,7 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QMainWindow, QMessageBox, QPushButton
 
 from .. import session
-from .base import WorkerWidget, choice, flag, aet_meta, layer_table, recolour
+from .base import WorkerWidget, flag, aet_meta, layer_table, recolour
 
 
 class _CloseGuard(QObject):
@@ -129,7 +129,7 @@ class CorrectionWidget(WorkerWidget):
 
     def build_form(self, form):
         self.layer_box.label = "atoms"
-        self.tomogram_box = choice("tomogram", lambda *_: [l.name for l in self.layers_of_kind(("tomogram", "ideal_tomogram"))])
+        self.tomogram_box = self.layer_choice("tomogram", ("tomogram", "ideal_tomogram"))
         form.extend([self.layer_box, self.tomogram_box])
 
     def build_extra(self, layout):
@@ -153,10 +153,9 @@ class CorrectionWidget(WorkerWidget):
         layout.addLayout(row2)
         self._update_buttons()
 
-    def _refresh_layers(self, *_):
-        super()._refresh_layers()
+    def _refresh_layers(self, *args, **kwargs):
+        super()._refresh_layers(*args, **kwargs)
         if hasattr(self, "tomogram_box"):
-            self.tomogram_box.reset_choices()
             if self._layer is not None and self._layer not in self.viewer.layers:
                 self._detach()
             if self._layer is None:

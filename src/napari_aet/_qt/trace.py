@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import WorkerWidget, aet_meta, choice, number
+from .base import WorkerWidget, aet_meta, number
 
 NO_REFINEMENT = "none (trace only)"
 
@@ -29,19 +29,11 @@ class TraceWidget(WorkerWidget):
     def build_form(self, form):
         self.layer_box.label = "tomogram"
         self.min_distance = number("min. distance", 0.5, 10.0, 2.0, decimals=2, suffix=" Å")
-        self.refine_against = choice("refine against", self._tilt_series_names,
-                                     tooltip="the aligned tilt series this tomogram was reconstructed from")
+        # the newest tilt series first (the aligned one, as run refines), trace-only last
+        self.refine_against = self.layer_choice("refine against", ("tilt_series",), after=(NO_REFINEMENT,),
+                                                tooltip="the aligned tilt series this tomogram was reconstructed from")
         form.extend([self.layer_box, self.min_distance, self.refine_against])
         self.settings.update(min_distance=self.min_distance)
-
-    def _tilt_series_names(self, *_) -> list:
-        names = [l.name for l in self.layers_of_kind(("tilt_series",))] if hasattr(self, "viewer") else []
-        return names[::-1] + [NO_REFINEMENT]  # by default the newest (the aligned one), as run refines
-
-    def _refresh_layers(self, *_):
-        super()._refresh_layers()
-        if hasattr(self, "refine_against"):
-            self.refine_against.reset_choices()
 
     def start(self):
         layer = self.selected_layer()
