@@ -31,7 +31,9 @@ def tilt_series_layer(ts: TiltSeries, name: str = "tilt series"):
     }
     kwargs = {
         "name": name,
-        "units": ("pixel", "angstrom", "angstrom") if ts.pixel_size else ("pixel",) * 3,
+        # every axis in Å as the volumes and atoms are (the stack axis counts projections at
+        # one "Å" a step): one unit per dimension keeps napari's units and its scale bar in Å
+        "units": ("angstrom",) * 3 if ts.pixel_size else ("pixel",) * 3,
         "scale": (1.0, p, p),
         "translate": (0.0, geometry.origin_angstrom(nv, p), geometry.origin_angstrom(nu, p)),
         "metadata": meta,
@@ -184,11 +186,129 @@ def fourier_layers(volume: Volume, tilt_range: Optional[float], name: str, views
     dk = 1.0 / (n * (volume.pixel_size or 1.0))
     scale = tuple(dk)
     translate = tuple(-(n // 2) * dk)
+    units = (INVERSE_ANGSTROM,) * 3  # their own viewer: never mixed with the Å layers
     meta = {"napari_aet": {"kind": "fourier", "pixel_size": volume.pixel_size, "tilt_range": tilt_range}}
-    out = [(intensity, {"name": f"{name} |F|² (log)", "scale": scale, "translate": translate,
+    out = [(intensity, {"name": f"{name} |F|² (log)", "scale": scale, "translate": translate, "units": units,
                         "colormap": "magma", "contrast_limits": data_range(intensity), "metadata": meta}, "image")]
     if wedge is not None:  # an image overlay, not a Labels layer: four times cheaper to add (measured)
         out.append((wedge, {"name": f"missing wedge (±{tilt_range:.0f}°)", "scale": scale, "translate": translate,
-                            "colormap": "cyan", "blending": "additive", "opacity": 0.3, "contrast_limits": (0, 1),
-                            "metadata": {"napari_aet": {"kind": "wedge"}}}, "image"))
+                            "units": units, "colormap": "cyan", "blending": "additive", "opacity": 0.3,
+                            "contrast_limits": (0, 1), "metadata": {"napari_aet": {"kind": "wedge"}}}, "image"))
+        out.append(wedge_lines_layer(volume.data.shape, volume.pixel_size or 1.0, tilt_range))
+    return out
+
+
+INVERSE_ANGSTROM = "1/angstrom"
+
+
+def wedge_lines(shape, pixel_size: float, tilt_range: float) -> list:
+    """The missing wedge's edges in the k_x-k_z plane (k_y = 0) as two line segments through
+    the origin, ``[(k_z, k_y, k_x) start, end]`` in 1/Å: |k_z| = |k_x| tan(tilt range), clipped
+    to the Fourier box (the reference work's figure 2c-d)."""
+    n = np.asarray(shape, float)
+    kz_max, kx_max = (n[0] // 2) / (n[0] * pixel_size), (n[2] // 2) / (n[2] * pixel_size)
+    t = float(np.tan(np.deg2rad(tilt_range)))
+    kx = min(kx_max, kz_max / t) if t > 0 else kx_max
+    return [np.array([[-sign * kx * t, 0.0, -kx], [sign * kx * t, 0.0, kx]]) for sign in (1.0, -1.0)]
+
+
+def wedge_lines_layer(shape, pixel_size: float, tilt_range: float):
+    """Shapes layer of :func:`wedge_lines` (cyan, 1/Å) named after the tilt range."""
+    lines = wedge_lines(shape, pixel_size, tilt_range)
+    width = 2.0 / (np.asarray(shape[-1], float) * pixel_size)  # two frequency steps
+    return (lines, {"name": f"wedge edges (±{tilt_range:.0f}°)", "shape_type": "line", "edge_color": "cyan",
+                    "edge_width": width, "units": (INVERSE_ANGSTROM,) * 3,
+                    "metadata": {"napari_aet": {"kind": "wedge_lines", "tilt_range": tilt_range}}}, "shapes")
+
+
+def arrow_exaggeration(magnitudes, spacing: float) -> float:
+    """A round factor (1, 2 or 5 × 10^k) that draws the median displacement ``magnitudes`` (Å)
+    at about half the atom ``spacing`` (Å): pm displacements become visible arrows."""
+    m = np.asarray(magnitudes, float)
+    m = m[np.isfinite(m) & (m > 0)]
+    if not m.size:
+        return 1.0
+    want = 0.5 * spacing / float(np.median(m))
+    k = np.floor(np.log10(want))
+    steps = np.array([1.0, 2.0, 5.0, 10.0]) * 10.0**k
+    return float(steps[np.argmin(np.abs(np.log(steps / want)))])
+
+
+def layer_frame(lattice: dict, layer_axis: str = "001") -> np.ndarray:
+    """Rows: two in-plane directions and the normal of the one-unit-cell layers along
+    ``layer_axis`` ('100', '010', '001', '110', '111'), unit vectors in napari (z, y, x) order."""
+    from .core.analysis import LAYER_AXES
+
+    rot = np.asarray(lattice["crystal_rotation"], float)  # columns: crystal axes in the sample frame (x, y, z)
+    normal = rot @ np.asarray(LAYER_AXES.get(layer_axis, (0, 0, 1)), float)
+    normal /= np.linalg.norm(normal)
+    helper = rot[:, int(np.argmin(np.abs(rot.T @ normal)))]  # the crystal axis most in the plane
+    e1 = helper - (helper @ normal) * normal
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(normal, e1)
+    return np.stack([e1, e2, normal])[:, ::-1]
+
+
+def layer_view(table, lattice: dict, layer: int, layer_axis: str = "001", exaggeration: float = 1.0) -> tuple:
+    """One layer seen face-on in 2D: atom positions ``(N, 2)`` and displacement arrows
+    ``(N, 2, 2)`` (in-plane part × ``exaggeration``), both in Å along :func:`layer_frame`'s
+    in-plane directions, and the features (magnitude in Å, out-of-plane part u_n in Å)."""
+    import pandas as pd
+
+    data, feats = displacement_vectors(table, lattice, layer, 1.0)
+    frame = layer_frame(lattice, layer_axis)
+    origin = data[:, 0] @ frame[:2].T if len(data) else np.zeros((0, 2))
+    inplane = data[:, 1] @ frame[:2].T if len(data) else np.zeros((0, 2))
+    normal = data[:, 1] @ frame[2] if len(data) else np.zeros(0)
+    arrows = np.stack([origin, inplane * exaggeration], axis=1) if len(data) else np.zeros((0, 2, 2))
+    return origin, arrows, pd.DataFrame({"magnitude": feats["magnitude"].to_numpy(), "u_normal": normal})
+
+
+COMPONENT_LABELS = {"exx": "ε_xx", "eyy": "ε_yy", "ezz": "ε_zz", "exy": "ε_xy", "exz": "ε_xz", "eyz": "ε_yz",
+                    "ux": "u_x", "uy": "u_y", "uz": "u_z"}
+
+
+def component_label(name: str) -> str:
+    """A component's name with its unit for colour bars and layer names: 'ε_xx (%)', 'u_x (pm)'."""
+    if name in STRAIN:
+        return f"{COMPONENT_LABELS[name]} (%)"
+    if name in DISPLACEMENT:
+        return f"{COMPONENT_LABELS[name]} (pm)"
+    return name
+
+
+def nice_limit(value: float) -> float:
+    """``value`` rounded up to 1, 2 or 5 × 10^k, so a symmetric colour bar gets round ticks."""
+    if not np.isfinite(value) or value <= 0:
+        return 1.0
+    k = np.floor(np.log10(value))
+    for step in (1.0, 2.0, 5.0, 10.0):
+        if step * 10.0**k >= value * (1 - 1e-9):
+            return float(step * 10.0**k)
+    return float(10.0 ** (k + 1))
+
+
+def analysis_layers(table, name: str, size: float = 1.2) -> list:
+    """Points layers of an analysed atoms table for toggling and comparing: the facets (surface
+    atoms coloured by facet family) and each strain component in % (diverging, symmetric round
+    limits, a colour bar), in Å like the atoms layer; hidden until the user shows them."""
+    atoms = table[table["atom"] == 1] if "atom" in table else table
+    out = []
+    if "facet" in atoms:
+        surf = atoms[atoms["facet"].fillna("").astype(str) != ""]
+        data, kwargs, _ = atoms_layer(surf, name=f"{name}: facets", size=size)
+        kwargs.update(face_color=atom_colours(kwargs["features"], "facet")["face_color"], visible=False)
+        kwargs["metadata"] = {"napari_aet": {"kind": "analysis_view", "component": "facet"}}
+        out.append((data, kwargs, "points"))
+    for comp in STRAIN:
+        if comp not in atoms:
+            continue
+        sel = atoms[np.isfinite(atoms[comp].to_numpy(float))]
+        data, kwargs, _ = atoms_layer(sel, name=f"{name}: {component_label(comp)}", size=size)
+        label = component_label(comp)
+        kwargs["features"] = kwargs["features"].assign(**{label: sel[comp].to_numpy(float) * 100.0})
+        lim = nice_limit(float(np.percentile(np.abs(kwargs["features"][label]), 99)) if len(sel) else 1.0)
+        kwargs.update(face_color=label, face_colormap="RdBu_r", face_contrast_limits=(-lim, lim), visible=False)
+        kwargs["metadata"] = {"napari_aet": {"kind": "analysis_view", "component": comp, "label": label}}
+        out.append((data, kwargs, "points"))
     return out

@@ -102,11 +102,17 @@ def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(dock, make_napa
 
     sim, rec = small_case
     viewer = make_napari_viewer()
+    from napari_aet._layers import tilt_series_layer
+
+    _add(viewer, tilt_series_layer(sim.tilt_series, name="tilts"))
     data, kwargs, kind = volume_layer(Volume(rec, PX), name="tomogram (resire)")
-    kwargs["metadata"]["napari_aet"]["tilt_range"] = 60.0
+    kwargs["metadata"]["napari_aet"].update(tilt_range=60.0, tilt_series="tilts")
     _add(viewer, (data, kwargs, kind))
     w = dock(viewer, "Enhance (U-Net)")
     w.device.value = "cpu"
+    w.tile.value = 48  # two tiles a side: eight steps of progress
+    messages = []
+    w.relay.progressed.connect(lambda done, total, message: messages.append(message))
     w.run_button.click()
     qtbot.waitUntil(lambda: "tomogram (resire) enhanced" in viewer.layers, timeout=120000)
     out = viewer.layers["tomogram (resire) enhanced"]
@@ -114,12 +120,24 @@ def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(dock, make_napa
     np.testing.assert_allclose(out.scale, src.scale)
     np.testing.assert_allclose(out.translate, src.translate)
     assert normalized_error(out.data, sim.ideal.data) < 0.9 * normalized_error(rec, sim.ideal.data)
-    # Fourier intensity before and after, the wedge marked
-    four = viewer.layers["tomogram (resire) |F|² (log)"]
-    wedge = viewer.layers["missing wedge (±60°)"]
+    # Fourier intensity before and after, the wedge marked: in their own viewer (1/Å), none in
+    # the main one (Å)
+    from napari_aet._qt.side import find_side_viewer
+
+    fourier = find_side_viewer(w, "fourier")
+    four = fourier.layers["tomogram (resire) |F|² (log)"]
+    wedge = fourier.layers["missing wedge (±60°)"]
     assert four.data.shape == rec.shape and wedge.data.shape == rec.shape
     np.testing.assert_allclose(four.scale, 1 / (56 * PX), rtol=1e-6)
-    assert "tomogram (resire) enhanced |F|² (log)" in viewer.layers
+    assert "tomogram (resire) enhanced |F|² (log)" in fourier.layers
+    assert not any("|F|" in layer.name or "wedge" in layer.name for layer in viewer.layers)
+    assert [str(u) for u in fourier.layers.extent.units] == ["1 / angstrom"] * 3
+    # progress tile by tile, and the data-consistency check the command line prints
+    tiles = [m for m in messages if m.startswith("enhancing: tile")]
+    assert tiles[0] == "enhancing: tile 1 of 8 done" and tiles[-1] == "enhancing: tile 8 of 8 done"
+    assert any(m.startswith("checking the enhanced tomogram") for m in messages)
+    assert "re-projection R against tilts" in w.status.text() and "tolerance" in w.status.text()
+    assert out.metadata["napari_aet"]["consistency"]["network_accepted"] in (True, False)
     # the enhanced tomogram is never offered as input by default
     assert w.layer_box.value == "tomogram (resire)"
 
@@ -137,12 +155,34 @@ def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(dock, open_tilts, m
     w.show_fourier.value = True
     w.device.value = "cpu"
     w.run_button.click()
-    qtbot.waitUntil(lambda: "missing wedge (±60°)" in viewer.layers, timeout=60000)
-    four = viewer.layers["tomogram (sirt) |F|² (log)"].data
-    wedge = viewer.layers["missing wedge (±60°)"].data == 1
+    from napari_aet._qt.side import find_side_viewer
+
+    qtbot.waitUntil(lambda: "tomogram (sirt)" in viewer.layers, timeout=60000)
+    fourier = find_side_viewer(w, "fourier")
+    four = fourier.layers["tomogram (sirt) |F|² (log)"].data
+    wedge = fourier.layers["missing wedge (±60°)"].data == 1
     kz, ky, kx = frequency_grids(four.shape)
     shell = (np.sqrt(kz**2 + ky**2 + kx**2) > 0.15) & (np.sqrt(kz**2 + ky**2 + kx**2) < 0.45)
     assert four[shell & wedge].mean() < 0.8 * four[shell & ~wedge].mean()
+    # the wedge drawn as lines in the k_x-k_z plane, the plane the Fourier viewer shows: every
+    # point just inside the lines' wedge is dark, just outside is measured
+    lines = fourier.layers["wedge edges (±60°)"]
+    assert lines.shape_type == ["line", "line"] and fourier.dims.order[:1] == (1,)
+    four_layer = fourier.layers["tomogram (sirt) |F|² (log)"]
+    _, (kz1, _, kx1) = lines.data[0]
+    slope = abs(kz1 / kx1)
+    assert slope == pytest.approx(np.tan(np.deg2rad(60.0)), rel=1e-6)
+    k = np.linspace(0.3, 0.7, 5) * abs(kx1)
+    inside = np.stack([slope * k * 1.3, 0 * k, k], 1)  # steeper than the edge: the wedge
+    outside = np.stack([slope * k * 0.7, 0 * k, k], 1)
+
+    def idx(points):  # world (1/Å) -> voxel indices of the Fourier volume
+        return tuple(np.round((points - four_layer.translate) / four_layer.scale).astype(int).T)
+
+    assert wedge[idx(inside)].all() and not wedge[idx(outside)].any()
+    assert four[idx(inside)].mean() < four[idx(outside)].mean()
+    # the main viewer keeps only Å layers: no unit warning, the scale bar in Å
+    assert [str(u) for u in viewer.layers.extent.units] == ["angstrom"] * 3
     assert viewer.layers["tomogram (sirt)"].metadata["napari_aet"]["tilt_range"] == pytest.approx(60.0)
 
 

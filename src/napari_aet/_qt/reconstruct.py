@@ -9,6 +9,7 @@ from .._layers import volume_layer
 from ..core import geometry
 from ..core.io import Volume
 from .base import WorkerWidget, aet_meta, choice, flag, integer
+from .side import show_fourier
 
 
 def _reconstruct_task(tilts, angles, pixel_size, method, iterations, device, fourier, progress=None, cancel=None):
@@ -31,7 +32,7 @@ class ReconstructWidget(WorkerWidget):
         self.layer_box.label = "tilt series"
         self.method = choice("method", ["resire", "sirt", "genfire"])
         self.iterations = integer("iterations", 1, 10000, 100)
-        self.show_fourier = flag("show Fourier intensity and missing wedge")
+        self.show_fourier = flag("show Fourier intensity and missing wedge (own viewer, 1/Å)")
         form.extend([self.layer_box, self.method, self.iterations, self.show_fourier])
         self.settings.update(method=self.method, iterations=self.iterations, show_fourier=self.show_fourier)
 
@@ -45,6 +46,7 @@ class ReconstructWidget(WorkerWidget):
             self.status.setText("this tilt series has no angles or pixel size; open it with its angles file and a header pixel size")
             return
         self._angles = np.asarray(meta["angles"], float)
+        self._source_name = layer.name  # the tilt series Enhance checks the network's tomogram against
         self.status.setText("reconstructing...")
         self.launch(_reconstruct_task, np.asarray(layer.data), self._angles, float(meta["pixel_size"]),
                     self.method.value, self.iterations.value, self.device.value, self.show_fourier.value)
@@ -55,10 +57,9 @@ class ReconstructWidget(WorkerWidget):
         result, tilt_range, views = output
         name = f"tomogram ({result.method})"
         data, kwargs, kind = volume_layer(Volume(result.volume, result.pixel_size), name=name)
-        kwargs["metadata"]["napari_aet"]["tilt_range"] = tilt_range
+        kwargs["metadata"]["napari_aet"].update(tilt_range=tilt_range, tilt_series=self._source_name)
         self.add_layer((data, kwargs, kind))
-        if views is not None:
-            for ld in fourier_layers(Volume(result.volume, result.pixel_size), tilt_range, name, views):
-                self.add_layer(ld)
+        if views is not None:  # in their own viewer: 1/Å, never mixed with the Å layers here
+            show_fourier(self, fourier_layers(Volume(result.volume, result.pixel_size), tilt_range, name, views))
         self.status.setText(f"{result.method}: {result.iterations} iterations in {result.seconds:.1f} s, "
                             f"R = {result.r_factors[-1]:.4f}")
