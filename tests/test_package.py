@@ -143,3 +143,49 @@ def test_no_function_runs_over_60_lines_without_a_reason():
             if not any(line.strip().startswith("# Long:") for line in above):
                 unexplained.append(f"{path.relative_to(src)}:{node.lineno} {node.name}")
     assert not unexplained, unexplained
+
+
+# Modules a library imports on our behalf that its own metadata does not declare: we declare
+# the distribution ourselves (skimage.restoration.estimate_sigma needs PyWavelets).
+IMPLIED_IMPORTS = {"pywt": "PyWavelets"}
+
+
+def _declared_distributions() -> tuple[set, set]:
+    """(core dependencies, extras) of pyproject.toml as normalised distribution names."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda req: re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower().replace("_", "-")  # noqa: E731
+    core = {name(r) for r in project["dependencies"]}
+    extras = {name(r) for reqs in project["optional-dependencies"].values() for r in reqs}
+    return core, extras
+
+
+def test_every_third_party_import_is_declared():
+    """A module the package imports at top level or in a function must come from a declared
+    distribution: a core dependency, or an extra when the import is optional (guarded or
+    in a function that says which extra to install). A new user's fresh venv has nothing else."""
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    core, extras = _declared_distributions()
+    stdlib = set(sys.stdlib_module_names)
+    missing = {}
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                roots = [node.module.split(".")[0]]
+            else:
+                continue
+            for root in roots:
+                if root in stdlib or root == "napari_aet":
+                    continue
+                owners = {d.lower().replace("_", "-") for d in dists.get(root, [root])}
+                if not owners & (core | extras):
+                    missing.setdefault(root, set()).add(path.name)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+    for module, dist in IMPLIED_IMPORTS.items():
+        assert dist.lower() in core, f"{dist} (for {module}) must be a core dependency"
