@@ -104,7 +104,8 @@ def points_to_table(data, meta: dict):
     features = meta.get("features")
     if features is not None and len(features) == len(table):
         feats = pd.DataFrame(features).reset_index(drop=True)
-        feats = feats.drop(columns=[c for c in ("x", "y", "z") if c in feats])
+        display_only = {component_label(c) for c in STRAIN + DISPLACEMENT}
+        feats = feats.drop(columns=[c for c in feats if c in ("x", "y", "z") or c in display_only])
         table = pd.concat([table, feats], axis=1)
     return table
 
@@ -140,9 +141,16 @@ def atom_colours(features, by: str) -> dict:
         return {"face_color": [LAYER_PALETTE[int(v) % (len(LAYER_PALETTE) - 1)] if v == v else LAYER_PALETTE[-1]
                                for v in values]}
     v = np.asarray(values, float)
+    label, factor = by, 1.0
+    if by in STRAIN or by in DISPLACEMENT:  # shown in % and pm (a colour bar of 0.003 reads "0")
+        label, factor = component_label(by), 100.0
+        v = v * factor
     finite = np.abs(v[np.isfinite(v)])
-    lim = float(np.percentile(finite, 99)) if finite.size else 1.0
-    return {"face_color": by, "face_colormap": "RdBu_r", "face_contrast_limits": (-(lim or 1.0), lim or 1.0)}
+    lim = nice_limit(float(np.percentile(finite, 99))) if finite.size else 1.0
+    spec = {"face_color": label, "face_colormap": "RdBu_r", "face_contrast_limits": (-lim, lim)}
+    if label != by:
+        spec["display_feature"] = (label, v)  # a display-only column: never exported (points_to_table)
+    return spec
 
 
 def displacement_vectors(table, lattice: dict, layer: Optional[int] = None, exaggeration: float = 10.0):

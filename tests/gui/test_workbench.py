@@ -188,6 +188,7 @@ def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(dock, open_tilts, m
 
 def test_analyze_widget_colours_atoms_and_shows_layer_displacements(dock, make_napari_viewer, qtbot):
     from napari_aet._layers import FACET_COLOURS, FCC_COLOURS
+    from napari_aet._qt.base import layer_table
     from napari.utils.colormaps.standardize_color import transform_color
 
     viewer = make_napari_viewer()
@@ -216,21 +217,87 @@ def test_analyze_widget_colours_atoms_and_shows_layer_displacements(dock, make_n
     same = truth.face_color[lay == k]
     assert np.allclose(same, same[0]) and not np.allclose(truth.face_color[lay == k + 1][0], same[0])
     assert not truth.face_colorbar.visible
-    # a strain component: diverging map, limits symmetric about zero, colour bar shown
+    # a strain component: diverging map in %, round limits symmetric about zero, colour bar
+    # shown and labelled with the component and its unit
     w.colour_by.value = "exy"
     lo, hi = truth.face_contrast_limits
     assert lo == -hi and hi > 0 and truth.face_colorbar.visible
     assert truth.face_colormap.name == "RdBu_r"
-    # per-layer displacement arrows: the slider picks the layer
+    np.testing.assert_allclose(truth.features["ε_xy (%)"], 100 * feats["exy"])
+    assert float(f"{hi:.0e}") == pytest.approx(hi)  # one significant digit: ticks at round values
+    assert hi >= np.nanpercentile(np.abs(100 * feats["exy"]), 99)
+    label = viewer.canvas.overlays.text
+    assert label.visible and label.text.endswith("ε_xy (%)")
+    assert "ε_xy (%)" not in layer_table(truth)  # display only: never exported
+    # per-layer displacement arrows: the slider picks the layer; the scale is chosen from the
+    # data (the median arrow about half the nearest-neighbour distance)
     vec = viewer.layers["displacement"]
+    factor = w.exaggeration_value()
+    assert w.exaggeration.value == 0 and f"× {factor:g}, auto" in w.layer_label.value
+    nn = truth.metadata["napari_aet"]["analysis"]["lattice"]["lattice_constant"] / np.sqrt(2)
     for index in (w.layer_slider.min + 1, w.layer_slider.max - 1):
         w.layer_slider.value = index
         sel = (feats["layer"] == index).to_numpy() & np.isfinite(feats["ux"].to_numpy())
         assert len(vec.data) == sel.sum() > 0
         assert set(vec.features["layer"]) == {index}
         lengths = np.linalg.norm(vec.data[:, 1], axis=1)
-        np.testing.assert_allclose(lengths, vec.features["magnitude"] * w.exaggeration.value, rtol=1e-6)
+        np.testing.assert_allclose(lengths, vec.features["magnitude"] * factor, rtol=1e-6)
+        np.testing.assert_allclose(viewer.layers["displacement slice"].data, vec.data[:, 0])  # the slice in 3D
+    median = np.median(np.linalg.norm(feats[["ux", "uy", "uz"]].to_numpy(float), axis=1)) * factor
+    assert 0.25 * nn < median < 1.0 * nn
     assert "on f.c.c. sites" in w.status.text()
+
+
+def test_facet_and_strain_layers_and_one_layer_face_on(dock, make_napari_viewer, qtbot):
+    """Facets and each strain component as their own layers; a layer's displacements face-on in
+    2D (own viewer, in-plane Å), the 3D view turned to look down the layers."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_aet._layers import FACET_COLOURS, layer_frame
+    from napari_aet._qt.side import find_side_viewer
+
+    viewer = make_napari_viewer()
+    _, truth = _sample_atoms(viewer)
+    viewer.dims.ndisplay = 3
+    w = dock(viewer, "Analyze")
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
+    feats = truth.features
+    facets = viewer.layers[f"{truth.name}: facets"]
+    on_facet = (feats["facet"].fillna("").astype(str) != "").to_numpy()
+    assert not facets.visible and len(facets.data) == on_facet.sum() > 0
+    np.testing.assert_allclose(facets.data, truth.data[on_facet])
+    is111 = (facets.features["facet"] == "111").to_numpy()
+    np.testing.assert_allclose(facets.face_color[is111], np.tile(transform_color(FACET_COLOURS["111"])[0],
+                                                                  (is111.sum(), 1)), atol=1e-6)
+    for comp, label in (("exx", "ε_xx (%)"), ("eyy", "ε_yy (%)"), ("ezz", "ε_zz (%)"), ("exy", "ε_xy (%)"),
+                        ("exz", "ε_xz (%)"), ("eyz", "ε_yz (%)")):
+        layer = viewer.layers[f"{truth.name}: {label}"]
+        finite = np.isfinite(feats[comp].to_numpy(float))
+        np.testing.assert_allclose(layer.features[label], 100 * feats[comp].to_numpy(float)[finite])
+        lo, hi = layer.face_contrast_limits
+        assert lo == -hi > -np.inf and layer.face_colormap.name == "RdBu_r" and not layer.visible
+        hot, cold = np.argmax(layer.features[label]), np.argmin(layer.features[label])
+        assert layer.face_color[hot][0] > layer.face_color[hot][2]  # positive red, negative blue
+        assert layer.face_color[cold][2] > layer.face_color[cold][0]
+    # the 3D camera looks along the layers' normal
+    lattice = truth.metadata["napari_aet"]["analysis"]["lattice"]
+    frame = layer_frame(lattice, "001")
+    np.testing.assert_allclose(viewer.scene.camera.view_direction, -frame[2], atol=1e-4)
+    # one layer face-on in 2D: the slice's atoms in the layer's own in-plane axes (Å)
+    w.face_on_button.native.click()
+    side = find_side_viewer(w, "layer")
+    k = w.layer_slider.value
+    atoms = side.layers[f"layer {k} atoms"]
+    slice_pts = viewer.layers["displacement slice"].data
+    np.testing.assert_allclose(atoms.data, slice_pts @ frame[:2].T, atol=1e-9)
+    assert side.dims.ndisplay == 2 and [str(u) for u in side.layers.extent.units] == ["angstrom"] * 2
+    (arrows,) = [layer for layer in side.layers if layer.name.startswith(f"layer {k} in-plane")]
+    inplane = np.linalg.norm(arrows.data[:, 1], axis=1) / w.exaggeration_value()
+    np.testing.assert_allclose(inplane**2 + arrows.features["u_normal"] ** 2, arrows.features["magnitude"] ** 2,
+                               atol=1e-9)
+    w.layer_slider.value = k + 1  # the face-on view follows the slider
+    assert f"layer {k + 1} atoms" in side.layers and f"layer {k} atoms" not in side.layers
 
 
 @pytest.fixture

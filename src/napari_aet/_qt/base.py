@@ -416,6 +416,9 @@ def recolour(layer, by: str) -> None:
     from .._layers import atom_colours
 
     spec = atom_colours(layer.features, by)
+    if "display_feature" in spec:  # the component in % or pm, for a colour bar with readable ticks
+        label, values = spec["display_feature"]
+        layer.features = layer.features.assign(**{label: values})
     if isinstance(spec["face_color"], str):
         layer.face_color = spec["face_color"]
         layer.face_colormap = spec["face_colormap"]
