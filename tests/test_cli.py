@@ -93,10 +93,49 @@ def test_demo_without_display(tmp_path, monkeypatch, capsys):
     assert main(["figures", str(tmp_path / "d"), "--only", "layers_uz", "-o", str(tmp_path / "f")]) == 0
     assert (tmp_path / "f" / "layers_uz.png").exists()
     assert main(["figures", str(tmp_path / "d"), "--layer", "999", "-o", str(tmp_path / "f")]) == 2
-    # re-running into the same folder refuses without --overwrite and keeps the results
+    # the demo's folder is the demo's own; a folder holding anything else is refused, untouched
+    (tmp_path / "d" / "notes.txt").write_text("mine")
     before = (tmp_path / "d" / "atoms.csv").read_bytes()
     assert main(["demo", "-o", str(tmp_path / "d"), "--device", "cpu"]) == 2
+    assert "notes.txt" in capsys.readouterr().err
     assert (tmp_path / "d" / "atoms.csv").read_bytes() == before
+
+
+def test_demo_folder_is_the_demos_own(tmp_path):
+    """A rerun replaces an earlier demo, an interrupted one (crashed in a stage) and one from a
+    version that left no mark included; it refuses a folder holding anything else."""
+    from napari_aet.cli import DEMO_MARK, _claim_demo_folder
+    from napari_aet.core.errors import AETInputError
+
+    interrupted = tmp_path / "interrupted"
+    (interrupted / "sample").mkdir(parents=True)
+    (interrupted / "sample" / "tilts.mrc").write_bytes(b"x")
+    (interrupted / ".napari-aet-partial").mkdir()
+    (interrupted / DEMO_MARK).write_text("{}")
+    _claim_demo_folder(interrupted, overwrite=False)
+    unmarked = tmp_path / "unmarked"  # an earlier version's finished demo
+    (unmarked / "sample").mkdir(parents=True)
+    (unmarked / "sample" / "meta.json").write_text("{}")
+    (unmarked / "atoms.csv").write_text("x")
+    _claim_demo_folder(unmarked, overwrite=False)
+    assert (unmarked / DEMO_MARK).is_file()
+    other_run = tmp_path / "run"  # 'napari-aet run -o run': not the demo's
+    other_run.mkdir()
+    (other_run / "atoms.csv").write_text("mine")
+    with pytest.raises(AETInputError, match="another command"):
+        _claim_demo_folder(other_run, overwrite=False)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / DEMO_MARK).write_text("{}")
+    (mixed / "thesis.tex").write_text("mine")
+    with pytest.raises(AETInputError, match="thesis.tex"):
+        _claim_demo_folder(mixed, overwrite=False)
+    _claim_demo_folder(mixed, overwrite=True)
+    assert (mixed / "thesis.tex").read_text() == "mine" and (other_run / "atoms.csv").read_text() == "mine"
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    with pytest.raises(AETInputError, match="not a folder"):
+        _claim_demo_folder(a_file, overwrite=True)
 
 
 def test_figures_render_writes_every_job_from_both_processes(tmp_path):

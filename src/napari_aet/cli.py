@@ -7,7 +7,7 @@ command with a one-line reason and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
 import time
@@ -17,6 +17,7 @@ import numpy as np
 from typing import Optional, Sequence
 
 from .core.errors import AETInputError, Cancelled
+from .core.locks import FolderInUse, output_lock, tracking_inputs
 from .core.pipeline import RUN_OUTPUTS, run_pipeline, trace_volume
 
 # Exit statuses (README, "Exit statuses"): 0 done; 1 some batch jobs failed; 2 bad input or
@@ -51,9 +52,23 @@ def _info(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# the output folders a command holds (locked until it ends; main enters and leaves it per command)
+_COMMAND_LOCKS = contextlib.ExitStack()
+
+
+def _lock_output(out_dir: Path) -> None:
+    """Hold the lock on a folder the command builds until the command ends (one writer a folder)."""
+    _COMMAND_LOCKS.enter_context(output_lock(out_dir))
+
+
 def _prepare_out_dir(out_dir: Path, names: Sequence[str], overwrite: bool) -> None:
+    """Lock a results folder for this command, then refuse to replace results without ``overwrite``."""
+    from .core.locks import check_not_input
+
     if out_dir.exists() and not out_dir.is_dir():
         raise AETInputError(f"{out_dir} is a file, not a folder; give a folder for the results")
+    check_not_input([out_dir / n for n in names], what="a result")
+    _lock_output(out_dir)
     existing = [n for n in names if (out_dir / n).exists()]
     if existing and not overwrite:
         raise AETInputError(
@@ -179,6 +194,9 @@ def _add_tilt_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-size", type=float, default=None, metavar="Å",
                    help="pixel size in Å (default: from the file header; required when it has none)")
     p.add_argument("--angle-units", choices=("deg", "rad"), default="deg", help="unit of the angles file (default deg)")
+    p.add_argument("--angle-column", default=None, metavar="NAME|N",
+                   help="the tilt-angle column of an angles table with other columns (index, dose): its header name "
+                   "or its number from 1; needed for tables of 2 or more than 3 columns")
     p.add_argument("--stack-axis", type=int, default=0, metavar="AXIS",
                    help="axis of TILTS that indexes projections (default 0; MATLAB files often use 2)")
     p.add_argument("--transpose-projections", action="store_true",
@@ -201,7 +219,7 @@ def _read_tilts_args(args):
     ts = io.read_tilt_series(args.tilts, angles=args.angles, pixel_size=args.pixel_size,
                              stack_axis=args.stack_axis, angle_units=args.angle_units,
                              angle_convention=args.angle_convention, tilt_axis_angle=args.tilt_axis_angle,
-                             transpose_projections=args.transpose_projections)
+                             transpose_projections=args.transpose_projections, angle_column=args.angle_column)
     if args.background or args.normalize or args.denoise or args.find_tilt_axis is not None:
         ts, info = prepare(ts, background=args.background, normalize=args.normalize, denoise=args.denoise,
                            tilt_axis=args.find_tilt_axis)
@@ -248,6 +266,14 @@ def _check_output_file(path: Path, overwrite: bool, suffixes=(".mrc",), inputs: 
             raise AETInputError(f"{side} exists; choose another name or pass --overwrite")
 
 
+def _refuse_inputs_as_outputs(output: Path, sidecar: bool = True) -> None:
+    """Before the work: refuse an output (or its JSON) that is a file this command read, named or
+    found (angles or mdoc beside a tilt series, sidecars, weights), even with --overwrite."""
+    from .core.locks import check_not_input
+
+    check_not_input([output] + ([output.with_suffix(".json")] if sidecar else []))
+
+
 def cmd_reconstruct(args) -> int:
     from .core import io
     from .core.align import align
@@ -257,6 +283,7 @@ def cmd_reconstruct(args) -> int:
 
     _check_output_file(args.output, args.overwrite, inputs=(args.tilts, args.angles), sidecar=True)
     ts = _read_tilts_args(args)
+    _refuse_inputs_as_outputs(args.output)
     data, angles, alignment = ts.data, ts.angles, None
     if args.thickness is not None:
         check_int(args.thickness, "--thickness", 1, 4 * max(ts.data.shape[1:]),
@@ -316,7 +343,7 @@ def _as_reconstructed(vol_path: Path, ts):
 
 
 TILTS_READ_DEFAULTS = {"stack_axis": 0, "transpose_projections": False, "angle_units": "deg",
-                       "angle_convention": "zyz", "tilt_axis_angle": 0.0}
+                       "angle_convention": "zyz", "tilt_axis_angle": 0.0, "angle_column": None}
 
 
 def _tilts_read_settings(vol_path: Path, tilts_path: Path, args=None) -> dict:
@@ -360,6 +387,7 @@ def cmd_trace(args) -> int:
         if alignment is not None and len(alignment.shifts) != len(tilts_ts.data):
             raise AETInputError(f"the alignment beside {args.volume} is for {len(alignment.shifts)} projections but "
                                 f"{args.tilts} has {len(tilts_ts.data)}; give the tilt series this tomogram came from")
+    _refuse_inputs_as_outputs(args.output)  # the angles, mdoc and sidecars found beside the inputs too
     t0 = time.perf_counter()
     table, meta = trace_volume(vol, tilts_ts, alignment, args.min_distance, args.classes, args.species, args.fit,
                                args.upsample, not args.no_refine, args.refine_iterations, args.device, progress_bar)
@@ -421,8 +449,12 @@ def cmd_analyze(args) -> int:
 def cmd_generate_data(args) -> int:
     from .core.training import generate_dataset, load_config
 
+    from .core.validate import check_int
+
+    workers = check_int(args.workers, "--workers", 1, 256)
     cfg = load_config(args.config)
-    summary = generate_dataset(cfg, args.output, workers=args.workers, progress=progress_bar("generate"))
+    summary = generate_dataset(cfg, args.output, workers=workers, progress=progress_bar("generate"),
+                               overwrite=args.overwrite)
     _info(f"{summary['chunks']} chunks ({summary['new_chunks']} new) in {summary['seconds']:.1f} s -> {args.output}")
     return 0
 
@@ -433,12 +465,16 @@ def cmd_train(args) -> int:
     from .core.io import write_json
     from .core.training import load_config, train
 
+    from .core.validate import check_number
+
     cfg = load_config(args.config)
-    if args.max_minutes is not None:
-        cfg.max_minutes = args.max_minutes
+    if args.max_minutes is not None:  # inf or <= 0 would train with a learning rate of 0
+        cfg.max_minutes = check_number(args.max_minutes, "--max-minutes", 0.0, 10**7, unit="minutes", lo_open=True)
+    if os.environ.get("RANK", "0").strip() == "0":  # rank 0 writes RUN_DIR: one such writer at a time
+        _lock_output(args.output)
     res = train(cfg, args.data, args.output, device=args.device, progress=progress_bar("train"),
                 log=lambda e: _info(_json.dumps(e)), init_weights=args.init_weights)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if res["rank"] == 0:
         prov = {
             "command": "napari-aet " + " ".join(sys.argv[1:]) if sys.argv and "napari" in sys.argv[0] else None,
             "config": cfg.to_dict(), "data": res["data"], "n_train": res["n_train_pairs"], "n_val": res["n_val_pairs"],
@@ -463,6 +499,7 @@ def cmd_enhance(args) -> int:
     network = load_weights(args.weights, device=dev, trust=args.trust_weights)  # bad weights fail before any reading
     vol = io.read_volume(args.volume, pixel_size=args.pixel_size, refuse_tilt_series=True)
     measured = _measured_tilts_for(args, vol)
+    _refuse_inputs_as_outputs(args.output)
     t0 = time.perf_counter()
     out, info = enhance_tomogram(vol.data, vol.pixel_size, network=network, device=dev, tile=args.tile,
                                  flip_average=args.flip_average, progress=progress_bar("enhance"))
@@ -507,7 +544,7 @@ def _measured_tilts_for(args, vol):
             angles = np.asarray(info["angles_deg"], float)
     read = _tilts_read_settings(args.volume, path)
     if isinstance(angles, np.ndarray):  # the recorded angles are the contract's already: no second conversion
-        read.update(angle_units="deg", angle_convention="zyz")
+        read.update(angle_units="deg", angle_convention="zyz", angle_column=None)
     ts = _as_reconstructed(args.volume, io.read_tilt_series(path, angles=angles, require_pixel_size=False, **read))
     alignment = _alignment_from_sidecar(args.volume)
     if alignment is not None and len(alignment.shifts) == len(ts.data):
@@ -544,6 +581,7 @@ def _report_network(rep: dict) -> None:
 
 
 def cmd_run(args) -> int:
+    _lock_output(args.output)  # before looking at what the folder holds: one writer at a time
     if not args.resume:
         _prepare_out_dir(args.output, RUN_OUTPUTS, args.overwrite)
     _check_inputs_outside(args.output, RUN_OUTPUTS, (args.tilts, args.angles, args.weights))
@@ -594,13 +632,16 @@ def cmd_figures(args) -> int:
     tilt_range = args.tilt_range
     report = src / "report.json"
     if tilt_range is None and report.exists():
-        rep = json.loads(report.read_text())  # the angles reconstructed with: refined ones when the run aligned
+        rep = io.read_sidecar(report)  # the angles reconstructed with: refined ones when the run aligned
         angles = (rep.get("alignment") or {}).get("angles_deg") or (rep.get("settings") or {}).get("angles_deg")
         if angles:
             tilt_range = single_axis_tilt_range(np.asarray(angles, float))
     out = args.output or src / "figures"
+    if out.exists() and not out.is_dir():
+        raise AETInputError(f"{out} is a file, not a folder; give a folder for the figures")
+    _lock_output(out)  # one writer a folder; write_figures refuses existing figures without --overwrite
     paths = fg.write_figures(out, table, summary, volumes or None, pixel_size, tilt_range, layer=args.layer,
-                             names=args.only, with_layer_maps=args.layer_maps)
+                             names=args.only, with_layer_maps=args.layer_maps, overwrite=args.overwrite)
     _info(f"{len(paths)} files -> {out}")
     return 0
 
@@ -613,6 +654,29 @@ def _has_display() -> bool:
 
 
 DEMO_OUTPUTS = ("sample", "tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json", "report.json", "figures")
+DEMO_MARK = ".napari-aet-demo"  # says a folder is the demo's own, so a rerun may replace it
+
+
+def _claim_demo_folder(out: Path, overwrite: bool) -> None:
+    """Make ``out`` the demo's folder. An earlier demo there (finished, interrupted, or from a
+    version that left no mark) is the demo's own and is replaced; a folder holding anything
+    the demo does not write is refused unless ``overwrite``, and its files are never touched."""
+    from .core.io import write_json
+
+    if out.exists() and not out.is_dir():
+        raise AETInputError(f"{out} is a file, not a folder; give a folder for the demo (-o)")
+    entries = {p.name for p in out.iterdir()} if out.exists() else set()
+    # the demo's outputs and the run's own bookkeeping (partial run, lock, files being replaced)
+    foreign = sorted(n for n in entries if n not in DEMO_OUTPUTS and not n.startswith(".napari-aet"))
+    earlier_demo = DEMO_MARK in entries or (out / "sample" / "meta.json").is_file()
+    if foreign and not overwrite:
+        raise AETInputError(f"{out} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which the "
+                            "demo did not write; give the demo its own folder (-o) or pass --overwrite")
+    if entries & set(DEMO_OUTPUTS) and not earlier_demo and not overwrite:
+        raise AETInputError(f"{out} holds results of another command, not an earlier demo; give the demo its own "
+                            "folder (-o) or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / DEMO_MARK, {"written_by": "napari-aet demo", "replace_on_rerun": True})
 
 
 def cmd_demo(args) -> int:
@@ -621,7 +685,7 @@ def cmd_demo(args) -> int:
     from .core.metrics import match_atoms
 
     out = args.output
-    _prepare_out_dir(out, DEMO_OUTPUTS, args.overwrite)
+    _claim_demo_folder(out, args.overwrite)
     t_start = time.perf_counter()
     sim = simulate_sample(progress=progress_bar("simulate sample"))
     write_simulation(sim, out / "sample")
@@ -782,6 +846,8 @@ def _add_trace_command(sub) -> None:
     p.add_argument("--tilts-pixel-size", type=float, default=None, metavar="Å", help="pixel size of --tilts (default: its header, else the volume's voxel size)")
     p.add_argument("--angle-units", choices=("deg", "rad"), default=None,
                    help="unit of the angles file (default: as reconstruct read --tilts, else deg)")
+    p.add_argument("--angle-column", default=None, metavar="NAME|N",
+                   help="tilt-angle column of an angles table (default: as reconstruct read --tilts)")
     p.add_argument("--stack-axis", type=int, default=None, metavar="AXIS",
                    help="axis of --tilts that indexes projections (default: as reconstruct read it, else 0)")
     p.add_argument("--transpose-projections", action="store_const", const=True, default=None,
@@ -837,10 +903,13 @@ def _add_analyze_command(sub) -> None:
 
 def _add_generate_data_command(sub) -> None:
     p = sub.add_parser("generate-data", help="simulate training pairs for the U-Net (resumable, parallel)",
-                       description="Write (reconstruction, ideal tomogram) pairs in chunks to DATA_DIR; existing chunks are kept.")
+                       description="Write (reconstruction, ideal tomogram) pairs in chunks to DATA_DIR; existing chunks "
+                       "made with the same config are kept (resume), data of another config is refused.")
     p.add_argument("config", type=Path, metavar="CONFIG.json", help="training config (fields of TrainingConfig)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DATA_DIR")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remove the chunks and config.json already in DATA_DIR and start anew")
     p.set_defaults(func=cmd_generate_data)
 
 
@@ -885,7 +954,9 @@ def _add_demo_command(sub) -> None:
                        "atoms with its ground truth, write everything to OUT_DIR and open it in napari when a display exists.")
     p.add_argument("-o", "--output", type=Path, default=Path("napari-aet-demo"), metavar="OUT_DIR",
                    help="results folder (default ./napari-aet-demo)")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier demo results in OUT_DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="use OUT_DIR although it holds files the demo did not write (an earlier demo is replaced "
+                   "without it; the other files are left alone)")
     p.add_argument("--no-view", dest="view", action="store_false", help="do not open napari")
     p.add_argument("--no-refine", action="store_true", help="skip refining the atoms against the tilt series")
     p.add_argument("--no-enhance", action="store_true", help="skip the U-Net")
@@ -908,6 +979,7 @@ def _add_figures_command(sub) -> None:
                    help="largest tilt, to mark the missing wedge (default: from RUN_DIR/report.json)")
     _add_layer_maps_option(p)
     p.add_argument("-o", "--output", type=Path, default=None, metavar="DIR", help="default RUN_DIR/figures")
+    p.add_argument("--overwrite", action="store_true", help="replace figures already in DIR")
     p.set_defaults(func=cmd_figures)
 
 
@@ -942,7 +1014,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return int(args.func(args) or 0)
+        with tracking_inputs(), _COMMAND_LOCKS:  # inputs recorded; output folders locked until the command ends
+            return int(args.func(args) or 0)
+    except FolderInUse as exc:  # another writer holds the output folder: a file-system conflict
+        print(f"napari-aet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_OS_ERROR
     except AETInputError as exc:
         print(f"napari-aet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
