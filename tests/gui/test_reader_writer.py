@@ -23,6 +23,62 @@ def test_reader_declines_what_is_not_a_stack(tmp_path):
     assert napari_get_reader(str(tmp_path / "stack.tif")) is not None
 
 
+def _notices(since: int) -> list:
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records[since:]]
+
+
+def test_a_declined_file_is_explained_in_napari(make_napari_viewer, tmp_path, small_sim):
+    """Opened with napari-aet, a 2D TIFF, a colour TIFF, a corrupt and a truncated MRC are
+    declined with a notification naming the file and the reason; a real tilt series opens
+    without one."""
+    import tifffile
+    from napari.utils.notifications import notification_manager
+
+    tifffile.imwrite(tmp_path / "image.tif", np.ones((16, 16), np.float32))
+    tifffile.imwrite(tmp_path / "photo.tif", np.ones((16, 16, 3), np.uint8), photometric="rgb")
+    (tmp_path / "broken.mrc").write_bytes(b"not an mrc")
+    io.write_tilt_series(tmp_path / "tilts.mrc", small_sim.tilt_series, write_angles_file=True)
+    whole = (tmp_path / "tilts.mrc").read_bytes()
+    (tmp_path / "cut.mrc").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "noid.mrc").write_bytes(whole[:208] + b"XXXX" + whole[212:])
+    viewer = make_napari_viewer()
+    reasons = {"image.tif": "single 2D image (16×16)", "photo.tif": "colour image",
+               "broken.mrc": "not a valid MRC file", "cut.mrc": "truncated",
+               "noid.mrc": "no 'MAP ' identifier"}
+    for name, reason in reasons.items():
+        since = len(notification_manager.records)
+        with pytest.raises(Exception):  # napari: the chosen reader declined
+            viewer.open(str(tmp_path / name), plugin="napari-aet")
+        said = [m for m in _notices(since) if m.startswith(f"napari-aet did not open {name}")]
+        assert len(said) == 1 and reason in said[0], (name, _notices(since))
+    assert len(viewer.layers) == 0
+    since = len(notification_manager.records)
+    (layer,) = viewer.open(str(tmp_path / "tilts.mrc"), plugin="napari-aet")
+    assert layer.metadata["napari_aet"]["kind"] == "tilt_series"
+    np.testing.assert_allclose(layer.metadata["napari_aet"]["angles"], small_sim.tilt_series.angles, atol=1e-5)
+    assert not any("napari-aet" in m for m in _notices(since))
+
+
+def test_a_3d_npy_without_angles_is_read_as_a_tomogram_and_says_so(make_napari_viewer, tmp_path):
+    from napari.utils.notifications import notification_manager
+
+    np.save(tmp_path / "stack.npy", np.random.default_rng(0).random((8, 16, 16)).astype(np.float32))
+    viewer = make_napari_viewer()
+    since = len(notification_manager.records)
+    (layer,) = viewer.open(str(tmp_path / "stack.npy"), plugin="napari-aet")
+    assert layer.metadata["napari_aet"]["kind"] == "tomogram"
+    (said,) = [m for m in _notices(since) if "napari-aet" in m]
+    assert "stack.npy as a tomogram" in said and "no tilt angles" in said and "stack.rawtlt" in said
+    # with its angles beside it, the same file is a tilt series, without a word
+    np.savetxt(tmp_path / "stack.rawtlt", np.linspace(-60, 60, 8))
+    since = len(notification_manager.records)
+    (layer,) = viewer.open(str(tmp_path / "stack.npy"), plugin="napari-aet")
+    assert layer.metadata["napari_aet"]["kind"] == "tilt_series"
+    assert not any("napari-aet" in m for m in _notices(since))
+
+
 def test_a_2d_tiff_opens_with_another_reader(make_napari_viewer, tmp_path):
     import tifffile
 
