@@ -745,6 +745,13 @@ def _add_run_options(p: argparse.ArgumentParser, output_metavar: str, output_hel
     p.add_argument("-o", "--output", type=Path, required=True, metavar=output_metavar, help=output_help or None)
     if overwrite_help:
         p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    _add_threads_option(p)
+
+
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for torch, OpenMP and BLAS (default: the CPUs this process may use less those "
+                   "busy with other work, measured at start; or NAPARI_AET_THREADS)")
 
 
 def _add_layer_maps_option(p: argparse.ArgumentParser) -> None:
@@ -961,6 +968,7 @@ def _add_demo_command(sub) -> None:
     p.add_argument("--no-refine", action="store_true", help="skip refining the atoms against the tilt series")
     p.add_argument("--no-enhance", action="store_true", help="skip the U-Net")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    _add_threads_option(p)
     _add_layer_maps_option(p)
     p.set_defaults(func=cmd_demo)
 
@@ -1007,6 +1015,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _size_thread_pools(args) -> None:
+    """Size the thread pools once, before any heavy work; say so when other work shrinks them."""
+    from .core.threads import configure_threads
+
+    plan = configure_threads(getattr(args, "threads", None))
+    if plan.source == "measured" and plan.threads < plan.usable_cpus:
+        _info(plan.line())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1014,6 +1031,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     try:
+        _size_thread_pools(args)
         with tracking_inputs(), _COMMAND_LOCKS:  # inputs recorded; output folders locked until the command ends
             return int(args.func(args) or 0)
     except FolderInUse as exc:  # another writer holds the output folder: a file-system conflict

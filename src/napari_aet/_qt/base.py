@@ -338,6 +338,9 @@ class WorkerWidget(QWidget):
         """Run ``func(*args, progress=..., cancel=..., **kwargs)`` in a worker thread."""
         from napari.qt.threading import create_worker
 
+        from ..core.threads import configure_threads
+
+        configure_threads(sample_s=0.1)  # once per napari session: the pools fit the CPUs free for us
         self._cancel = threading.Event()
         relay = self.relay
         kwargs.update(cancel=self._cancel, progress=lambda d, t, m: relay.progressed.emit(d, t, m))
