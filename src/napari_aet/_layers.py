@@ -14,6 +14,7 @@ from .core import geometry
 from .core.io import TiltSeries, Volume
 
 from .core.figures import FACET_COLOURS, FCC_COLOURS  # one palette for napari and the paper figures
+from .core._layer_maps import component_label, nice_limit  # one naming of components and their units
 
 
 def tilt_series_layer(ts: TiltSeries, name: str = "tilt series"):
@@ -270,30 +271,6 @@ def layer_view(table, lattice: dict, layer: int, layer_axis: str = "001", exagge
     normal = data[:, 1] @ frame[2] if len(data) else np.zeros(0)
     arrows = np.stack([origin, inplane * exaggeration], axis=1) if len(data) else np.zeros((0, 2, 2))
     return origin, arrows, pd.DataFrame({"magnitude": feats["magnitude"].to_numpy(), "u_normal": normal})
-
-
-COMPONENT_LABELS = {"exx": "ε_xx", "eyy": "ε_yy", "ezz": "ε_zz", "exy": "ε_xy", "exz": "ε_xz", "eyz": "ε_yz",
-                    "ux": "u_x", "uy": "u_y", "uz": "u_z"}
-
-
-def component_label(name: str) -> str:
-    """A component's name with its unit for colour bars and layer names: 'ε_xx (%)', 'u_x (pm)'."""
-    if name in STRAIN:
-        return f"{COMPONENT_LABELS[name]} (%)"
-    if name in DISPLACEMENT:
-        return f"{COMPONENT_LABELS[name]} (pm)"
-    return name
-
-
-def nice_limit(value: float) -> float:
-    """``value`` rounded up to 1, 2 or 5 × 10^k, so a symmetric colour bar gets round ticks."""
-    if not np.isfinite(value) or value <= 0:
-        return 1.0
-    k = np.floor(np.log10(value))
-    for step in (1.0, 2.0, 5.0, 10.0):
-        if step * 10.0**k >= value * (1 - 1e-9):
-            return float(step * 10.0**k)
-    return float(10.0 ** (k + 1))
 
 
 def analysis_layers(table, name: str, size: float = 1.2) -> list:

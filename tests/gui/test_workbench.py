@@ -48,7 +48,7 @@ def test_load_widget_reads_the_file_and_its_angles(dock, make_napari_viewer, qtb
     layer = viewer.layers["tilts"]
     np.testing.assert_allclose(layer.scale[1:], (PX, PX), rtol=1e-5)
     np.testing.assert_allclose(layer.metadata["napari_aet"]["angles"], sim.tilt_series.angles, atol=1e-4)
-    assert "projections" in w.status.text()
+    assert "projections" in w.status.text() and "0.357 Å/px" in w.status.text()  # 4 significant digits
     # the path is remembered for the next session
     assert str(dock(make_napari_viewer(), "Load tilt series").path.value) == str(tmp_path / "tilts.mrc")
     # a RESIRE/GENFIRE MATLAB stack [x, y, projection] with Z-Y-X angles reads as the same series
@@ -427,6 +427,7 @@ def test_figures_rendering_maps_and_export(dock, make_napari_viewer, never_ask_o
     assert (rgb.min(-1) > 250).mean() > 0.3  # a white background around the particle
     assert (rgb.max(-1) < 150).mean() > 0.005  # dark (blue/black) atoms drawn
     assert viewer.canvas.background_color_override is None  # the viewer is left as it was
+    assert f.status.text().endswith("scale bar in Å")  # every layer in Å: the bar keeps its unit
     f.component.value = "ezz"
     f.vector_format.value = "pdf"
     f.maps_button.native.click()
@@ -455,6 +456,35 @@ def test_movie_through_napari_animation(make_napari_viewer, tmp_path):
     _sample_atoms(viewer)
     save_movie(viewer, tmp_path / "turn.mp4", frames=8)
     assert (tmp_path / "turn.mp4").stat().st_size > 1000
+
+
+def test_movie_is_rendered_step_by_step_with_progress_and_cancel(dock, make_napari_viewer, qtbot, tmp_path):
+    """The movie never blocks the GUI thread: frames come one per event-loop turn, the progress
+    bar counts them, Cancel stops it and leaves no file."""
+    pytest.importorskip("imageio_ffmpeg")
+    viewer = make_napari_viewer()
+    _sample_atoms(viewer)
+    f = dock(viewer, "Figures & export")
+    f.folder.value = str(tmp_path / "figs")
+    messages = []
+    start = tuple(viewer.scene.camera.angles)
+    f.save_movie(frames=6, fps=6)
+    f._recorder.progressed.connect(lambda done, total, message: messages.append((done, total, message)))
+    assert f.cancel_button.isEnabled() and not f.movie_button.enabled
+    assert not (tmp_path / "figs" / "rotation.mp4").exists()  # returned at once: nothing rendered yet
+    qtbot.waitUntil(lambda: f.status.text().startswith("saved"), timeout=60000)
+    assert [m[0] for m in messages] == [1, 2, 3, 4, 5, 6] and messages[-1][2] == "movie: frame 6 of 6"
+    assert f.bar.value() == 6 and f.bar.maximum() == 6
+    assert (tmp_path / "figs" / "rotation.mp4").stat().st_size > 1000
+    assert tuple(viewer.scene.camera.angles) == pytest.approx(start)
+    assert f.movie_button.enabled and not f.cancel_button.isEnabled()
+    # cancel after the first frame: no file, the view restored
+    (tmp_path / "figs" / "rotation.mp4").unlink()
+    f.save_movie(frames=50, fps=6)
+    f._recorder.progressed.connect(lambda done, total, message: done == 1 and f.cancel_button.click())
+    qtbot.waitUntil(lambda: "cancelled" in f.status.text(), timeout=60000)
+    assert not any((tmp_path / "figs").glob("*rotation.mp4"))
+    assert tuple(viewer.scene.camera.angles) == pytest.approx(start)
 
 
 def test_settings_are_remembered(dock, make_napari_viewer):

@@ -8,6 +8,7 @@ then renamed.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ from .._layers import DISPLACEMENT, STRAIN
 from ..core import figures
 from ..core.analysis import AnalysisSummary
 from magicgui import widgets as mg
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from ..core._layer_maps import layer_maps_figure
 
 from .base import WorkerWidget, choice, flag, integer, path_field, path_text, aet_meta, layer_table
 
@@ -66,6 +70,70 @@ def save_movie(viewer, path, frames: int = 72, fps: int = 24) -> None:
     anim.animate(str(tmp), canvas_only=True, fps=fps)
     os.replace(tmp, path)
     camera.angles = start
+
+
+def scale_bar_note(viewer) -> str:
+    """'' when the scale bar reads in Å; else why it has no unit (layers in other units)."""
+    units = viewer.layers.extent.units
+    if units is not None and str(units[-1]) == "angstrom":
+        return "; scale bar in Å"
+    odd = [layer.name for layer in viewer.layers if str(layer.units[-1]) != "angstrom"]
+    return f"; the scale bar has no Å unit: layers not in Å: {', '.join(odd)}"
+
+
+class MovieRecorder(QObject):
+    """Turns the 3D view a full circle about the vertical axis, one frame per timer tick
+    (screenshots must be taken on the GUI thread, so frames are spread over event-loop turns:
+    the window stays responsive), written to MP4 (imageio-ffmpeg) through a temporary file;
+    ``cancel_flag.set()`` stops it and removes the partial file."""
+
+    progressed = Signal(int, int, str)
+    finished = Signal(str)
+
+    def __init__(self, viewer, path, frames: int = 72, fps: int = 24):
+        super().__init__()
+        import imageio.v2 as imageio
+
+        self.viewer, self.path, self.frames = viewer, Path(path), int(frames)
+        self.tmp = self.path.with_name(f".tmp_{self.path.name}")
+        self.cancel_flag = threading.Event()
+        self.camera = viewer.scene.camera
+        self.viewer.dims.ndisplay = 3
+        self.start_angles = tuple(self.camera.angles)
+        self.writer = imageio.get_writer(self.tmp, fps=fps, macro_block_size=8)
+        self.done = 0
+        self.timer = QTimer(self)
+        self.timer.setInterval(0)
+        self.timer.timeout.connect(self._step)
+
+    def start(self) -> None:
+        self.progressed.emit(0, self.frames, "movie: rendering frames...")
+        self.timer.start()
+
+    def _step(self) -> None:
+        try:
+            if self.cancel_flag.is_set():
+                self._end("movie cancelled; nothing saved")
+                return
+            a = self.start_angles
+            self.camera.angles = (a[0], a[1] + 360.0 * self.done / self.frames, a[2])
+            self.writer.append_data(np.asarray(self.viewer.screenshot(canvas_only=True))[..., :3])
+            self.done += 1
+            self.progressed.emit(self.done, self.frames, f"movie: frame {self.done} of {self.frames}")
+            if self.done == self.frames:
+                self._end(f"saved {self.path} ({self.frames} frames)")
+        except Exception as exc:  # a failed frame or encoder: say so, leave nothing half-written
+            self._end(f"error: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}")
+
+    def _end(self, outcome: str) -> None:
+        self.timer.stop()
+        self.writer.close()
+        self.camera.angles = self.start_angles
+        if self.done == self.frames and not outcome.startswith("error"):
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        self.finished.emit(outcome)
 
 
 def _tomograms(viewer) -> tuple:
@@ -123,18 +191,19 @@ class FiguresWidget(WorkerWidget):
         self.maps_button = mg.PushButton(text="Save layer maps", label="")
         self.atoms_button = mg.PushButton(text="Export atoms (CSV)", label="")
         self.movie_button = mg.PushButton(text="Save rotating movie", label="")
+        self._recorder = None
         try:
-            import napari_animation  # noqa: F401
+            import imageio_ffmpeg  # noqa: F401  (napari-animation brings it)
         except ImportError:
             self.movie_button.enabled = False
-            self.movie_button.tooltip = "install napari-animation for movies"
+            self.movie_button.tooltip = "install napari-animation (or imageio-ffmpeg) for movies"
         self._exports = mg.Container(labels=True, widgets=[
             self.layer_box, self.paper_figure, self.paper_layer, self.paper_button, self.component,
             self.vector_format, self.maps_button, self.atoms_button, self.movie_button])
         self.paper_button.changed.connect(self.render_paper_figures)
         self.maps_button.changed.connect(self.save_layer_maps)
         self.atoms_button.changed.connect(self.export_atoms)
-        self.movie_button.changed.connect(self.save_movie)
+        self.movie_button.changed.connect(lambda *_: self.save_movie())
         self.settings.update(component=self.component, vector_format=self.vector_format,
                              paper_figure=self.paper_figure, paper_layer=self.paper_layer)
         layout.addWidget(self._exports.native)
@@ -148,7 +217,7 @@ class FiguresWidget(WorkerWidget):
         path = self._out("rendering.png")
         img = save_rendering(self.viewer, path, (self.height.value, self.width.value), self.background.value,
                              self.scale_bar.value, self.spheres.value)
-        self.status.setText(f"saved {path} ({img.shape[1]}×{img.shape[0]} px)")
+        self.status.setText(f"saved {path} ({img.shape[1]}×{img.shape[0]} px){scale_bar_note(self.viewer)}")
 
     def render_paper_figures(self):
         """(a)-(g), the tomograms' 3D density and Fourier maps, from the atoms layer and the
@@ -193,7 +262,7 @@ class FiguresWidget(WorkerWidget):
             if lattice is None or comp not in table:
                 raise ValueError("the atoms have no strain or displacement yet: run Analyze first")
             axis = found.layer_axis
-            fig = figures.layer_maps(table, comp, lattice, axis if axis in ("100", "010", "001") else "001")
+            fig = layer_maps_figure(table, comp, lattice, axis if axis in ("100", "010", "001") else "001")
             if fig is None:
                 raise ValueError("no atoms with a layer index")
             paths = figures.save(fig, self._out(""), f"layers_{comp}", formats=("png", self.vector_format.value))
@@ -216,10 +285,24 @@ class FiguresWidget(WorkerWidget):
         except Exception as exc:
             self._report(exc)
 
-    def save_movie(self):
+    def save_movie(self, frames: int = 72, fps: int = 24):
+        """A full turn about the vertical axis, one frame per event-loop turn (napari renders
+        on the GUI thread; the window stays responsive), with progress and Cancel."""
         try:
-            path = self._out("rotation.mp4")
-            save_movie(self.viewer, path)
-            self.status.setText(f"saved {path}")
+            self._recorder = MovieRecorder(self.viewer, self._out("rotation.mp4"), frames, fps)
         except Exception as exc:
             self._report(exc)
+            return
+        self._cancel = self._recorder.cancel_flag
+        self.run_button.setEnabled(False)
+        self.movie_button.enabled = False
+        self.cancel_button.setEnabled(True)
+        self._recorder.progressed.connect(self._on_progress)
+        self._recorder.finished.connect(self._movie_finished)
+        self._recorder.start()
+
+    def _movie_finished(self, outcome: str):
+        self._on_finished()
+        self.movie_button.enabled = True
+        self._recorder = None
+        self.status.setText(outcome)

@@ -85,5 +85,5 @@ class LoadWidget(WorkerWidget):
         axis = (ts.metadata or {}).get("preprocessing", {}).get("tilt_axis")
         extra = f"; tilt axis {axis['tilt_axis_angle_deg']:+.2f}° rotated onto v" if axis else ""
         self.status.setText(f"{ts.n_projections} projections of {ts.data.shape[1]}×{ts.data.shape[2]} px, "
-                            f"{ts.pixel_size} Å/px, tilts {tilt.min():.1f}° to {tilt.max():.1f}° "
+                            f"{f'{ts.pixel_size:.4g} Å/px' if ts.pixel_size else 'pixel size unknown'}, tilts {tilt.min():.1f}° to {tilt.max():.1f}° "
                             f"(angles: {(ts.metadata or {}).get('angles_source')}){extra}")
