@@ -131,3 +131,57 @@ def test_reconstruct_inputs_refused_up_front_or_reconstructed(shape, scale, n_an
         assert "\n" not in str(exc)
         return
     assert np.all(np.isfinite(res.volume)) and np.any(res.volume != 0)
+
+
+@FUZZ
+@given(k=st.integers(1, 5), n=st.integers(3, 9), header=st.sampled_from([None, "euler", "other"]),
+       index=st.booleans(), sep=st.sampled_from([",", " ", "\t", ";"]), pick=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_angle_tables_are_read_as_written_or_refused(tmp_path, k, n, header, index, sep, pick, seed):
+    """A table is tilts (1 column) or Euler angles (3, not an index first, no other header): any
+    other table is read only through a named column, and then gives exactly that column."""
+    rng = np.random.default_rng(seed)
+    table = np.round(rng.uniform(-80, 80, (n, k)), 3)
+    table[:, min(1, k - 1)] = np.round(np.linspace(-60, 60, n), 3)  # a column spans tilts: no radians alarm
+    if index:
+        table[:, 0] = np.arange(n)
+    names = {"euler": ["phi", "theta", "psi"], "other": [f"c{j}" for j in range(k)]}.get(header)
+    lines = ([sep.join(names[:k] + [f"x{j}" for j in range(len(names), k)])] if names else [])
+    lines += [sep.join(f"{v:g}" for v in row) for row in table]
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(lines) + "\n")
+    ok_whole = k == 1 or (k == 3 and header != "other" and not (header is None and index)
+                          and not (header == "euler" and k != 3))
+    try:
+        a = io.read_angles(path)
+        assert ok_whole, f"a {k}-column table read without a named column"
+        np.testing.assert_allclose(a, table[:, 0] if k == 1 else table)
+    except AETInputError as exc:
+        assert "\n" not in str(exc)
+        assert not ok_whole or "radians" in str(exc) or "direction" in str(exc), str(exc)
+    if pick <= k:
+        try:
+            col = io.read_angles(path, column=pick)
+        except AETInputError as exc:  # the picked column may look like radians (e.g. an index 0, 1, 2)
+            assert "radians" in str(exc), str(exc)
+        else:
+            np.testing.assert_allclose(col, table[:, pick - 1])
+
+
+@FUZZ
+@given(text=st.one_of(st.sampled_from(["1_0", "1__0", "nan", "inf", "-Infinity", "0x1p3", "\uff11", "\u0661",
+                                       "1,5", "1e", "--1", "+-2", "1.2.3", "\u00bd", "1 000"]),
+                      st.text(alphabet="0123456789_.eE+-", min_size=1, max_size=6)))
+def test_angle_text_takes_only_plain_real_numbers(tmp_path, text):
+    import re
+
+    path = tmp_path / "a.txt"
+    path.write_text(f"-60\n{text}\n60\n")
+    plain = re.fullmatch(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", text) is not None
+    try:
+        a = io.read_angles(path)
+    except AETInputError as exc:
+        assert "\n" not in str(exc)
+        assert not plain or "direction" in str(exc) or "radians" in str(exc) or "±180" in str(exc), str(exc)
+        return
+    assert plain and a[1] == float(text)

@@ -517,3 +517,372 @@ def test_enhance_reports_the_r_factor_before_and_after(work, capsys):
     c = side["consistency"]
     assert c is not None and side["data_file"] == "E.mrc" and side["tilts"].endswith("tilts.mrc")
     assert f"{c['r_factor_reconstruction']:.4f}" in err and f"{c['r_factor_enhanced']:.4f}" in err
+
+
+# ------------------------------------------- issue 26: silent wrong results and lost files
+
+_HOLD = """
+import sys, time
+from napari_aet.core.locks import output_lock
+with output_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def holder():
+    """Start another process holding the lock on a folder; yields a function folder -> Popen."""
+    import subprocess
+    import sys
+
+    procs = []
+
+    def start(folder):
+        p = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        assert p.stdout.readline().strip() == "locked"
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Training pairs of a tiny config (32³, 2 + 1 pairs), and the config file."""
+    from napari_aet.core.training import TrainingConfig, generate_dataset
+
+    d = tmp_path_factory.mktemp("tiny")
+    cfg = dict(voxels=32, n_train=2, n_val=1, chunk_size=2, size_range=(0.8, 1.0), crop=16, batch_size=2,
+               epochs=1, recon_iterations=3, bn_recalibration_batches=0,
+               unet={"depth": 2, "base_width": 4, "norm": "batch", "activation": "silu"})
+    (d / "cfg.json").write_text(json.dumps(cfg))
+    generate_dataset(TrainingConfig(**cfg), d / "data")
+    return d
+
+
+def _analysed_run(work):
+    """A folder like run's, with an analysed atoms.csv (enough for 'figures')."""
+    from napari_aet.core.analysis import analyze_atoms
+
+    (work / "R").mkdir()
+    table, summary = analyze_atoms(io.read_atoms(work / "truth.csv")[0])
+    io.write_atoms(work / "R" / "atoms.csv", table, metadata={"analysis": summary})
+    return work / "R"
+
+
+@pytest.mark.parametrize("argv", [
+    lambda w, o, d: ["run", str(w / "tilts.mrc"), "--no-align", "--no-enhance", "--no-refine", "-o", str(o)],
+    lambda w, o, d: ["run", str(w / "tilts.mrc"), "--resume", "-o", str(o)],
+    lambda w, o, d: ["simulate", str(o), "--voxels", "48"],
+    lambda w, o, d: ["generate-data", str(d / "cfg.json"), "-o", str(o)],
+    lambda w, o, d: ["train", str(d / "cfg.json"), "--data", str(d / "data"), "--device", "cpu", "-o", str(o)],
+    lambda w, o, d: ["figures", str(_analysed_run(w)), "--only", "e_fcc_layers", "-o", str(o)],
+])
+def test_a_second_writer_is_refused_with_the_holders_pid(work, tiny_data, holder, capsys, argv):
+    out = work / "OUT"
+    out.mkdir()
+    (out / "keep.txt").write_text("the first run's")
+    cmd = argv(work, out, tiny_data)
+    p = holder(out)
+    before = _snapshot(out)
+    assert main(cmd) == 3
+    _one_line_error(capsys, f"PID {p.pid}", "another")
+    assert _snapshot(out) == before  # nothing written, nothing removed (the lock file is the holder's)
+
+
+def test_a_batch_job_in_a_folder_being_written_fails_with_the_pid(work, holder):
+    from napari_aet.core.batch import run_job
+
+    p = holder(work / "job")
+    job = {"name": "j", "tilts": str(work / "tilts.mrc"), "angles": None, "pixel_size": None,
+           "output": str(work / "job"), "align": False, "enhance": False, "refine": False}
+    res = run_job(job)
+    assert res["status"] == "failed" and f"PID {p.pid}" in res["reason"]
+
+
+def test_a_lock_left_by_a_killed_process_blocks_nobody(tmp_path, holder, capsys):
+    from napari_aet.core.locks import LOCK_NAME
+
+    out = tmp_path / "sim"
+    p = holder(out)
+    p.kill()  # SIGKILL: no clean-up ran, the lock file with its PID stays
+    p.wait()
+    assert (out / LOCK_NAME).read_text().split()[0] == str(p.pid)
+    assert main(["simulate", str(out), "--size", "0.8", "--voxels", "48", "--tilt-step", "30", "--dose", "0"]) == 0
+    assert (out / "tilts.mrc").exists() and not (out / LOCK_NAME).exists()  # released and removed
+
+
+def test_the_lock_is_one_writer_across_threads_and_reentrant_in_one(tmp_path):
+    import threading
+
+    from napari_aet.core.locks import FolderInUse, output_lock
+
+    errors = []
+    with output_lock(tmp_path / "o"):
+        with output_lock(tmp_path / "o"):  # the command and the stage it calls
+            pass
+        t = threading.Thread(target=lambda: errors.append(pytest.raises(FolderInUse, output_lock(tmp_path / "o").__enter__)))
+        t.start()
+        t.join()
+    assert errors
+    with output_lock(tmp_path / "new" / "deep"):
+        pass
+    assert not (tmp_path / "new").exists()  # created for the lock, nothing written: removed again
+
+
+def test_generate_data_refuses_data_of_another_config(tiny_data, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "data", data)
+    before = _snapshot(data)
+    other = json.loads((tiny_data / "cfg.json").read_text()) | {"seed": 7}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["generate-data", str(tmp_path / "other.json"), "-o", str(data)]) == 2
+    _one_line_error(capsys, "another config", "seed", "--overwrite")
+    assert _snapshot(data) == before
+    # the folder's own config given back to it resumes (nothing new); with --overwrite it may not be replaced
+    assert main(["generate-data", str(data / "config.json"), "-o", str(data)]) == 0
+    assert _snapshot(data) == before
+    assert main(["generate-data", str(data / "config.json"), "-o", str(data), "--overwrite"]) == 2
+    _one_line_error(capsys, "input")
+    assert _snapshot(data) == before
+    # an unrelated config.json is not replaced; chunks with no config are not extended
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "config.json").write_text('{"project": "something else"}')
+    (tmp_path / "v").mkdir()
+    shutil.copy(data / "train_00000.npz", tmp_path / "v")
+    for folder, words in (("u", "no training config"), ("v", "no config.json")):
+        snap = _snapshot(tmp_path / folder)
+        assert main(["generate-data", str(tiny_data / "cfg.json"), "-o", str(tmp_path / folder)]) == 2
+        _one_line_error(capsys, words, "--overwrite")
+        assert _snapshot(tmp_path / folder) == snap
+
+
+def test_generate_data_overwrite_starts_clean(tiny_data, tmp_path):
+    import shutil
+
+    from napari_aet.core.training import TrainingConfig, generate_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "data", data)
+    (data / "train_00007.npz").write_bytes(b"a chunk of an older, larger run")
+    other = json.loads((tiny_data / "cfg.json").read_text()) | {"seed": 7, "n_train": 1, "chunk_size": 1}
+    s = generate_dataset(TrainingConfig(**other), data, overwrite=True)
+    assert s["new_chunks"] == s["chunks"] == 2
+    assert sorted(p.name for p in data.iterdir()) == ["config.json", "train_00000.npz", "val_00000.npz"]
+    assert json.loads((data / "config.json").read_text())["seed"] == 7
+
+
+@pytest.mark.parametrize("argv, env, words", [
+    (["--max-minutes", "inf"], {}, ["--max-minutes", "finite"]),
+    (["--max-minutes", "-1"], {}, ["--max-minutes", "above 0"]),
+    (["--max-minutes", "0"], {}, ["--max-minutes", "above 0"]),
+    (["--max-minutes", "nan"], {}, ["--max-minutes"]),
+    ([], {"RANK": "1"}, ["RANK=1", "torchrun"]),
+    ([], {"RANK": "abc"}, ["RANK", "whole number"]),
+    ([], {"WORLD_SIZE": "2", "RANK": "0"}, ["MASTER_ADDR", "torchrun"]),
+    ([], {"WORLD_SIZE": "2", "RANK": "2"}, ["RANK=2", "WORLD_SIZE=2"]),
+    ([], {"LOCAL_RANK": "-1"}, ["LOCAL_RANK"]),
+])
+def test_train_refuses_settings_that_train_nothing(tiny_data, tmp_path, capsys, monkeypatch, argv, env, words):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main(["train", str(tiny_data / "cfg.json"), "--data", str(tiny_data / "data"), "--device", "cpu",
+                 "-o", str(tmp_path / "run"), *argv]) == 2
+    _one_line_error(capsys, *words)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"max_minutes": float("inf")}, "max_minutes"), ({"max_minutes": -1}, "max_minutes"),
+    ({"epochs": 0}, "epochs 0"), ({"weight_decay": -1}, "weight_decay"), ({"tilt_range": [80, 10]}, "tilt_range"),
+    ({"dose_range": [0, 1e5]}, "dose_range"), ({"shapes": ["cube"]}, "shapes"), ({"seed": -3}, "seed"),
+])
+def test_train_config_values_that_train_nothing_are_refused(tiny_data, tmp_path, capsys, change, words):
+    cfg = json.loads((tiny_data / "cfg.json").read_text()) | change
+    (tmp_path / "c.json").write_text(json.dumps(cfg))  # Python's json writes inf as Infinity, and reads it back
+    assert main(["train", str(tmp_path / "c.json"), "--data", str(tiny_data / "data"), "--device", "cpu",
+                 "-o", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_that_does_not_improve_saves_nothing_and_fails(tiny_data, tmp_path, capsys, monkeypatch):
+    import napari_aet.core.training as tr
+
+    monkeypatch.setattr(tr, "_train_step", lambda *a, **k: 0.0)  # steps that change nothing (as lr 0 did)
+    assert main(["train", str(tiny_data / "cfg.json"), "--data", str(tiny_data / "data"), "--device", "cpu",
+                 "-o", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, "did not lower the validation loss", "no weights saved")
+    assert not (tmp_path / "run" / "weights.pt").exists() and not (tmp_path / "run" / "weights.json").exists()
+    assert (tmp_path / "run" / "log.jsonl").exists()  # the log says what happened
+
+
+def test_train_never_replaces_its_initial_weights(tiny_data, tmp_path, capsys):
+    import shutil
+
+    w = tmp_path / "w"
+    w.mkdir()
+    from napari_aet.core.enhance import default_weights_path
+
+    shutil.copy(default_weights_path(), w / "weights.pt")
+    shutil.copy(default_weights_path().with_suffix(".json"), w / "weights.json")
+    before = _snapshot(w)
+    assert main(["train", str(tiny_data / "cfg.json"), "--data", str(tiny_data / "data"), "--device", "cpu",
+                 "--init-weights", str(w / "weights.pt"), "-o", str(w)]) == 2
+    _one_line_error(capsys, "input")
+    assert _snapshot(w) == before
+
+
+def test_an_angles_file_found_beside_the_tilts_is_never_replaced(work, capsys):
+    import shutil
+
+    shutil.copy(work / "tilts.mrc", work / "T.mrc")
+    shutil.copy(work / "angles.txt", work / "T.csv")  # found beside T.mrc: T.rawtlt/.tlt/.txt/.csv
+    before = _snapshot(work)
+    for extra in ([], ["--overwrite"]):
+        assert main(["trace", str(work / "VOL.mrc"), "--tilts", str(work / "T.mrc"), "--no-refine",
+                     "-o", str(work / "T.csv"), *extra]) == 2
+        _one_line_error(capsys, "T.csv")
+    assert _snapshot(work) == before
+
+
+def test_run_never_replaces_an_input_it_found_in_its_folder(work, capsys):
+    import shutil
+
+    out = work / "OUT"
+    out.mkdir()
+    shutil.copy(work / "tilts.mrc", out / "atoms.mrc")
+    shutil.copy(work / "angles.txt", out / "atoms.csv")  # found beside atoms.mrc, and run writes atoms.csv
+    before = _snapshot(work)
+    assert main(["run", str(out / "atoms.mrc"), "--no-align", "--no-enhance", "--no-refine", "--device", "cpu",
+                 "--overwrite", "-o", str(out)]) == 2
+    _one_line_error(capsys, "atoms.csv", "input")
+    assert _snapshot(work) == before
+
+
+def test_simulate_never_replaces_the_angles_it_read(work, capsys):
+    out = work / "S"
+    out.mkdir()
+    (out / "angles.txt").write_text("-60\n-30\n0\n30\n60\n")
+    before = _snapshot(out)
+    assert main(["simulate", str(out), "--angles", str(out / "angles.txt"), "--overwrite", "--voxels", "32"]) == 2
+    _one_line_error(capsys, "input")
+    assert _snapshot(out) == before
+
+
+def test_no_write_lands_on_a_file_read_even_through_a_link(tmp_path):
+    from napari_aet.core.locks import tracking_inputs
+
+    io.write_angles(tmp_path / "a.txt", np.linspace(-60, 60, 5))
+    (tmp_path / "link.txt").symlink_to(tmp_path / "a.txt")
+    with tracking_inputs():
+        io.read_angles(tmp_path / "a.txt")
+        for target in (tmp_path / "a.txt", tmp_path / "link.txt"):
+            with pytest.raises(AETInputError, match="input"):
+                io.write_angles(target, np.zeros(5))
+        io.write_angles(tmp_path / "b.txt", np.zeros(5))  # anything else is written
+    io.write_angles(tmp_path / "a.txt", np.zeros(5))  # outside a command (the viewer's editor) it may be saved over
+
+
+def test_figures_refuse_to_replace_figures_without_overwrite(work, capsys):
+    run = _analysed_run(work)
+    argv = ["figures", str(run), "--only", "e_fcc_layers", "-o", str(work / "F")]
+    assert main(argv) == 0
+    before = _snapshot(work / "F")
+    assert set(before) == {"e_fcc_layers.png", "e_fcc_layers.svg"}
+    assert main(argv) == 2
+    _one_line_error(capsys, "e_fcc_layers.png", "--overwrite")
+    assert _snapshot(work / "F") == before
+    assert main(argv + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("text, words", [
+    ("0,-60,2.5\n1,-30,2.5\n2,0,2.5\n3,30,2.5\n4,60,2.5\n", ["first counts 0, 1, 2", "--angle-column"]),
+    ("index,angle,dose\n0,-60,2.5\n1,-30,2.5\n2,0,2.5\n3,30,2.5\n4,60,2.5\n", ["index, angle, dose", "--angle-column"]),
+    ("1 -60\n2 -30\n3 0\n4 30\n5 60\n", ["2 values", "--angle-column"]),
+    ("-60 1 2 3\n-30 1 2 3\n0 1 2 3\n30 1 2 3\n60 1 2 3\n", ["4 values", "--angle-column"]),
+    ("-60\n-30\n1_0\n30\n60\n", ["line 3", "plain numbers"]),
+    ("-60\n-30\n\uff10\n30\n60\n", ["line 3", "plain numbers"]),
+    ("-60\n-30\nnan\n30\n60\n", ["line 3", "plain numbers"]),
+    ("-60\n-30\n0x10\n30\n60\n", ["line 3", "plain numbers"]),
+])
+def test_angle_tables_read_the_wrong_way_are_refused(work, capsys, text, words):
+    (work / "A.csv").write_text(text)
+    assert main(["reconstruct", str(work / "tilts.mrc"), "--angles", str(work / "A.csv"), "--iterations", "2",
+                 "--device", "cpu", "-o", str(work / "o.mrc")]) == 2
+    _one_line_error(capsys, *words)
+    assert not (work / "o.mrc").exists()
+
+
+def test_an_angle_column_picks_the_tilts_out_of_a_table(work):
+    angles = io.read_angles(work / "angles.txt")
+    n = len(angles)
+    (work / "t.csv").write_text("index,angle,dose\n" + "".join(f"{k},{a},2.5\n" for k, a in enumerate(angles)))
+    (work / "u.txt").write_text("".join(f"{k + 1} {a}\n" for k, a in enumerate(angles)))
+    for path, column in ((work / "t.csv", "angle"), (work / "t.csv", "2"), (work / "u.txt", 2)):
+        ts = io.read_tilt_series(work / "tilts.mrc", angles=path, angle_column=column)
+        np.testing.assert_allclose(ts.angles, angles)
+    with pytest.raises(AETInputError, match="no column 'dose2'"):
+        io.read_angles(work / "t.csv", column="dose2")
+    (work / "e.csv").write_text("phi theta psi\n" + "".join(f"0 {a} 0\n" for a in angles))
+    assert io.read_angles(work / "e.csv").shape == (n, 3)  # a header naming Euler angles reads as Euler angles
+    assert io.read_angles(work / "u.txt", column="2").shape == (n,)
+
+
+@pytest.mark.parametrize("arr, words", [
+    (np.linspace(-60, 60, 5) + 1j, "complex"),
+    (np.ones(5, bool), "boolean"),
+    (np.array(["-60", "0", "60"]), "text"),
+    (np.c_[np.arange(5), np.linspace(-60, 60, 5)], "--angle-column"),
+])
+def test_angle_arrays_that_are_not_plain_real_numbers_are_refused(tmp_path, arr, words):
+    np.save(tmp_path / "a.npy", arr)
+    with pytest.raises(AETInputError, match=words):
+        io.read_angles(tmp_path / "a.npy")
+
+
+def _anisotropic_mrc(path, data, sizes, stack=True):
+    import mrcfile
+
+    with mrcfile.new(path) as m:
+        m.set_data(data)
+        if stack:
+            m.set_image_stack()
+        m.voxel_size = sizes
+
+
+def test_anisotropic_pixels_are_refused_not_read_with_the_x_size(work, capsys):
+    ts = io.read_tilt_series(work / "tilts.mrc")
+    _anisotropic_mrc(work / "an.mrc", ts.data, (0.357, 0.5, 0.357))
+    import shutil
+
+    shutil.copy(work / "angles.txt", work / "an.txt")
+    assert main(["reconstruct", str(work / "an.mrc"), "--iterations", "2", "--device", "cpu",
+                 "-o", str(work / "o.mrc")]) == 2
+    _one_line_error(capsys, "non-square", "x 0.357", "y 0.5")
+    with pytest.warns(UserWarning, match="differ"):  # a given size overrides the header, with a word
+        assert io.read_tilt_series(work / "an.mrc", pixel_size=0.357).pixel_size == 0.357
+    _anisotropic_mrc(work / "vol.mrc", np.ones((8, 8, 8), np.float32), (0.357, 0.357, 0.8), stack=False)
+    with pytest.raises(AETInputError, match="non-square voxels"):
+        io.read_volume(work / "vol.mrc")
+
+
+def test_a_tiff_with_unequal_x_and_y_resolution_is_refused(tmp_path):
+    import tifffile
+
+    data = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32) + 0.1
+    tifffile.imwrite(tmp_path / "t.tif", data, imagej=True, resolution=(1 / 0.357, 1 / 0.5),
+                     metadata={"unit": "angstrom"})
+    with pytest.raises(AETInputError, match="non-square pixels"):
+        io.read_tilt_series(tmp_path / "t.tif", angles=np.linspace(-60, 60, 5))
+    tifffile.imwrite(tmp_path / "s.tif", data, imagej=True, resolution=(1 / 0.357, 1 / 0.357),
+                     metadata={"unit": "angstrom"})
+    assert io.read_tilt_series(tmp_path / "s.tif", angles=np.linspace(-60, 60, 5)).pixel_size == pytest.approx(0.357)

@@ -665,6 +665,7 @@ def _claim_demo_folder(out: Path, overwrite: bool) -> None:
 
     if out.exists() and not out.is_dir():
         raise AETInputError(f"{out} is a file, not a folder; give a folder for the demo (-o)")
+    _lock_output(out)  # one writer a folder, from this look to the last result (its lock file is skipped below)
     entries = {p.name for p in out.iterdir()} if out.exists() else set()
     # the demo's outputs and the run's own bookkeeping (partial run, lock, files being replaced)
     foreign = sorted(n for n in entries if n not in DEMO_OUTPUTS and not n.startswith(".napari-aet"))

@@ -5,7 +5,8 @@ series per job: ``tilts`` (required), ``angles``, ``pixel_size``, ``output`` (de
 ``OUT_ROOT/<stem of tilts>``), and options ``no_align``, ``no_enhance``, ``no_refine``. Input
 paths (``tilts``, ``angles``) are relative to the manifest's folder; ``OUT_ROOT`` is relative to
 the current folder, like every other command's ``-o``, and a relative ``output`` is relative to
-``OUT_ROOT``. Each job runs :func:`run_pipeline` into its own folder. Without ``overwrite`` a
+``OUT_ROOT``. Each job runs :func:`run_pipeline` into its own folder, locked while the job
+checks and writes it (a folder another process is writing fails that job). Without ``overwrite`` a
 job whose folder already holds ``report.json`` is skipped, an interrupted job resumes from its
 last finished stage, and a folder holding other results is refused; with it every job runs
 again and replaces its earlier results. A failing job is reported with its one-line reason and
@@ -42,6 +43,9 @@ def read_manifest(path, out_root) -> list:
     list of dict
     """
     path = Path(path)
+    from .locks import note_input
+
+    note_input(path)
     if not path.exists():
         raise AETInputError(f"manifest {path} does not exist; give a CSV or YAML listing tilt series")
     if path.suffix.lower() in (".yml", ".yaml"):
@@ -99,11 +103,25 @@ def read_manifest(path, out_root) -> list:
 
 
 def run_job(job: dict, device: str = "cpu", overwrite: bool = False) -> dict:
-    """Run one job; never raises: returns its status, reason, seconds and key figures."""
-    from .pipeline import RUN_OUTPUTS, WORK_DIR
+    """Run one job in its locked folder; never raises: returns its status, reason, seconds and
+    key figures (a folder another process is writing fails the job with that process's PID)."""
+    from .locks import output_lock, tracking_inputs
 
     t0 = time.perf_counter()
     out = Path(job["output"])
+    try:
+        with tracking_inputs(), output_lock(out, "job folder"):  # checked and written by one process only
+            return _run_job_locked(job, out, device, overwrite, t0)
+    except Exception as exc:  # a failing job is reported, the others go on
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {"name": job["name"], "status": "failed", "reason": reason, "seconds": round(time.perf_counter() - t0, 1),
+                "output": str(out)}
+
+
+def _run_job_locked(job: dict, out: Path, device: str, overwrite: bool, t0: float) -> dict:
+    from .io import read_tilt_series
+    from .pipeline import RUN_OUTPUTS, WORK_DIR, run_pipeline
+
     if (out / "report.json").exists() and not overwrite:
         return {"name": job["name"], "status": "skipped (done)", "reason": "", "seconds": 0.0, "output": str(out)}
     resume = (out / WORK_DIR / "progress.json").exists() and not overwrite
@@ -111,20 +129,12 @@ def run_job(job: dict, device: str = "cpu", overwrite: bool = False) -> dict:
     if existing and not overwrite and not resume:
         return {"name": job["name"], "status": "failed", "seconds": 0.0, "output": str(out),
                 "reason": f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them"}
-    try:
-        from .io import read_tilt_series
-        from .pipeline import run_pipeline
-
-        ts = read_tilt_series(job["tilts"], angles=job["angles"], pixel_size=job["pixel_size"])
-        rep = run_pipeline(ts, out, align_first=job["align"], enhance=job["enhance"], device=device, refine=job["refine"],
-                           resume=resume)
-        return {"name": job["name"], "status": "done", "reason": "", "seconds": round(time.perf_counter() - t0, 1),
-                "output": str(out), "n_atoms": rep["n_atoms"], "share_assigned_fcc": round(rep["share_assigned_fcc"], 4),
-                "lattice_constant": round(rep["lattice_constant"], 4)}
-    except Exception as exc:  # a failing job is reported, the others go on
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return {"name": job["name"], "status": "failed", "reason": reason, "seconds": round(time.perf_counter() - t0, 1),
-                "output": str(out)}
+    ts = read_tilt_series(job["tilts"], angles=job["angles"], pixel_size=job["pixel_size"])
+    rep = run_pipeline(ts, out, align_first=job["align"], enhance=job["enhance"], device=device, refine=job["refine"],
+                       resume=resume)
+    return {"name": job["name"], "status": "done", "reason": "", "seconds": round(time.perf_counter() - t0, 1),
+            "output": str(out), "n_atoms": rep["n_atoms"], "share_assigned_fcc": round(rep["share_assigned_fcc"], 4),
+            "lattice_constant": round(rep["lattice_constant"], 4)}
 
 
 def run_batch(manifest, out_root, scheduler: Optional[str] = None, workers: int = 2, device: str = "cpu",
@@ -163,6 +173,9 @@ def run_batch(manifest, out_root, scheduler: Optional[str] = None, workers: int 
     workers = check_int(workers, "--workers", 1, 256)
     jobs = read_manifest(manifest, out_root)
     summary = Path(out_root) / "batch_summary.csv"
+    from .locks import check_not_input
+
+    check_not_input([summary], what="the batch summary")
     Path(out_root).mkdir(parents=True, exist_ok=True)
     cluster = None
     if scheduler:

@@ -185,6 +185,10 @@ def load_weights(path=None, device="cpu", trust: bool = False):
     from .unet import UNet3D
 
     path = Path(path) if path is not None else default_weights_path()
+    from .locks import note_input
+
+    note_input(path)  # the weights and their checksum file are inputs: no output may replace them
+    note_input(path.with_suffix(".json"))
     if not path.exists():
         raise AETInputError(f"weights file {path} does not exist; train with 'napari-aet train' or give --weights")
     if path.is_dir() or path.stat().st_size == 0:

@@ -646,7 +646,8 @@ LAYER_MAP_COMPONENTS = ("ux", "uy", "uz", "exx", "eyy", "ezz", "exy", "exz", "ey
 
 def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Optional[dict] = None,
                   pixel_size: float = 1.0, tilt_range: Optional[float] = None, layer: Optional[int] = None,
-                  names=None, with_layer_maps: bool = False, workers: int = 2, progress=None, cancel=None) -> list:
+                  names=None, with_layer_maps: bool = False, workers: int = 2, progress=None, cancel=None,
+                  overwrite: bool = True) -> list:
     """Every figure of a run, as ``run``, ``napari-aet figures`` and the workbench make them.
 
     Parameters
@@ -700,7 +701,14 @@ def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Option
     weight = {"bcd_facets": 3, "e_fcc_layers": 3, "g_layer_strain": 3, "a_particle_on_support": 2.5,
               "tomograms_3d": 2.5, "fourier_3d": 2.5, "f_layer_displacements": 1.5}
     jobs.sort(key=lambda j: -weight.get(j[0], 1))
-    return render(jobs, Path(out_dir), workers=workers, progress=progress, cancel=cancel)
+    existing = [f"{j[0]}.{fmt}" for j in jobs for fmt in FORMATS if (Path(out_dir) / f"{j[0]}.{fmt}").exists()]
+    if existing and not overwrite:
+        raise AETInputError(f"{out_dir} already holds {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
+                            "choose another folder or pass --overwrite")
+    from .locks import output_lock
+
+    with output_lock(out_dir, "figures folder"):  # one writer a folder
+        return render(jobs, Path(out_dir), workers=workers, progress=progress, cancel=cancel)
 
 
 def render(jobs, out_dir: Path, workers: int = 2, progress=None, cancel=None) -> list:
@@ -758,3 +766,4 @@ def render(jobs, out_dir: Path, workers: int = 2, progress=None, cancel=None) ->
     expected = [Path(out_dir) / f"{name}.{fmt}" for name, _, _ in theirs for fmt in FORMATS]
     return paths + [str(q) for q in expected if q.exists()]
 
+    overwrite : replace figures already in ``out_dir`` (default); False refuses them.

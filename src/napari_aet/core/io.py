@@ -23,6 +23,7 @@ import numpy as np
 
 from . import geometry
 from .errors import AETInputError
+from .locks import check_not_input, note_input
 
 __all__ = [
     "stack_shape",
@@ -113,6 +114,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _check_readable(path: Path, what: str) -> None:
+    note_input(path)  # an input of the running command: no output may replace it
     if not path.exists():
         _fail(f"{what} file {path} does not exist; check the path")
     if path.is_dir():
@@ -148,6 +150,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     path = Path(path)
     if path.parent and not path.parent.exists():
         _fail(f"output folder {path.parent} does not exist; create it first")
+    check_not_input([path])
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -246,6 +249,20 @@ def _resolve_pixel_size(header_size: Optional[float], given: Optional[float], pa
         _fail(f"{reason} (read from its header); pass the right value with --pixel-size in Å, e.g. 0.357")
 
 
+def _check_square_pixels(extra: dict, path: Path, given: Optional[float], axes: str = "xy") -> None:
+    """Refuse pixels (voxels) whose header sizes differ between ``axes``: read with the x size
+    alone they would stretch the data. A given pixel size overrides the header, with a warning."""
+    sizes = {a: v for a, v in (extra.pop("pixel_sizes", None) or {}).items() if a in axes and v and v > 0}
+    if len(sizes) < 2 or max(sizes.values()) <= min(sizes.values()) * (1 + 1e-3):
+        return
+    listed = ", ".join(f"{a} {v:g} Å" for a, v in sizes.items())
+    if given is None:
+        _fail(f"{path} has non-square {'voxels' if len(axes) == 3 else 'pixels'} in its header ({listed}); resample "
+              "it to equal sizes first (e.g. IMOD newstack or ImageJ Scale), or pass --pixel-size to read it with one")
+    warnings.warn(f"{path}: header pixel sizes differ ({listed}); read with the given {given:g} Å along every axis",
+                  stacklevel=3)
+
+
 def _check_values(data: np.ndarray, path, what: str) -> np.ndarray:
     if data.size == 0:
         _fail(f"{what} in {path} has no values (shape {data.shape}); re-export it")
@@ -270,7 +287,7 @@ def _read_mrc(path: Path):
     try:
         with mrcfile.open(path, mode="r", permissive=False) as mrc:
             data = np.array(mrc.data)
-            vx = float(mrc.voxel_size.x)
+            vx, vy, vz = (float(v) for v in (mrc.voxel_size.x, mrc.voxel_size.y, mrc.voxel_size.z))
             ispg = int(mrc.header.ispg)
             mz = int(mrc.header.mz)
     except Exception as exc:  # mrcfile raises ValueError/OSError on corrupt files
@@ -278,7 +295,8 @@ def _read_mrc(path: Path):
     stack = ispg == 0 and data.ndim == 3
     # MRC2014 marks an image stack by space group 0 with mz = 1; IMOD's older tomograms use
     # space group 0 too, but with mz = nz
-    return data, (vx if vx > 0 else None), {"mrc_is_stack": stack, "mrc_image_stack": stack and mz == 1}
+    return data, (vx if vx > 0 else None), {"mrc_is_stack": stack, "mrc_image_stack": stack and mz == 1,
+                                            "pixel_sizes": {"x": vx, "y": vy, "z": vz}}
 
 
 # Length units as files and napari name them, in Å (TIFF ImageJ metadata, RosettaSciIO axes,
@@ -304,16 +322,18 @@ def _read_tiff(path: Path):
             data = tif.asarray()
             px = None
             unit = str((tif.imagej_metadata or {}).get("unit", "")).lower()
-            tag = tif.pages[0].tags.get("XResolution")
-            if unit in LENGTH_UNITS_TO_A and tag is not None:
-                num, den = tag.value
-                if num > 0 and den > 0:
-                    px = den / num * LENGTH_UNITS_TO_A[unit]
+            sizes = {}
+            for axis in ("x", "y"):
+                tag = tif.pages[0].tags.get(f"{axis.upper()}Resolution")
+                num, den = tag.value if tag is not None else (0, 0)
+                if unit in LENGTH_UNITS_TO_A and num > 0 and den > 0:
+                    sizes[axis] = den / num * LENGTH_UNITS_TO_A[unit]
+            px = sizes.get("x")
     except AETInputError:
         raise
     except Exception as exc:
         _fail(f"cannot read {path} as TIFF (truncated or corrupt: {_first_line(exc)}); re-export the file")
-    return np.asarray(data), px, {}
+    return np.asarray(data), px, {"pixel_sizes": sizes}
 
 
 def _read_npy(path: Path):
@@ -396,7 +416,7 @@ def _read_array(path: Path, what: str, variable=None):
         from .vendor import read_vendor_stack
 
         data, px, tilts, info = read_vendor_stack(path)
-        return data, px, {"vendor": info, "vendor_tilts": tilts}
+        return data, px, {"vendor": info, "vendor_tilts": tilts, "pixel_sizes": info.pop("pixel_sizes", None)}
     _fail(
         f"{path}: unknown {what} file type {ext or '(no extension)'}; use "
         f"{', '.join(TILT_EXTENSIONS)}"
@@ -433,8 +453,19 @@ def find_angles_file(path: PathLike, include_generic: bool = True) -> Optional[P
     return None
 
 
-def _parse_angle_text(path: Path) -> np.ndarray:
-    rows = []
+# a plain real number as people write one: ASCII digits, one '.', an exponent; no '_' (Python's
+# float() reads "1_0" as 10), no NaN/Inf, no other scripts' digits
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.()\-]*")
+# headers of a three-column table that say it holds Euler angles
+_EULER_HEADERS = {("phi", "theta", "psi"), ("rot", "tilt", "psi"), ("alpha", "beta", "gamma"),
+                  ("euler1", "euler2", "euler3")}
+
+
+def _parse_angle_text(path: Path, column=None) -> np.ndarray:
+    """Rows of plain numbers (an optional header row of column names first), one or three a line;
+    other widths only with ``column``."""
+    rows, header = [], None
     try:
         text = path.read_text()
     except UnicodeDecodeError:
@@ -444,20 +475,87 @@ def _parse_angle_text(path: Path) -> np.ndarray:
         if not line:
             continue
         parts = [p for p in re.split(r"[,\s;]+", line) if p]
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            _fail(f"angles file {path} line {lineno} ({line!r}) is not numbers; give degrees, one or three per line")
-        if len(values) not in (1, 3):
-            _fail(f"angles file {path} line {lineno} has {len(values)} values; give one tilt angle or phi theta psi per line")
-        rows.append(values)
+        if not parts:
+            continue
+        if not all(_PLAIN_NUMBER.fullmatch(p) for p in parts):
+            if header is None and not rows and all(_HEADER_NAME.fullmatch(p) and not _parses(p) for p in parts):
+                header = [p.lower() for p in parts]
+                continue
+            _fail(f"angles file {path} line {lineno} ({line[:40]!r}) is not plain numbers; give degrees in digits "
+                  "with a '.' (no '_', decimal comma, NaN or words), one or three per line")
+        rows.append([float(p) for p in parts])
     if not rows:
         _fail(f"angles file {path} has no angles; give one angle (or phi theta psi) per line in degrees")
     widths = {len(r) for r in rows}
     if len(widths) > 1:
-        _fail(f"angles file {path} mixes lines of one and three values; use one form throughout")
-    arr = np.array(rows, dtype=np.float64)
-    return arr[:, 0] if arr.shape[1] == 1 else arr
+        _fail(f"angles file {path} mixes lines of {' and '.join(map(str, sorted(widths)))} values; use one form "
+              "throughout")
+    if header is not None and len(header) != len(rows[0]):
+        _fail(f"angles file {path} names {len(header)} columns in its header but has {len(rows[0])} values a line; "
+              "make them agree")
+    return _pick_angle_columns(np.array(rows, dtype=np.float64), f"angles file {path}", header, column)
+
+
+def _parses(text: str) -> bool:
+    """Python would read it as a number (``nan``, ``inf``, ``1_0``): never a column name."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_index(col: np.ndarray) -> bool:
+    """0, 1, 2, ... or 1, 2, 3, ...: a row number, not an angle."""
+    return len(col) >= 3 and col[0] in (0.0, 1.0) and bool(np.all(np.diff(col) == 1.0))
+
+
+def _pick_angle_columns(arr: np.ndarray, source: str, header=None, column=None) -> np.ndarray:
+    """One column (tilts) or three (Euler angles) of a table; ``column`` (a header name or a number
+    from 1) picks the tilt angles out of any table, and a table that may not be angles needs it."""
+    if arr.ndim < 2:
+        arr = arr.reshape(-1, 1)
+    n = arr.shape[1]
+    names = f" ({', '.join(header)})" if header else ""
+    if column is not None:
+        key = str(column).strip().lower()
+        if header and key in header:
+            return arr[:, header.index(key)]
+        if key.isdigit() and 1 <= int(key) <= n:
+            return arr[:, int(key) - 1]
+        _fail(f"{source} has no column {column!r}; it has {n}{names}: give --angle-column a header name or a "
+              f"number from 1 to {n}")
+    if n == 1:
+        return arr[:, 0]
+    if n == 3 and header is not None and tuple(header) not in _EULER_HEADERS:
+        _fail(f"{source} has 3 columns{names}, not phi theta psi; name the tilt-angle column with --angle-column")
+    if n == 3 and header is None and _looks_like_index(arr[:, 0]):
+        _fail(f"{source} has 3 columns and the first counts {arr[0, 0]:g}, {arr[1, 0]:g}, {arr[2, 0]:g}... (an "
+              "index, not Euler angles?); name the tilt-angle column with --angle-column (e.g. 2), or give phi theta psi")
+    if n == 3:
+        return arr
+    _fail(f"{source} has {n} values a line{names}, neither one tilt angle nor phi theta psi (an index, a dose, "
+          "decimal commas?); name the tilt-angle column with --angle-column (a header name or a number from 1)")
+
+
+def _array_angles(arr, source, column=None) -> np.ndarray:
+    """Angles from an array (NPY, MAT, given): real numbers; a table's columns picked as from text."""
+    arr = _check_real(arr, source)
+    if arr.ndim == 2 and 1 not in arr.shape:
+        if arr.shape[1] != 3 and arr.shape[0] == 3 and column is None:
+            arr = arr.T  # MATLAB users often store Euler angles as 3 x N
+        return _pick_angle_columns(arr.astype(np.float64), f"angles from {source}", None, column)
+    return arr
+
+
+def _check_real(arr, source) -> np.ndarray:
+    """Angles must be plain real numbers: no complex, text, boolean or object arrays."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "iuf":
+        kind = {"c": "complex", "b": "boolean", "U": "text", "S": "text", "O": "object", "V": "structured"}
+        _fail(f"angles from {source} are {kind.get(arr.dtype.kind, str(arr.dtype))} values ({arr.dtype}), not plain "
+              "real numbers; save real angles in degrees")
+    return arr
 
 
 def _normalize_angles(arr: np.ndarray, source) -> np.ndarray:
@@ -491,11 +589,14 @@ def check_angles_in_degrees(angles: np.ndarray, source="angles") -> None:
         )
 
 
-def read_angles(source, units: str = "deg", variable=None) -> np.ndarray:
+def read_angles(source, units: str = "deg", variable=None, column=None) -> np.ndarray:
     """Read tilt angles (N,) or Z-Y-Z Euler angles (N, 3) in degrees.
 
-    ``source`` is a file (``.txt``/``.csv``/``.rawtlt``/``.tlt``: one value or three per line;
-    ``.npy``; ``.mat``) or an array. ``units`` is ``'deg'`` (checked against radians) or ``'rad'``.
+    ``source`` is a file (``.txt``/``.csv``/``.rawtlt``/``.tlt``: one value or three per line,
+    plain numbers, optionally under a header row of column names; ``.npy``; ``.mat``) or an
+    array of real numbers. ``units`` is ``'deg'`` (checked against radians) or ``'rad'``. A
+    table of 2 or more than 3 columns, a 3-column one whose header is not ``phi theta psi``
+    or whose first column counts 0, 1, 2, ... is read only with ``column``.
 
     Parameters
     ----------
@@ -503,6 +604,8 @@ def read_angles(source, units: str = "deg", variable=None) -> np.ndarray:
     units : {"deg", "rad"}
     variable : str, optional
         Variable name in a ``.mat`` file.
+    column : str or int, optional
+        The tilt-angle column of a table: a header name or a number from 1.
 
     Returns
     -------
@@ -513,19 +616,20 @@ def read_angles(source, units: str = "deg", variable=None) -> np.ndarray:
         path = Path(source)
         _check_readable(path, "angles")
         ext = path.suffix.lower()
+        label = str(path)
         if ext in ANGLE_TEXT_EXTENSIONS or ext == "":
-            arr = _parse_angle_text(path)
+            arr = _parse_angle_text(path, column)
         elif ext == ".npy":
-            arr, _, _ = _read_npy(path)
+            arr = _array_angles(_read_npy(path)[0], label, column)
         elif ext == ".mat":
-            arr = _pick_mat_variable(
+            arr = _array_angles(_pick_mat_variable(
                 path, _mat_variables(path), (1, 2), ("angles", "tilt_angles", "tiltangles", "angle", "eulerangles"), "angles", variable
-            )
+            ), label, column)
         else:
             _fail(f"{path}: unknown angles file type {ext}; use {', '.join(ANGLE_EXTENSIONS)}")
-        label = str(path)
     else:
-        arr, label = np.asarray(source), "the given array"
+        label = "the given array"
+        arr = _array_angles(source, label, column)
     arr = _normalize_angles(arr, label)
     if units == "rad":
         return np.rad2deg(arr)
@@ -603,6 +707,7 @@ def read_tilt_series(
     angle_convention: str = "zyz",
     tilt_axis_angle: float = 0.0,
     transpose_projections: bool = False,
+    angle_column=None,
 ) -> TiltSeries:
     """Read a tilt series ``[a, v, u]`` and its angles.
 
@@ -620,6 +725,8 @@ def read_tilt_series(
     transpose_projections : swap each projection's rows and columns after moving the stack
         axis first: RESIRE/GENFIRE MATLAB stacks are ``[x, y, projection]``, so they read
         as the contract's ``[a, y, x]`` with ``stack_axis=2, transpose_projections=True``.
+    angle_column : the tilt-angle column of an angles table (a header name or a number from
+        1; :func:`read_angles`).
 
     Returns
     -------
@@ -651,7 +758,7 @@ def read_tilt_series(
     else:
         source = f"file {Path(angles).name}" if isinstance(angles, (str, os.PathLike)) else "given array"
     if angles is not None and angles_arr is None:
-        angles_arr = read_angles(angles, units=angle_units)
+        angles_arr = read_angles(angles, units=angle_units, column=angle_column)
     if angles_arr is not None:
         if angles_arr.shape[0] != data.shape[0]:
             hint = ""
@@ -669,6 +776,7 @@ def read_tilt_series(
         extra.update(angles_source=source, angle_convention=angle_convention)
         if angle_convention == "tilt-axis":
             extra["tilt_axis_angle_deg"] = float(tilt_axis_angle)
+    _check_square_pixels(extra, path, pixel_size)
     px = _resolve_pixel_size(header_px, pixel_size, path, require_pixel_size)
     return TiltSeries(np.ascontiguousarray(data), angles_arr, px, str(path), extra)
 
@@ -688,6 +796,7 @@ def _angles_from_metadata(path: Path, n: int, extra: dict, header_px, require_an
     elif header is not None:
         angles_arr, source = header
     elif mdoc is not None:
+        note_input(mdoc)
         angles_arr, mdoc_px, mdoc_axis = vendor.mdoc_tilts(mdoc)
         source = f"SerialEM mdoc {mdoc.name}"
         if header_px is None and mdoc_px:
@@ -799,6 +908,7 @@ def read_volume(path: PathLike, pixel_size: Optional[float] = None, require_pixe
     if raw.ndim != 3:
         _fail(f"{path} holds an array of shape {raw.shape}, not a 3D volume; give a (z, y, x) volume")
     data = _check_values(raw, path, "volume")
+    _check_square_pixels(extra, path, pixel_size, axes="xyz")
     px = _resolve_pixel_size(header_px, pixel_size, path, require_pixel_size)
     return Volume(np.ascontiguousarray(data), px, str(path))
 
@@ -902,6 +1012,7 @@ def read_sidecar(side: PathLike) -> dict:
     dict
     """
     side = Path(side)
+    note_input(side)
     try:
         info = json.loads(side.read_text())
     except (OSError, UnicodeDecodeError) as exc:

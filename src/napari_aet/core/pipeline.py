@@ -164,6 +164,9 @@ class _RunFolder:
         import os
         import shutil
 
+        from .locks import check_not_input
+
+        check_not_input([self.out / n for n in names], what="a result")
         old = self.out / _OLD_DIR
         old.mkdir(exist_ok=True)
         for name in names:
@@ -184,7 +187,9 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
 
     The run is built in ``out/.napari-aet-partial`` and moved into place when it has
     finished, replacing every output of an earlier run; ``resume`` continues an interrupted
-    run with the same data and settings from its last finished stage.
+    run with the same data and settings from its last finished stage. The folder is locked
+    for the whole run (:func:`napari_aet.core.locks.output_lock`): a second writer is refused
+    with the first one's PID, and no result may replace a file the run read.
 
     Parameters
     ----------
@@ -221,6 +226,17 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
         The report (also ``report.json``): settings, versions, per-stage time and memory,
         R-factors, the network's consistency check, atom counts, lattice, facet statistics.
     """
+    from .locks import check_not_input, output_lock
+
+    check_not_input([Path(out) / n for n in RUN_OUTPUTS], what="a result")  # found inputs too (angles beside)
+    with output_lock(out, "results folder"):  # one writer a folder, from the first look to the last move
+        return _run_locked(ts, Path(out), align_first, enhance, device, weights, refine, figures, progress_factory,
+                           resume, trust_weights, extended_object, layer_maps, support_normal)
+
+
+def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures, progress_factory, resume,
+                trust_weights, extended_object, layer_maps, support_normal) -> dict:
+    """:func:`run_pipeline` once its folder is locked."""
     import platform
 
     from .. import __version__

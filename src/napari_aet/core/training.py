@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,11 +94,17 @@ def load_config(path) -> TrainingConfig:
     -------
     TrainingConfig
     """
+    from .locks import note_input
+
     path = Path(path)
+    note_input(path)
     try:
         raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AETInputError(f"cannot read training config {path} ({exc}); give a JSON file of TrainingConfig fields")
+    if not isinstance(raw, dict):
+        raise AETInputError(f"training config {path} holds a JSON {type(raw).__name__}, not an object of "
+                            "TrainingConfig fields; give {\"epochs\": 20, ...}")
     names = {f.name for f in dataclasses.fields(TrainingConfig)}
     unknown = set(raw) - names
     if unknown:
@@ -122,7 +129,54 @@ def check_training_config(cfg: TrainingConfig, source: str = "training config") 
     check_int(cfg.recon_iterations, f"{source}: recon_iterations", 1, 10**4)
     check_number(cfg.lr, f"{source}: lr", 0.0, 1.0, lo_open=True)
     check_number(cfg.pixel_size, f"{source}: pixel_size", 0.1, 20.0, unit="Å")
+    check_number(cfg.weight_decay, f"{source}: weight_decay", 0.0, 1.0)
+    if cfg.max_minutes is not None:  # inf or <= 0 would anneal the learning rate to 0 at every step
+        check_number(cfg.max_minutes, f"{source}: max_minutes", 0.0, 10**7, unit="minutes", lo_open=True)
+    check_int(cfg.bn_recalibration_batches, f"{source}: bn_recalibration_batches", 0, 10**5)
+    check_int(cfg.bn_recalibration_batch_size, f"{source}: bn_recalibration_batch_size", 1, 256)
+    if cfg.bn_recalibration_crop is not None:
+        check_int(cfg.bn_recalibration_crop, f"{source}: bn_recalibration_crop", 16, cfg.voxels)
+    check_int(cfg.seed, f"{source}: seed", 0, 2**31 - 1)
+    _check_ranges(cfg, source)
     _check_architecture(cfg.unet, Path(source))
+
+
+# the (low, high) settings of a config and the bounds both ends must lie in
+_RANGES = {"size_range": (0.2, 20.0), "offsite_range": (0.0, 1.0), "tilt_range": (1.0, 90.0),
+           "projections_range": (2, 1000), "dose_range": (1.0, 1e9), "b_range": (0.0, 100.0),
+           "probe_sigma_range": (0.0, 5.0), "probe_tail_range": (0.0, 1.0), "probe_tail_sigma_range": (0.0, 20.0),
+           "background_range": (0.0, 10.0), "read_noise_range": (0.0, 10.0)}
+
+
+def _check_ranges(cfg: TrainingConfig, source: str) -> None:
+    """Every (low, high) pair: two finite numbers in bounds, low <= high; shares and errors in range."""
+    from .validate import check_number
+
+    for name, (lo, hi) in _RANGES.items():
+        pair = getattr(cfg, name)
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise AETInputError(f"{source}: {name} is {pair!r}; give two numbers [low, high]")
+        a, b = (check_number(v, f"{source}: {name}", lo, hi) for v in pair)
+        if a > b:
+            raise AETInputError(f"{source}: {name} is [{a:g}, {b:g}]; give [low, high] with low <= high")
+    check_number(cfg.amorphous_fraction, f"{source}: amorphous_fraction", 0.0, 1.0)
+    check_number(cfg.angle_error, f"{source}: angle_error", 0.0, 10.0, unit="degrees")
+    check_number(cfg.gain_drift, f"{source}: gain_drift", 0.0, 1.0)
+    check_number(cfg.shift_error_px, f"{source}: shift_error_px", 0.0, 20.0, unit="pixels")
+    if cfg.recon_iterations_range is not None:
+        pair = cfg.recon_iterations_range
+        numbers = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+        if not numbers or not 1 <= pair[0] <= pair[1] <= 10**4:
+            raise AETInputError(f"{source}: recon_iterations_range is {pair!r}; give [low, high] iterations, "
+                                "1 <= low <= high <= 10000, or null")
+    from .reconstruct import METHODS
+    from .simulate import SHAPES
+
+    for name, known in (("shapes", SHAPES), ("recon_methods", METHODS)):
+        values = getattr(cfg, name)
+        if isinstance(values, str) or not values or not set(values) <= set(known):
+            raise AETInputError(f"{source}: {name} is {values!r}; give a list of some of {', '.join(known)}")
 
 
 # ---------------------------------------------------------------------------- data
@@ -241,8 +295,48 @@ def _write_chunk(args):
     return str(path), True
 
 
-def generate_dataset(cfg: TrainingConfig, out_dir, workers: int = 1, progress=None, cancel=None) -> dict:
+def _data_files(root: Path) -> list:
+    """The files :func:`generate_dataset` writes in a folder: chunks (and unfinished ones), config.json."""
+    return sorted([*root.glob("train_*.npz"), *root.glob("val_*.npz"), *root.glob(".train_*.npz.*"),
+                   *root.glob(".val_*.npz.*"), *([root / "config.json"] if (root / "config.json").exists() else [])])
+
+
+def _check_data_folder(cfg: TrainingConfig, root: Path, overwrite: bool) -> None:
+    """Resume only data made with this very config: a folder holding chunks of another config (or
+    chunks without one, or another file's config.json) is refused, or emptied with ``overwrite``."""
+    from .locks import check_not_input
+
+    existing = _data_files(root)
+    if overwrite:
+        check_not_input(existing, what="data file")  # e.g. the folder's own config.json given as CONFIG
+        for f in existing:
+            f.unlink()
+        return
+    if not existing:
+        return
+    side = root / "config.json"
+    try:
+        stored = TrainingConfig(**json.loads(side.read_text())).to_dict()
+    except (OSError, ValueError, TypeError):
+        stored = None
+    ours = json.loads(json.dumps(cfg.to_dict()))
+    if stored is None:
+        what = "chunks with no config.json" if not side.exists() else "a config.json that is no training config"
+        raise AETInputError(f"{root} holds {what}; choose another folder or pass --overwrite to start it anew")
+    stored = json.loads(json.dumps(stored))
+    if stored != ours:
+        diff = sorted(k for k in ours if ours[k] != stored.get(k))
+        raise AETInputError(f"{root} holds data made with another config ({', '.join(diff[:4])} differ); use that "
+                            "config to resume it, choose another folder, or pass --overwrite to start it anew")
+
+
+def generate_dataset(cfg: TrainingConfig, out_dir, workers: int = 1, progress=None, cancel=None,
+                     overwrite: bool = False) -> dict:
     """Write the training and validation pairs in chunks (resumable); returns a summary.
+
+    The folder is locked while it is written (:func:`napari_aet.core.locks.output_lock`) and
+    resumed only with the config its ``config.json`` records: data of another config is
+    refused, or removed first with ``overwrite``.
 
     Parameters
     ----------
@@ -251,19 +345,30 @@ def generate_dataset(cfg: TrainingConfig, out_dir, workers: int = 1, progress=No
     workers : int
         Processes.
     progress, cancel : callback ``progress(done, total, message)`` and a ``threading.Event``.
+    overwrite : bool
+        Remove the chunks and config already in ``out_dir`` and start anew.
 
     Returns
     -------
     dict
     """
+    from .io import write_json
+    from .locks import output_lock
+
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    with output_lock(root, "data folder"):
+        _check_data_folder(cfg, root, overwrite)
+        if not (root / "config.json").exists():  # before any chunk: the chunks' provenance
+            write_json(root / "config.json", cfg.to_dict())
+        return _generate_locked(cfg, root, workers, progress, cancel)
+
+
+def _generate_locked(cfg: TrainingConfig, root: Path, workers: int, progress, cancel) -> dict:
     jobs = []
     for split, total, base in (("train", cfg.n_train, 0), ("val", cfg.n_val, 10_000_000)):
         for k in range(math.ceil(total / cfg.chunk_size)):
             count = min(cfg.chunk_size, total - k * cfg.chunk_size)
             jobs.append((cfg.to_dict(), str(root), split, k, cfg.seed * 100_000_000 + base + k * cfg.chunk_size, count))
-    (root / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     rep = Reporter(len(jobs), progress, cancel)
     t0 = time.perf_counter()
     made = 0
@@ -372,7 +477,10 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
     """Train the U-Net on the cached pairs; checkpoints and resumes in ``run_dir``.
 
     ``init_weights``: start from these weights (fine-tuning) instead of a random model; with
-    ``epochs: 0`` only the batch-norm statistics are recomputed on the data.
+    ``epochs: 0`` only the batch-norm statistics are recomputed on the data. ``run_dir`` is
+    locked while rank 0 writes it. torchrun's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
+    ``MASTER_ADDR`` and ``MASTER_PORT`` are checked before any work. Weights are saved only
+    when their validation loss is below the starting network's.
 
     Parameters
     ----------
@@ -390,16 +498,41 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
     Returns
     -------
     dict
-        Epochs done, history, seconds, parameters, device, data, sha256.
-    """
-    import torch
-    import torch.distributed as dist
+        Epochs done, history, seconds, parameters, device, data, sha256 (rank 0), rank,
+        the starting network's validation.
 
-    world, rank, dev = _distributed_setup(device)
+    Raises
+    ------
+    AETInputError
+        Bad settings or environment, or a run that did not lower the validation loss.
+    """
+    import contextlib
+
+    from .locks import check_not_input, note_input, output_lock
+
+    world, rank, local_rank = _distributed_env()
+    if cfg.epochs == 0 and init_weights is None:
+        raise AETInputError("epochs 0 with no initial weights trains nothing and would save a random network; give "
+                            "epochs > 0, or --init-weights to only recompute the batch-norm statistics")
+    run_dir = Path(run_dir)
+    if init_weights is not None:  # inputs (with their checksum file) that no output may replace
+        note_input(init_weights)
+        note_input(Path(init_weights).with_suffix(".json"))
+    check_not_input([run_dir / n for n in ("weights.pt", "weights.json", "checkpoint.pt", "log.jsonl")])
+    with output_lock(run_dir, "run folder") if rank == 0 else contextlib.nullcontext():  # rank 0 writes it
+        return _train_locked(cfg, data_dir, run_dir, device, progress, cancel, log, init_weights, world, rank,
+                             local_rank)
+
+
+# Long: one training loop (setup, resume, epochs, validation, checkpoints) reads best in one piece
+def _train_locked(cfg, data_dir, run_dir: Path, device, progress, cancel, log, init_weights, world: int, rank: int,
+                  local_rank: int) -> dict:
+    """:func:`train` once the run folder is locked."""
+    import torch
+
+    dev = _distributed_setup(device, world, local_rank)
     torch.manual_seed(cfg.seed + rank)
     rng = np.random.default_rng(cfg.seed * 1000 + rank)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     xtr, ytr = _load_split(data_dir, "train")
     xva, yva = _load_split(data_dir, "val")
     if xtr.shape[1] < cfg.crop:
@@ -407,6 +540,8 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
     model = _initial_model(cfg, init_weights, dev)
     if cfg.crop % model.multiple:
         raise AETInputError(f"crop {cfg.crop} must be a multiple of {model.multiple} for depth {model.config.depth}")
+    use_amp = dev.type == "cuda"
+    start_val = _validate(model, xva, yva, dev, use_amp)  # what training has to beat
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(xtr) // (cfg.batch_size * world))
@@ -419,7 +554,6 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
         opt.load_state_dict(state["optimizer"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
         rng = np.random.default_rng(cfg.seed * 1000 + rank + 7919 * start_epoch)
-    use_amp = dev.type == "cuda"
     rep = Reporter(max(1, (cfg.epochs - start_epoch) * steps_per_epoch), progress if rank == 0 else None, cancel)
     t0 = time.perf_counter()
     history = []
@@ -441,17 +575,36 @@ def train(cfg: TrainingConfig, data_dir, run_dir, device="auto", progress=None, 
         if cfg.max_minutes and (time.perf_counter() - t0) / 60 >= cfg.max_minutes:
             break
     result = {"epochs_done": epoch + 1, "history": history, "seconds": time.perf_counter() - t0,
-              "n_parameters": model.n_parameters(), "device": str(dev), "world_size": world,
+              "n_parameters": model.n_parameters(), "device": str(dev), "world_size": world, "rank": rank,
               "n_train_pairs": int(len(xtr)), "n_val_pairs": int(len(xva)),
-              "data": [str(d) for d in _data_dirs(data_dir)]}
+              "data": [str(d) for d in _data_dirs(data_dir)], "initial_validation": start_val}
+    _finish_training(model, cfg, xtr, ytr, xva, yva, dev, use_amp, result, history, run_dir, t0, epoch, log,
+                     progress, cancel, world, rank)
+    return result
+
+
+def _finish_training(model, cfg, xtr, ytr, xva, yva, dev, use_amp, result, history, run_dir, t0, epoch, log,
+                     progress, cancel, world, rank) -> None:
+    """Rank 0 recalibrates batch norm and saves the weights, only when they validate better than
+    the network training started from; a run that did not improve saves nothing and says so."""
+    import torch.distributed as dist
+
+    improved, start, end = True, result["initial_validation"]["val_loss"], None
     if rank == 0:
         if cfg.bn_recalibration_batches > 0:
             _recalibrate_if_better(model, cfg, xtr, ytr, xva, yva, dev, use_amp, result, history, run_dir, t0, epoch,
                                    log, progress, cancel)
-        result["sha256"] = _save_trained(model, cfg, xtr, history, run_dir)
+        end = (history[-1] if history else _validate(model, xva, yva, dev, use_amp))["val_loss"]
+        # epochs 0 (fine-tuning's batch-norm pass only) keeps the given weights when that did not help
+        improved = cfg.epochs == 0 or (np.isfinite(end) and end < start)
+        if improved:
+            result["sha256"] = _save_trained(model, cfg, xtr, history, run_dir)
     if world > 1 and dist.is_initialized():
         dist.barrier()
-    return result
+    if not improved:
+        raise AETInputError(f"training did not lower the validation loss ({start:.4g} at the start, {end:.4g} at the "
+                            f"end of epoch {epoch + 1}): no weights saved; train longer (epochs, max_minutes), check "
+                            "lr and the data in the log")
 
 
 def _end_epoch(run_dir: Path, model, opt, entry: dict, step: int, log) -> None:
@@ -467,23 +620,53 @@ def _end_epoch(run_dir: Path, model, opt, entry: dict, step: int, log) -> None:
         log(entry)
 
 
-def _distributed_setup(device) -> tuple:
-    """(world size, rank, device) under torchrun, or (1, 0, device) for one process."""
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,6}", raw.strip()):
+        raise AETInputError(f"environment variable {name}={raw!r} is not a whole number >= 0; unset it, or start "
+                            "the training with torchrun, which sets it")
+    return int(raw)
+
+
+def _distributed_env() -> tuple:
+    """(world size, rank, local rank) from torchrun's variables, checked: (1, 0, 0) for one process."""
+    world, rank, local = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if world < 1:
+        raise AETInputError("WORLD_SIZE=0: no process would train; unset it or start with torchrun")
+    if rank >= world:
+        hint = "without torchrun (WORLD_SIZE unset)" if "WORLD_SIZE" not in os.environ else f"with WORLD_SIZE={world}"
+        raise AETInputError(f"RANK={rank} {hint}: no process would be rank 0 and save the weights; unset RANK for "
+                            "one process, or start with torchrun")
+    if local >= world:
+        raise AETInputError(f"LOCAL_RANK={local} but WORLD_SIZE={world}; unset LOCAL_RANK, or start with torchrun")
+    if world > 1:
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+        if missing:
+            raise AETInputError(f"WORLD_SIZE={world} but {' and '.join(missing)} unset: the processes cannot meet; "
+                                "start with torchrun, which sets them, or unset WORLD_SIZE")
+    return world, rank, local
+
+
+def _distributed_setup(device, world: int, local_rank: int):
+    """The device of this process, with the process group started when several train together."""
     import torch
     import torch.distributed as dist
 
     from .projector import resolve_device
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     dev = resolve_device(device)
     if world > 1:
         if dev.type == "cuda":
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            if local_rank >= torch.cuda.device_count():
+                raise AETInputError(f"LOCAL_RANK={local_rank} but this machine has {torch.cuda.device_count()} GPUs; "
+                                    "start at most one process per GPU (torchrun --nproc_per_node)")
+            dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return world, rank, dev
+    return dev
 
 
 def _initial_model(cfg, init_weights, dev):

@@ -96,11 +96,13 @@ def read_vendor_stack(path: Path):
     pixel_size = None
     units = {str(a.get("units") or "").strip().lower() for a in image_axes}
     scales = {float(a.get("scale", 1.0)) for a in image_axes}
-    if len(units) == 1 and len(scales) == 1:
+    info = {"reader": f"RosettaSciIO ({ext[1:]})", "signal_title": str(sig.get("metadata", {}).get("General", {}).get("title", ""))}
+    if len(units) == 1 and len(image_axes) == 2:
         unit = units.pop()
         if unit in LENGTH_UNITS_TO_A:
-            pixel_size = scales.pop() * LENGTH_UNITS_TO_A[unit]
-    info = {"reader": f"RosettaSciIO ({ext[1:]})", "signal_title": str(sig.get("metadata", {}).get("General", {}).get("title", ""))}
+            sizes = [float(a.get("scale", 1.0)) * LENGTH_UNITS_TO_A[unit] for a in image_axes]  # (v, u): y, x
+            pixel_size = sizes[1] if len(scales) == 1 else None
+            info["pixel_sizes"] = {"y": sizes[0], "x": sizes[1]}  # the reader refuses them when they differ
     tilts = None
     if ext == ".emd":
         frame_tilts = _velox_frame_tilts(path)
