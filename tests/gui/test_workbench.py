@@ -300,6 +300,28 @@ def test_facet_and_strain_layers_and_one_layer_face_on(dock, make_napari_viewer,
     assert f"layer {k + 1} atoms" in side.layers and f"layer {k} atoms" not in side.layers
 
 
+def test_a_session_keeps_one_unit_and_the_scale_bar_in_angstrom(dock, make_napari_viewer, qtbot, monkeypatch):
+    """Sample (tilt series, tomogram, atoms), analysis (arrows, slice, facet and strain layers):
+    every layer the project adds is in Å, so napari never warns about inconsistent units and
+    its scale bar keeps the Å unit."""
+    import napari._vispy.canvas as vispy_canvas
+
+    warned = []
+    monkeypatch.setattr(vispy_canvas, "show_warning", lambda message, *a, **k: warned.append(message))
+    viewer = make_napari_viewer(show=True)
+    _sample_atoms(viewer)
+    viewer.canvas.overlays.scale_bar.visible = True
+    w = dock(viewer, "Analyze")
+    w.run_button.click()
+    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
+    viewer.dims.ndisplay = 3
+    qtbot.wait(200)  # napari checks the units when it draws
+    assert len(viewer.layers) >= 12
+    assert all([str(u) for u in layer.units] == ["angstrom"] * layer.ndim for layer in viewer.layers)
+    assert [str(u) for u in viewer.layers.units] == ["angstrom"] * 3
+    assert not [m for m in warned if "Inconsistent units" in str(m)]
+
+
 @pytest.fixture
 def never_ask_on_close(monkeypatch):
     """Whatever a test leaves behind, closing its viewers must not wait on a modal question."""
@@ -461,7 +483,7 @@ def test_movie_through_napari_animation(make_napari_viewer, tmp_path):
 def test_movie_is_rendered_step_by_step_with_progress_and_cancel(dock, make_napari_viewer, qtbot, tmp_path):
     """The movie never blocks the GUI thread: frames come one per event-loop turn, the progress
     bar counts them, Cancel stops it and leaves no file."""
-    pytest.importorskip("imageio_ffmpeg")
+    pytest.importorskip("napari_animation")
     viewer = make_napari_viewer()
     _sample_atoms(viewer)
     f = dock(viewer, "Figures & export")

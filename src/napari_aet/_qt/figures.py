@@ -92,7 +92,9 @@ class MovieRecorder(QObject):
 
     def __init__(self, viewer, path, frames: int = 72, fps: int = 24):
         super().__init__()
-        import imageio.v2 as imageio
+        # napari-animation's own writer (imageio with imageio-ffmpeg, its dependencies): movies
+        # need that extra, as they did when napari-animation rendered them in one blocking call
+        from napari_animation.animation import imageio
 
         self.viewer, self.path, self.frames = viewer, Path(path), int(frames)
         self.tmp = self.path.with_name(f".tmp_{self.path.name}")
@@ -193,10 +195,10 @@ class FiguresWidget(WorkerWidget):
         self.movie_button = mg.PushButton(text="Save rotating movie", label="")
         self._recorder = None
         try:
-            import imageio_ffmpeg  # noqa: F401  (napari-animation brings it)
+            import napari_animation  # noqa: F401
         except ImportError:
             self.movie_button.enabled = False
-            self.movie_button.tooltip = "install napari-animation (or imageio-ffmpeg) for movies"
+            self.movie_button.tooltip = "install napari-animation for movies"
         self._exports = mg.Container(labels=True, widgets=[
             self.layer_box, self.paper_figure, self.paper_layer, self.paper_button, self.component,
             self.vector_format, self.maps_button, self.atoms_button, self.movie_button])

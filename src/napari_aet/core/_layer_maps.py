@@ -14,14 +14,34 @@ COMPONENT_LABELS = {"exx": "ε_xx", "eyy": "ε_yy", "ezz": "ε_zz", "exy": "ε_x
 
 
 def component_label(name: str) -> str:
-    """A component's name with its unit for colour bars and layer names: 'ε_xx (%)', 'u_x (pm)'."""
+    """A component's name with its unit for colour bars and layer names: 'ε_xx (%)', 'u_x (pm)'.
+
+    Parameters
+    ----------
+    name : str
+        ``exx`` ... ``eyz``, ``ux`` ... ``uz``; anything else comes back unchanged.
+
+    Returns
+    -------
+    str
+    """
     if name in COMPONENT_LABELS:
         return f"{COMPONENT_LABELS[name]} ({'%' if name.startswith('e') else 'pm'})"
     return name
 
 
 def nice_limit(value: float) -> float:
-    """``value`` rounded up to 1, 2 or 5 × 10^k, so a symmetric colour bar gets round ticks."""
+    """``value`` rounded up to 1, 2 or 5 × 10^k, so a symmetric colour bar gets round ticks.
+
+    Parameters
+    ----------
+    value : float
+        Positive; anything else gives 1.
+
+    Returns
+    -------
+    float
+    """
     if not np.isfinite(value) or value <= 0:
         return 1.0
     k = np.floor(np.log10(value))
@@ -32,7 +52,18 @@ def nice_limit(value: float) -> float:
 
 
 def nice_length(span: float) -> float:
-    """A round scale-bar length (1, 2 or 5 × 10^k Å) near a fifth of ``span`` (Å)."""
+    """A round scale-bar length (1, 2 or 5 × 10^k Å) near a fifth of ``span`` (Å).
+
+    Parameters
+    ----------
+    span : float
+        Å across a panel.
+
+    Returns
+    -------
+    float
+        Å.
+    """
     want = max(span / 5.0, 1e-6)
     k = np.floor(np.log10(want))
     steps = np.array([1.0, 2.0, 5.0, 10.0]) * 10.0**k
@@ -48,9 +79,24 @@ def _frame(atoms, lattice: dict, layer_axis: str):
 
 
 def layer_maps_figure(table, component: str, lattice: dict, layer_axis: str = "001"):
-    """Figure of ``component`` (``exx``...``eyz`` in %, ``ux``...``uz`` in pm) per layer, or
-    None without layers; equal panels sharing one frame, markers at 80% of the nearest-
-    neighbour distance, a scale bar (Å) in every panel."""
+    """Figure of ``component`` (``exx``...``eyz`` in %, ``ux``...``uz`` in pm) per layer:
+    equal panels sharing one frame, markers at 80% of the nearest-neighbour distance, a scale
+    bar (Å) in every panel.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Analysed atoms table (contract columns, ``layer`` and the component).
+    component : str
+    lattice : dict
+        The analysis summary's lattice (``crystal_rotation``, ``origin``, ``lattice_constant`` Å).
+    layer_axis : {"100", "010", "001"}
+
+    Returns
+    -------
+    matplotlib Figure or None
+        None without layers.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
