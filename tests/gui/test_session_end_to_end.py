@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.gui
+from .conftest import run_step
 
-STEPS_TIMEOUT = 240_000  # ms; a slow CI machine runs every worker here
+pytestmark = pytest.mark.gui
 
 
 def _dock(viewer, name):
@@ -55,8 +55,8 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     align.method.value = "com"
     align.refine_angles.value = False
     align.device.value = "cpu"
-    align.run_button.click()
-    qtbot.waitUntil(lambda: f"{tilts.name} (aligned)" in viewer.layers, timeout=STEPS_TIMEOUT)
+    run_step(qtbot, align)
+    assert f"{tilts.name} (aligned)" in viewer.layers
     aligned = viewer.layers[f"{tilts.name} (aligned)"]
     _shot(viewer, shots, "02_align", qtbot)
 
@@ -65,8 +65,8 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     rec.iterations.value = 60
     rec.show_fourier.value = True
     rec.device.value = "cpu"
-    rec.run_button.click()
-    qtbot.waitUntil(lambda: "tomogram (resire)" in viewer.layers, timeout=STEPS_TIMEOUT)
+    run_step(qtbot, rec)
+    assert "tomogram (resire)" in viewer.layers
     tomo = viewer.layers["tomogram (resire)"]
     np.testing.assert_allclose(tomo.scale, ideal.scale, rtol=1e-6)  # Å, the sample's voxel size
     aligned.visible = False
@@ -75,8 +75,8 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     enh = _dock(viewer, "Enhance (U-Net)")
     enh.layer_box.value = tomo.name
     enh.device.value = "cpu"
-    enh.run_button.click()
-    qtbot.waitUntil(lambda: f"{tomo.name} enhanced" in viewer.layers, timeout=STEPS_TIMEOUT)
+    run_step(qtbot, enh)
+    assert f"{tomo.name} enhanced" in viewer.layers
     enhanced = viewer.layers[f"{tomo.name} enhanced"]
     tomo.visible = False
     _shot(viewer, shots, "04_enhance", qtbot)
@@ -85,8 +85,8 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     tr.layer_box.value = enhanced.name
     assert tr.refine_against.value == aligned.name  # refined against the aligned series by default, as run does
     tr.device.value = "cpu"
-    tr.run_button.click()
-    qtbot.waitUntil(lambda: "traced atoms" in viewer.layers, timeout=STEPS_TIMEOUT)
+    run_step(qtbot, tr)
+    assert "traced atoms" in viewer.layers
     atoms = viewer.layers["traced atoms"]
     refinement = atoms.metadata["napari_aet"]["atoms_metadata"]["refinement"]
     assert refinement["r_factor_after"] < refinement["r_factor_before"]
@@ -97,9 +97,8 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
 
     an = _dock(viewer, "Analyze")
     an.layer_box.value = atoms.name
-    an.run_button.click()
-    qtbot.waitUntil(lambda: "displacement" in viewer.layers and "fcc" in viewer.layers["traced atoms"].features,
-                    timeout=STEPS_TIMEOUT)
+    run_step(qtbot, an)
+    assert "displacement" in viewer.layers and "fcc" in viewer.layers["traced atoms"].features
     atoms = viewer.layers["traced atoms"]
     assert atoms.features["fcc"].mean() > 0.9
     viewer.dims.ndisplay = 3
@@ -136,9 +135,8 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     assert (tmp_path / "figs" / "layers_exx.png").exists(), fig.status.text()
     # the reference work's figures, one click, rendered in a worker thread as 'run' renders them
     fig.paper_figure.value = "all"
-    fig.paper_button.native.click()
-    qtbot.waitUntil(lambda: fig.run_button.isEnabled() and (tmp_path / "figs" / "fourier_3d.png").exists(),
-                    timeout=STEPS_TIMEOUT)
+    run_step(qtbot, fig, fig.paper_button.native.click)
+    assert (tmp_path / "figs" / "fourier_3d.png").exists(), fig.status.text()
     from PIL import Image
 
     from napari_aet.core.figures import FCC_COLOURS, REFERENCE_FIGURES
