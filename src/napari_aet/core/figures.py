@@ -15,7 +15,8 @@ FCC_COLOURS = {1: "#1f4fd1", 0: "#000000"}  # the reference's blue (on an f.c.c.
 FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c", "other": "#ff7f0e", "": "#bbbbbb"}  # edges, corners, interior: grey
 
 __all__ = ["orthoslices", "fourier_intensity", "layer_maps", "particle_on_support", "facets", "fcc_layers",
-           "layer_displacements", "layer_strain", "density_maps", "fourier_density_maps", "reference_jobs",
+           "layer_displacements", "layer_strain", "density_maps", "fourier_density_maps", "tilt_axis_basis",
+           "density_images", "fourier_images", "reference_jobs",
            "REFERENCE_FIGURES", "write_figures", "render", "save"]
 
 
@@ -329,7 +330,7 @@ def particle_on_support(table, summary: Optional[dict] = None, view: tuple = DEF
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.6, 3.8), layout="constrained")
     where = (f"{len(support)} non-atoms on the support side" if len(support) else
-             "support not drawn (analyze --support-normal X Y Z)" if len(rest) else "no non-atoms")
+             "no support direction given" if len(rest) else "no non-atoms")
     _sphere_panel(ax, img, scale, f"(a) {len(atoms)} atoms; {where}")
     _legend(ax, [(f"on an f.c.c. site ({int(on_site.sum())})", FCC_COLOURS[1]),
                  (f"not assigned ({int((~on_site).sum())})", FCC_COLOURS[0])]
@@ -527,8 +528,62 @@ def _volume_panels(volumes: dict) -> tuple:
     return fig, list(zip(axes[0], volumes.items()))
 
 
-def density_maps(volumes: dict, pixel_size: float, view: tuple = DEFAULT_VIEW, size: int = 260):
-    """Tomograms (e.g. before and after the network) as 3D density maps, one panel each.
+def tilt_axis_basis() -> np.ndarray:
+    """Camera looking along the tilt axis (y): x to the right, z (the beam at zero tilt) up.
+    The missing wedge elongates a tomogram along z, so this view shows it in the picture's
+    plane; in Fourier space it shows the wedge as two empty sectors about k_z.
+
+    Returns
+    -------
+    (3, 3) array
+        :func:`~napari_aet.core.render.camera_basis` rows.
+    """
+    from .render import camera_basis
+
+    return camera_basis((0.0, -1.0, 0.0), up=(0.0, 0.0, 1.0))
+
+
+def _view_basis(view) -> np.ndarray:
+    return tilt_axis_basis() if view is None else _basis(view)
+
+
+def _panel_letter(ax, letter: str) -> None:
+    ax.text(-0.03, 1.0, letter, transform=ax.transAxes, fontsize=12, fontweight="bold", ha="right", va="bottom")
+
+
+def _axis_arrows(ax, img_shape, labels=("x", "z (beam)"), colour: str = "white") -> None:
+    """Two short arrows in the lower right corner naming the screen's right and up directions."""
+    h, w = img_shape[:2]
+    n = 0.12 * min(h, w)
+    x0, y0 = w - 0.06 * w - n, 0.94 * h
+    kw = dict(arrowstyle="-|>", color=colour, lw=1.0, mutation_scale=7)
+    ax.annotate("", (x0 + n, y0), (x0, y0), arrowprops=kw)
+    ax.annotate("", (x0, y0 - n), (x0, y0), arrowprops=kw)
+    ax.text(x0 + n, y0 - 0.02 * h, labels[0], color=colour, fontsize=6, ha="right", va="bottom")
+    ax.text(x0 + 0.02 * w, y0 - n, labels[1], color=colour, fontsize=6, ha="left", va="center")
+
+
+def _common_box(volumes: dict, limits: dict, threshold: float = 0.3, pad: int = 2) -> tuple:
+    """One crop of every volume holding each one's content (above ``threshold`` of its colour range)."""
+    shape = next(iter(volumes.values())).shape
+    if any(v.shape != shape for v in volumes.values()):
+        return (slice(None),) * 3
+    content = np.zeros(shape, bool)
+    for name, vol in volumes.items():
+        lo, hi = limits[name]
+        content |= np.asarray(vol) > lo + threshold * (hi - lo)
+    if not content.any():
+        return (slice(None),) * 3
+    idx = np.nonzero(content)
+    return tuple(slice(max(int(i.min()) - pad, 0), int(i.max()) + pad + 1) for i in idx)
+
+
+def density_images(volumes: dict, pixel_size: float = 1.0, view: Optional[tuple] = None, size: int = 320,
+                   slab: Optional[float] = 4.0) -> tuple:
+    """The renderings :func:`density_maps` shows: each volume cropped to the content they
+    share, seen along the tilt axis (``view`` None: a central slab, ``slab`` Å thick along
+    it, so that atoms stand apart) or from ``(elevation, azimuth)`` (all of it), and trimmed
+    to one common box.
 
     Parameters
     ----------
@@ -536,28 +591,145 @@ def density_maps(volumes: dict, pixel_size: float, view: tuple = DEFAULT_VIEW, s
         Label -> tomogram ``[z, y, x]``.
     pixel_size : float
         Å.
-    view : (elevation, azimuth)
-        Degrees.
+    view : (elevation, azimuth), optional
+        Degrees; default: along the tilt axis.
+    size : int
+        Rendering edge before trimming, pixels.
+    slab : float, optional
+        Å along the tilt axis, about the content's middle (None: the whole depth).
+
+    Returns
+    -------
+    images : dict
+        Label -> (height, width, 3) uint8 image.
+    voxels_per_pixel : float
+    limits : dict
+        Label -> (low, high) voxel values at the colour map's ends.
+    """
+    from .render import render_volume, trim_background
+
+    limits = {name: (float(np.percentile(vol, 80)), float(np.percentile(vol, 99.9))) for name, vol in volumes.items()}
+    box = _common_box(volumes, limits)
+    if view is None and slab:
+        y = box[1].indices(next(iter(volumes.values())).shape[1])
+        mid, half = (y[0] + y[1] - 1) // 2, max(int(round(slab / pixel_size / 2)), 1)
+        box = (box[0], slice(max(mid - half, y[0]), min(mid + half + 1, y[1])), box[2])
+    rendered = {}
+    for name, vol in volumes.items():
+        rendered[name], step = render_volume(np.asarray(vol)[box], _view_basis(view), size=size, opacity=80,
+                                             gamma=1.5, limits=limits[name], fit="view")
+    trimmed, _ = trim_background(list(rendered.values()), "black")
+    return dict(zip(rendered, trimmed)), step, limits
+
+
+def density_maps(volumes: dict, pixel_size: float, view: Optional[tuple] = None, size: int = 320,
+                 slab: Optional[float] = 4.0):
+    """Tomograms (e.g. before and after the network) as 3D density maps, one panel each
+    (the reference's Fig. 2a-b), seen along the tilt axis so that the missing wedge's
+    elongation along the beam shows, with a colour bar each.
+
+    Parameters
+    ----------
+    volumes : dict
+        Label -> tomogram ``[z, y, x]``.
+    pixel_size : float
+        Å.
+    view : (elevation, azimuth), optional
+        Degrees; default: along the tilt axis (y), the beam (z) up.
     size : int
         Pixels.
+    slab : float, optional
+        Along the tilt axis, only a central slab this thick (Å), so that atoms stand apart
+        (None: the whole depth). Each title gives :func:`~napari_aet.core.metrics.atom_elongation`.
 
     Returns
     -------
     matplotlib Figure
     """
-    from .render import render_volume
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
+    from .metrics import atom_elongation
+
+    images, step, limits = density_images(volumes, pixel_size, view, size, slab)
     fig, panels = _volume_panels(volumes)
-    for ax, (name, vol) in panels:
-        lim = (float(np.percentile(vol, 80)), float(np.percentile(vol, 99.9)))
-        img, step = render_volume(vol, _basis(view), size=size, opacity=80, gamma=1.5, limits=lim, crop=True)
-        _sphere_panel(ax, img, step * pixel_size, f"{name}: 3D density", dark=True)
+    for k, (ax, (name, vol)) in enumerate(panels):
+        img = images[name]
+        stretch = atom_elongation(vol)
+        _sphere_panel(ax, img, step * pixel_size, name + (f" (atoms' width z/x {stretch:.2f})"
+                                                          if np.isfinite(stretch) else ""), dark=True)
+        _panel_letter(ax, "abcdefgh"[k % 8])
+        if view is None:
+            _axis_arrows(ax, img.shape)
+        bar = fig.colorbar(ScalarMappable(Normalize(*limits[name]), colormaps["magma"]), ax=ax, shrink=0.7)
+        bar.set_label("voxel intensity (Pt-atom units)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    where = (f"a central {slab:g} Å slab seen along the tilt axis (y), the beam (z) up: the missing wedge "
+             "stretches atoms along z" if view is None and slab else
+             "seen along the tilt axis (y), the beam (z) up" if view is None else
+             f"seen from elevation {view[0]:g}°, azimuth {view[1]:g}°")
+    fig.suptitle(f"3D density, {where}", fontsize=8)
     return fig
 
 
-def fourier_density_maps(volumes: dict, tilt_range: Optional[float], view: tuple = DEFAULT_VIEW, size: int = 220):
-    """3D Fourier intensity (log) of each tomogram as a density map, the missing wedge of a
-    single-axis series over ±``tilt_range``° as a cyan haze (None: not drawn).
+def fourier_images(volumes: dict, size: int = 320, slab: Optional[int] = 6) -> tuple:
+    """The renderings :func:`fourier_density_maps` shows: each tomogram's log Fourier
+    intensity as a density map seen along k_y (the tilt axis), k_x to the right, k_z up.
+
+    Parameters
+    ----------
+    volumes : dict
+        Label -> tomogram ``[z, y, x]``.
+    size : int
+        Pixels.
+    slab : int, optional
+        Only the frequencies within this many voxels of k_y = 0 (a slab about the central
+        k_x-k_z plane, where the reciprocal lattice's spots stand apart); None: all.
+
+    Returns
+    -------
+    images : dict
+        Label -> (size, size, 3) uint8 image.
+    extents : dict
+        Label -> (kx_min, kx_max, kz_min, kz_max) in cycles per voxel.
+    limits : dict
+        Label -> (low, high) of the log intensity at the colour map's ends.
+    """
+    from .fourier import fourier_intensity as log_intensity
+    from .render import render_volume
+
+    images, extents, limits = {}, {}, {}
+    for name, vol in volumes.items():
+        f = log_intensity(vol)
+        limits[name] = (float(np.percentile(f, 70)), float(np.percentile(f, 99.95)))
+        mid = f.shape[1] // 2
+        part = f if slab is None else f[:, max(mid - int(slab), 0):mid + int(slab) + 1]
+        images[name], step = render_volume(part, tilt_axis_basis(), size=size, opacity=12 if slab is None else 40,
+                                           gamma=2, limits=limits[name], fit="view")
+        nz, _, nx = f.shape
+        half = size * step / 2  # voxels from the centre to an edge
+        extents[name] = (-half / nx, half / nx, -half / nz, half / nz)
+    return images, extents, limits
+
+
+def _wedge_lines(ax, tilt_range: float, kmax: float) -> None:
+    """Dashed lines at ±tilt_range from k_x: the edges of the missing wedge (about k_z)."""
+    t = np.deg2rad(tilt_range)
+    reach = 1.5 * kmax  # past the corners: the axes clip the lines
+    for sgn in (1, -1):
+        ax.plot([-reach * np.cos(t), reach * np.cos(t)], [-sgn * reach * np.sin(t), sgn * reach * np.sin(t)],
+                color="cyan", ls="--", lw=0.9)
+    for sgn in (1, -1):
+        ax.text(0.0, sgn * 0.8 * kmax, "missing wedge", color="cyan", fontsize=6, ha="center", va="center",
+                clip_on=True)
+
+
+def fourier_density_maps(volumes: dict, tilt_range: Optional[float], pixel_size: float = 1.0, size: int = 320,
+                         slab: Optional[int] = 6):
+    """3D Fourier intensity (log) of each tomogram as a density map seen along k_y, the tilt
+    axis (the reference's Fig. 2c-d): k axes in 1/Å, a colour bar, and the missing wedge of a
+    single-axis series over ±``tilt_range``° between dashed lines (None: not drawn).
 
     Parameters
     ----------
@@ -565,28 +737,44 @@ def fourier_density_maps(volumes: dict, tilt_range: Optional[float], view: tuple
         Label -> tomogram ``[z, y, x]``.
     tilt_range : float or None
         Degrees.
-    view : (elevation, azimuth)
-        Degrees.
+    pixel_size : float
+        Å (the k axes' unit).
     size : int
         Pixels.
+    slab : int, optional
+        As :func:`fourier_images`.
 
     Returns
     -------
     matplotlib Figure
     """
-    from .fourier import fourier_intensity as log_intensity, missing_wedge_mask
-    from .render import render_volume
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
-    fig, panels = _volume_panels(volumes)
-    for ax, (name, vol) in panels:
-        f = log_intensity(vol)
-        wedge = missing_wedge_mask(vol.shape, tilt_range) if tilt_range else None
-        lim = (float(np.percentile(f, 70)), float(np.percentile(f, 99.95)))
-        img, _ = render_volume(f, _basis(view), size=size, opacity=12, gamma=2, limits=lim, mask=wedge)
-        ax.imshow(img)
-        ax.set_axis_off()
-        ax.set_title(f"{name}: 3D |F|² (log)" + (f", missing wedge beyond ±{tilt_range:.0f}° (cyan)"
-                                                 if tilt_range else ""), fontsize=7)
+    images, extents, limits = fourier_images(volumes, size, slab)
+    fig, axes = _plt().subplots(1, len(volumes), figsize=(3.5 * len(volumes), 3.3), squeeze=False,
+                                layout="constrained")
+    for k, (ax, name) in enumerate(zip(axes[0], volumes)):
+        ext = np.array(extents[name]) / pixel_size  # 1/Å
+        ax.imshow(images[name], extent=tuple(ext), interpolation="antialiased")
+        ax.set_xlabel("$k_x$ (1/Å)", fontsize=7)
+        ax.set_ylabel("$k_z$ (1/Å)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if tilt_range:
+            _wedge_lines(ax, tilt_range, float(np.abs(ext).max()))
+        ax.set_xlim(ext[0], ext[1])
+        ax.set_ylim(ext[2], ext[3])
+        ax.set_title(name, fontsize=8)
+        _panel_letter(ax, "cdefgh"[k % 6])
+        bar = fig.colorbar(ScalarMappable(Normalize(*limits[name]), colormaps["magma"]), ax=ax, shrink=0.7)
+        bar.set_label("log$_{10}$(1 + |F|² / median)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    ny = next(iter(volumes.values())).shape[1]
+    part = f"a slab |$k_y$| ≤ {slab / (ny * pixel_size):.2f} 1/Å" if slab is not None else "all of it"
+    fig.suptitle(f"3D Fourier intensity, {part}, seen along $k_y$ (the tilt axis)" +
+                 (f"; missing wedge beyond ±{tilt_range:.0f}° between the dashed lines" if tilt_range else ""),
+                 fontsize=8)
     return fig
 
 
@@ -637,7 +825,7 @@ def reference_jobs(table, summary: dict, volumes: Optional[dict] = None, pixel_s
                  ("g_layer_strain", layer_strain, (table, lattice, axis, layer))]
     if volumes:
         jobs += [("tomograms_3d", density_maps, (volumes, pixel_size)),
-                 ("fourier_3d", fourier_density_maps, (volumes, tilt_range))]
+                 ("fourier_3d", fourier_density_maps, (volumes, tilt_range, pixel_size))]
     return [j for j in jobs if names is None or j[0] in names]
 
 
@@ -667,6 +855,7 @@ def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Option
         e.g. the workbench's workers, must not fork).
     progress : ``progress(done, total, name)`` after each figure (serial rendering).
     cancel : a ``threading.Event``; set, the rendering stops before the next figure.
+    overwrite : replace figures already in ``out_dir`` (default); False refuses them.
 
     Returns
     -------
@@ -766,4 +955,3 @@ def render(jobs, out_dir: Path, workers: int = 2, progress=None, cancel=None) ->
     expected = [Path(out_dir) / f"{name}.{fmt}" for name, _, _ in theirs for fmt in FORMATS]
     return paths + [str(q) for q in expected if q.exists()]
 
-    overwrite : replace figures already in ``out_dir`` (default); False refuses them.

@@ -15,7 +15,8 @@ import numpy as np
 
 from .errors import AETInputError
 
-__all__ = ["camera_basis", "view_direction", "render_spheres", "render_sphere_colourings", "sphere_extent", "render_volume"]
+__all__ = ["camera_basis", "view_direction", "render_spheres", "render_sphere_colourings", "sphere_extent", "render_volume",
+           "trim_background"]
 
 _LIGHT = np.array([-0.45, 0.6, 0.66])  # from the upper left, in front (screen right, up, toward viewer)
 
@@ -231,7 +232,7 @@ def _ray_cast(row, col, rad_px, z, radii, shape) -> tuple:
 def render_volume(volume: np.ndarray, basis: np.ndarray, size: int = 400, colormap: str = "magma",
                   limits: Optional[tuple] = None, opacity: float = 4.0, gamma: float = 1.5,
                   mask: Optional[np.ndarray] = None, mask_colour: str = "cyan", mask_opacity: float = 0.25,
-                  background: str = "black", crop: bool = False) -> tuple:
+                  background: str = "black", crop: bool = False, fit: str = "diagonal") -> tuple:
     """Emission-absorption rendering of a volume (a 3D density map), no display needed.
 
     Parameters
@@ -255,6 +256,10 @@ def render_volume(volume: np.ndarray, basis: np.ndarray, size: int = 400, colorm
     crop : bool
         Trim empty space (below the low limit) around the content first, so that a small
         particle fills the picture.
+    fit : {"diagonal", "view"}
+        What fills the image: the volume's diagonal (any view fits at one scale), or the
+        volume's box as this view projects it (no empty frame; e.g. looking along an axis,
+        the box's face fills the image). Both keep the same absorption per voxel.
 
     Returns
     -------
@@ -280,20 +285,29 @@ def render_volume(volume: np.ndarray, basis: np.ndarray, size: int = 400, colorm
         mask = None if mask is None else np.asarray(mask)[box]
     n_in = np.array(norm.shape, float)
     m = int(size)
-    step = float(np.linalg.norm(n_in)) / m  # voxels per output pixel: the diagonal fits
     n_depth = max(m // 2, 2)  # samples along the view: half the lateral density, half the cost
-    # output index (t, r, c): t along the view (far to near), r down the screen, c to the right
     b = np.asarray(basis, float)  # rows: right, up, towards viewer, in (x, y, z)
+    diagonal = float(np.linalg.norm(n_in))
+    if fit == "view":  # the box's projected width, height and depth (voxels)
+        reach = np.abs(b) @ n_in[::-1]
+        step = max(reach[0], reach[1]) / m
+        n_depth = int(np.clip(np.ceil(reach[2] / (2 * step)), 2, n_depth))  # a thin slab: fewer samples
+        depth_step = reach[2] / n_depth
+    elif fit == "diagonal":
+        step, depth_step = diagonal / m, diagonal / n_depth  # voxels per output pixel: the diagonal fits
+    else:
+        raise AETInputError(f"fit {fit!r} unknown; use 'diagonal' or 'view'")
+    # output index (t, r, c): t along the view (far to near), r down the screen, c to the right
     to_zyx = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], float)
-    cols = np.stack([b[2] * m / n_depth, -b[1], b[0]], axis=1)  # sample-frame step of each output axis
-    matrix = to_zyx @ cols * step
+    cols = np.stack([b[2] * depth_step, -b[1] * step, b[0] * step], axis=1)  # sample-frame step of each output axis
+    matrix = to_zyx @ cols
     offset = (n_in - 1) / 2 - matrix @ np.array([(n_depth - 1) / 2, (m - 1) / 2, (m - 1) / 2])
     shape = (n_depth, m, m)
     stack = affine_transform(norm, matrix, offset=offset, output_shape=shape, order=1, cval=0.0)
     extra = (affine_transform(np.asarray(mask, np.float32), matrix, offset=offset, output_shape=shape, order=1,
                               cval=0.0) if mask is not None else None)
     cmap = colormaps[colormap]
-    alpha_unit = opacity / n_depth
+    alpha_unit = opacity * depth_step / diagonal  # optical depth per sample: the same per voxel in either fit
     img = np.zeros((m, m, 3), np.float32)
     transmit = np.ones((m, m, 1), np.float32)
     tint = np.array(to_rgb(mask_colour), np.float32)
@@ -303,8 +317,46 @@ def render_volume(volume: np.ndarray, basis: np.ndarray, size: int = 400, colorm
         img += transmit * a * cmap(v)[..., :3]
         transmit *= 1.0 - a
         if extra is not None:
-            am = 1.0 - np.exp(-mask_opacity * 3.0 / n_depth * extra[t])[..., None]
+            am = 1.0 - np.exp(-mask_opacity * 3.0 * depth_step / diagonal * extra[t])[..., None]
             img += transmit * am * tint
             transmit *= 1.0 - am
     img += transmit * np.array(to_rgb(background), np.float32)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), step
+
+
+def trim_background(images: Sequence[np.ndarray], background: str = "black", tolerance: int = 12,
+                    margin: float = 0.04) -> tuple:
+    """Crop renderings of one scene to the box that holds every image's content, so that
+    panels shown side by side keep one scale and position.
+
+    Parameters
+    ----------
+    images : sequence of (height, width, 3) uint8 arrays
+        The same size, e.g. :func:`render_volume` of several volumes in one view.
+    background : matplotlib colour name
+        What counts as empty.
+    tolerance : int
+        A pixel is content where a channel differs from the background by more than this.
+    margin : float
+        Border kept around the content, as a fraction of the content box's larger edge.
+
+    Returns
+    -------
+    images : list of cropped arrays
+    box : (row_start, row_stop, col_start, col_stop)
+        The crop, in pixels of the input images.
+    """
+    from matplotlib.colors import to_rgb
+
+    bg = np.round(np.array(to_rgb(background)) * 255).astype(int)
+    content = np.zeros(images[0].shape[:2], bool)
+    for img in images:
+        content |= (np.abs(np.asarray(img, int)[..., :3] - bg) > tolerance).any(-1)
+    if not content.any():
+        h, w = content.shape
+        return list(images), (0, h, 0, w)
+    rows, cols = np.flatnonzero(content.any(1)), np.flatnonzero(content.any(0))
+    pad = int(round(margin * max(rows[-1] - rows[0], cols[-1] - cols[0])))
+    box = (max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, content.shape[0]),
+           max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, content.shape[1]))
+    return [np.asarray(img)[box[0]:box[1], box[2]:box[3]] for img in images], tuple(int(v) for v in box)
