@@ -27,9 +27,104 @@ __all__ = ["read_manifest", "run_batch"]
 _TRUE = {"1", "true", "yes", "y"}
 
 
+MANIFEST_MAX_BYTES = 16 * 2**20  # a manifest lists jobs: 16 MiB is about 10^5 of them
+_FIELD_MAX_CHARS = 4096  # a path or a number; longer is not a manifest field
+
+
+def _yaml_rows(path: Path, text: str) -> list:
+    """Rows of a YAML manifest: aliases refused before anything is built (an anchor "bomb"
+    expands to gigabytes), a list of tables of plain values."""
+    import yaml
+
+    try:
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise AETInputError(f"manifest {path} uses YAML aliases (*name); write each job's fields out in full")
+        raw = yaml.safe_load(text)
+    except AETInputError:
+        raise
+    except yaml.YAMLError as exc:
+        raise AETInputError(f"manifest {path} is not valid YAML ({str(exc).splitlines()[0]})")
+    except ValueError as exc:  # e.g. a number of thousands of digits (Python's int-to-str limit)
+        raise AETInputError(f"manifest {path} holds a value YAML cannot read ({str(exc).splitlines()[0][:80]}); "
+                            "give plain paths and numbers of a few digits")
+    rows = raw.get("jobs", []) if isinstance(raw, dict) else raw
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise AETInputError(f"manifest {path} is YAML but not a list of jobs (tables with 'tilts'); "
+                            "write '- tilts: a.mrc' per job, or 'jobs:' above such a list")
+    return rows
+
+
+def _manifest_rows(path: Path) -> list:
+    """The manifest's rows as read (CSV or YAML), size checked before reading."""
+    if not path.is_file():
+        raise AETInputError(f"manifest {path} does not exist or is not a regular file; give a CSV or YAML "
+                            "listing tilt series")
+    if path.stat().st_size > MANIFEST_MAX_BYTES:
+        raise AETInputError(f"manifest {path} is {path.stat().st_size / 2**20:.0f} MiB, over the "
+                            f"{MANIFEST_MAX_BYTES // 2**20} MiB a list of jobs needs; split it into several manifests")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise AETInputError(f"manifest {path} is not text; give a CSV or YAML listing tilt series")
+    if path.suffix.lower() in (".yml", ".yaml"):
+        return _yaml_rows(path, text)
+    import io as _io
+
+    try:
+        return list(csv.DictReader(_io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise AETInputError(f"manifest {path} is not a readable CSV ({str(exc).splitlines()[0][:60]}); "
+                            "give a CSV with a header row (tilts, angles, pixel_size, output)")
+
+
+def _field_text(where: str, key: str, value) -> str:
+    """A manifest field as text: plain values only (no lists, tables, NUL bytes or huge numbers)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() > 64:  # str() of a 5,000-digit int raises
+        raise AETInputError(f"{where}: {key} is a number of over 19 digits; give a plain value")
+    if not isinstance(value, (str, int, float)):
+        raise AETInputError(f"{where}: {key} is a {type(value).__name__}, not a plain value; give one path, "
+                            "number or yes/no per field")
+    text = str(value).strip()
+    if len(text) > _FIELD_MAX_CHARS or "\x00" in text:
+        raise AETInputError(f"{where}: {key} is over {_FIELD_MAX_CHARS} characters or holds a NUL byte; give a "
+                            "plain path or number")
+    return text
+
+
+def _pixel_size(where: str, text: str) -> Optional[float]:
+    from .io import _PLAIN_NUMBER
+
+    if not text:
+        return None
+    if not _PLAIN_NUMBER.fullmatch(text):  # float() would read "0_357" as 357
+        raise AETInputError(f"{where}: pixel_size {text[:20]!r} is not a number; give it in Å, e.g. 0.357")
+    value = float(text)
+    if not 0.001 <= value <= 100:
+        raise AETInputError(f"{where}: pixel_size {text[:20]} Å is outside 0.001-100 Å; give the pixel size in Å")
+    return value
+
+
+def _job_folder(where: str, out_root: Path, name: str, output: str) -> Path:
+    """The job's folder, which must lie inside the output root (a name is one folder name)."""
+    if not output and (name in (".", "..") or any(c in name for c in "/\\")):
+        raise AETInputError(f"{where}: name {name!r} is not a plain folder name; give a name without '/', "
+                            "'\\' or '..'")
+    folder = (out_root / (output or name)).resolve()
+    if folder == out_root or not folder.is_relative_to(out_root):
+        raise AETInputError(f"{where}: the job's folder {folder} is not inside the output folder {out_root}; give "
+                            "an 'output' relative to -o without '..'")
+    return folder
+
+
 def read_manifest(path, out_root) -> list:
     """Jobs from a CSV or YAML manifest (``tilts``, ``angles``, ``pixel_size``, ``output``,
-    ``no_align``, ``no_enhance``, ``no_refine``), checked.
+    ``no_align``, ``no_enhance``, ``no_refine``), checked: plain values only (YAML aliases,
+    lists and tables refused), at most :data:`MANIFEST_MAX_BYTES`, every job folder inside
+    ``out_root`` and its own.
 
     Parameters
     ----------
@@ -46,59 +141,35 @@ def read_manifest(path, out_root) -> list:
     from .locks import note_input
 
     note_input(path)
-    if not path.exists():
-        raise AETInputError(f"manifest {path} does not exist; give a CSV or YAML listing tilt series")
-    if path.suffix.lower() in (".yml", ".yaml"):
-        import yaml
-
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise AETInputError(f"manifest {path} is not valid YAML ({str(exc).splitlines()[0]})")
-        rows = raw.get("jobs", []) if isinstance(raw, dict) else raw
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise AETInputError(f"manifest {path} is YAML but not a list of jobs (tables with 'tilts'); "
-                                "write '- tilts: a.mrc' per job, or 'jobs:' above such a list")
-    else:
-        try:
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise AETInputError(f"manifest {path} is not a readable CSV ({str(exc).splitlines()[0][:60]}); "
-                                "give a CSV with a header row (tilts, angles, pixel_size, output)")
+    rows = _manifest_rows(path)
     if not rows:
         raise AETInputError(f"manifest {path} lists no jobs; give one row per tilt series (column 'tilts')")
     out_root = Path(out_root).resolve()
-    jobs = []
-    for k, row in enumerate(rows, 1):
-        row = {str(key).strip(): ("" if v is None else str(v).strip()) for key, v in dict(row).items()}
-        pixel_size = None
-        if row.get("pixel_size"):
-            try:
-                pixel_size = float(row["pixel_size"])
-            except ValueError:
-                raise AETInputError(f"manifest {path} job {k}: pixel_size {row['pixel_size']!r} is not a number; "
-                                    "give it in Å, e.g. 0.357")
+    jobs, names, outputs = [], set(), set()
+    for k, raw in enumerate(rows, 1):
+        where = f"manifest {path} job {k}"
+        row = {_field_text(where, "a column name", key): _field_text(where, str(key)[:40], v)
+               for key, v in dict(raw).items()}
         if not row.get("tilts"):
-            raise AETInputError(f"manifest {path} job {k} has no 'tilts'; every job needs its tilt series")
+            raise AETInputError(f"{where} has no 'tilts'; every job needs its tilt series")
         tilts = (path.parent / row["tilts"]).resolve()
         name = row.get("name") or tilts.stem
-        if any(j["name"] == name for j in jobs):  # e.g. many 'tilts.mrc' in their own folders
+        if name in names:  # e.g. many 'tilts.mrc' in their own folders
             name = f"{tilts.parent.name}_{tilts.stem}"
-        out = (out_root / row["output"]) if row.get("output") else out_root / name
+        names.add(name)
+        out = str(_job_folder(where, out_root, name, row.get("output", "")))
+        if out in outputs:
+            raise AETInputError(f"manifest {path}: several jobs write to {out}; give each job its own 'name' or 'output'")
+        outputs.add(out)
         jobs.append({
             "name": name, "tilts": str(tilts),
             "angles": str((path.parent / row["angles"]).resolve()) if row.get("angles") else None,
-            "pixel_size": pixel_size,
-            "output": str(out.resolve()),
+            "pixel_size": _pixel_size(where, row.get("pixel_size", "")),
+            "output": out,
             "align": row.get("no_align", "").lower() not in _TRUE,
             "enhance": row.get("no_enhance", "").lower() not in _TRUE,
             "refine": row.get("no_refine", "").lower() not in _TRUE,
         })
-    outputs = [j["output"] for j in jobs]
-    dup = sorted({o for o in outputs if outputs.count(o) > 1})
-    if dup:
-        raise AETInputError(f"manifest {path}: several jobs write to {dup[0]}; give each job its own 'name' or 'output'")
     return jobs
 
 
