@@ -886,3 +886,131 @@ def test_a_tiff_with_unequal_x_and_y_resolution_is_refused(tmp_path):
     tifffile.imwrite(tmp_path / "s.tif", data, imagej=True, resolution=(1 / 0.357, 1 / 0.357),
                      metadata={"unit": "angstrom"})
     assert io.read_tilt_series(tmp_path / "s.tif", angles=np.linspace(-60, 60, 5)).pixel_size == pytest.approx(0.357)
+
+
+def test_a_planted_link_as_lock_file_is_not_followed(tmp_path):
+    from napari_aet.core.locks import LOCK_NAME, output_lock
+
+    (tmp_path / "precious.txt").write_text("keep me")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / LOCK_NAME).symlink_to(tmp_path / "precious.txt")
+    with pytest.raises(OSError):
+        with output_lock(tmp_path / "out"):
+            pass
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("argv", [["--pixel-size", "0_357"], ["--iterations", "1_0"], ["--tilt-axis-angle", "\uff11"]])
+def test_number_options_take_only_plain_numbers(work, capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(["reconstruct", str(work / "tilts.mrc"), "-o", str(work / "o.mrc"), *argv])
+    assert exc.value.code == 2
+    assert "not a plain number" in capsys.readouterr().err
+    assert not (work / "o.mrc").exists()
+
+
+def test_a_manifest_pixel_size_is_a_plain_number(tmp_path):
+    from napari_aet.core.batch import read_manifest
+
+    (tmp_path / "m.csv").write_text("tilts,pixel_size\na.mrc,0_357\n")
+    with pytest.raises(AETInputError, match="not a number"):
+        read_manifest(tmp_path / "m.csv", tmp_path / "out")
+
+
+def test_a_tiff_with_unequal_resolutions_in_any_unit_is_refused(tmp_path):
+    import tifffile
+
+    data = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32) + 0.1
+    tifffile.imwrite(tmp_path / "t.tif", data, resolution=(100, 140))  # no ImageJ unit: the ratio still tells
+    with pytest.raises(AETInputError, match="non-square pixels"):
+        io.read_tilt_series(tmp_path / "t.tif", angles=np.linspace(-60, 60, 5), pixel_size=None,
+                            require_pixel_size=False)
+
+
+def test_train_never_resumes_another_networks_checkpoint(tiny_data, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["train", str(tiny_data / "cfg.json"), "--data", str(tiny_data / "data"), "--device", "cpu",
+                 "-o", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, "checkpoint.pt", "cannot be resumed")
+
+
+# ---- issue 26: manifests (escape, aliases, plain values, size, linear time)
+
+@pytest.mark.parametrize("row", [
+    "name,tilts\n../../../x,a.mrc\n",
+    "name,tilts\n..,a.mrc\n",
+    "tilts,output\na.mrc,../../x\n",
+    "tilts,output\na.mrc,/tmp/elsewhere\n",
+    "tilts,output\na.mrc,.\n",
+    "tilts,output\na.mrc,sub/../../x\n",
+])
+def test_batch_job_folders_stay_inside_the_output_root(tmp_path, row):
+    from napari_aet.core.batch import read_manifest
+
+    (tmp_path / "m.csv").write_text(row)
+    with pytest.raises(AETInputError, match="inside the output folder|plain folder name") as info:
+        read_manifest(tmp_path / "m.csv", tmp_path / "out")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "x").exists()
+
+
+def test_batch_nested_output_inside_the_root_is_fine(tmp_path):
+    from napari_aet.core.batch import read_manifest
+
+    (tmp_path / "m.csv").write_text("tilts,output\na.mrc,group1/a\n")
+    (job,) = read_manifest(tmp_path / "m.csv", tmp_path / "out")
+    assert job["output"] == str((tmp_path / "out" / "group1" / "a").resolve())
+
+
+@pytest.mark.parametrize("text, words", [
+    ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n'
+     'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\njobs:\n  - tilts: a.mrc\n    name: *c\n', "aliases"),
+    ("- tilts: a.mrc\n  pixel_size: [1, 2]\n", "not a plain value"),
+    ("- tilts: {x: 1}\n", "not a plain value"),
+    ("- tilts: a.mrc\n  pixel_size: " + "1" * 5001 + "\n", "over 19 digits|cannot read"),
+    ("- tilts: a.mrc\n  pixel_size: 1e400\n", "outside"),
+    ("- tilts: a.mrc\n  pixel_size: -0.3\n", "outside"),
+    ("- tilts: \"a\\0b.mrc\"\n", "NUL"),
+], ids=["alias-bomb", "list", "table", "5001-digits", "1e400", "negative", "nul"])
+def test_yaml_manifest_values_are_plain_and_bounded(tmp_path, text, words):
+    from napari_aet.core.batch import read_manifest
+
+    (tmp_path / "m.yaml").write_text(text)
+    with pytest.raises(AETInputError, match=words) as info:
+        read_manifest(tmp_path / "m.yaml", tmp_path / "out")
+    assert "\n" not in str(info.value)
+
+
+def test_a_huge_manifest_is_refused_before_reading(tmp_path, monkeypatch):
+    from napari_aet.core import batch
+
+    monkeypatch.setattr(batch, "MANIFEST_MAX_BYTES", 1000)
+    (tmp_path / "m.csv").write_text("tilts\n" + "a.mrc\n" * 400)
+    with pytest.raises(AETInputError, match="split it"):
+        batch.read_manifest(tmp_path / "m.csv", tmp_path / "out")
+    fifo = tmp_path / "m2.csv"
+    os.mkfifo(fifo)  # a FIFO would block a reader forever
+    with pytest.raises(AETInputError, match="not a regular file"):
+        batch.read_manifest(fifo, tmp_path / "out")
+
+
+def test_a_long_manifest_reads_in_near_linear_time(tmp_path):
+    """2x10^4 jobs, all named 'tilts' in their own folders: the duplicate checks are sets, not
+    a scan per job (19 s before). A bound for a quadratic regression, not a speed target."""
+    import time
+
+    from napari_aet.core.batch import read_manifest
+
+    n = 20_000
+    (tmp_path / "m.csv").write_text("tilts\n" + "".join(f"d{k}/tilts.mrc\n" for k in range(n)))
+    t0 = time.perf_counter()
+    jobs = read_manifest(tmp_path / "m.csv", tmp_path / "out")
+    assert len(jobs) == n and len({j["output"] for j in jobs}) == n
+    small = tmp_path / "s.csv"
+    small.write_text("tilts\n" + "".join(f"d{k}/tilts.mrc\n" for k in range(n // 10)))
+    t1 = time.perf_counter()
+    read_manifest(small, tmp_path / "out")
+    t_small = time.perf_counter() - t1
+    # 10x the jobs: quadratic code takes ~100x as long, linear ~10x; 40x leaves room for noise
+    assert (t1 - t0) < 40 * t_small + 1.0, (t1 - t0, t_small)
