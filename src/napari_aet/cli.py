@@ -1034,9 +1034,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         _size_thread_pools(args)
         with tracking_inputs(), _COMMAND_LOCKS:  # inputs recorded; output folders locked until the command ends
+    for command in sub.choices.values():  # every number option reads only plain numbers
+        for action in command._actions:
+            if action.type in (float, int):
+                action.type = _plain_number(action.type)
             return int(args.func(args) or 0)
     except FolderInUse as exc:  # another writer holds the output folder: a file-system conflict
         print(f"napari-aet {args.command}: error: {exc}", file=sys.stderr)
+def _plain_number(kind):
+    """An argparse type like ``float``/``int`` that refuses what Python reads but people do not
+    write as that number: ``1_0`` (Python's 10) and other scripts' digits. NaN and Inf pass on
+    to the range checks, which name the option."""
+    def convert(text: str):
+        if "_" in text or not text.isascii():
+            example = "ASCII digits with a '.', e.g. 0.357" if kind is float else "ASCII digits, e.g. 100"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a plain number; write {example}")
+        return kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its message
+    return convert
+
+
         return EXIT_OS_ERROR
     except AETInputError as exc:
         print(f"napari-aet {args.command}: error: {exc}", file=sys.stderr)

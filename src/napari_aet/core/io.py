@@ -252,10 +252,11 @@ def _resolve_pixel_size(header_size: Optional[float], given: Optional[float], pa
 def _check_square_pixels(extra: dict, path: Path, given: Optional[float], axes: str = "xy") -> None:
     """Refuse pixels (voxels) whose header sizes differ between ``axes``: read with the x size
     alone they would stretch the data. A given pixel size overrides the header, with a warning."""
-    sizes = {a: v for a, v in (extra.pop("pixel_sizes", None) or {}).items() if a in axes and v and v > 0}
+    found = extra.pop("pixel_sizes", None) or {}
+    sizes = {a: v for a, v in found.items() if a in axes and v and v > 0}
     if len(sizes) < 2 or max(sizes.values()) <= min(sizes.values()) * (1 + 1e-3):
         return
-    listed = ", ".join(f"{a} {v:g} Å" for a, v in sizes.items())
+    listed = ", ".join(f"{a} {v:g} {found.get('unit', 'Å')}" for a, v in sizes.items())
     if given is None:
         _fail(f"{path} has non-square {'voxels' if len(axes) == 3 else 'pixels'} in its header ({listed}); resample "
               "it to equal sizes first (e.g. IMOD newstack or ImageJ Scale), or pass --pixel-size to read it with one")
@@ -322,13 +323,13 @@ def _read_tiff(path: Path):
             data = tif.asarray()
             px = None
             unit = str((tif.imagej_metadata or {}).get("unit", "")).lower()
-            sizes = {}
-            for axis in ("x", "y"):
+            sizes = {"unit": "Å" if unit in LENGTH_UNITS_TO_A else "(the file's unit)"}
+            for axis in ("x", "y"):  # the ratio tells square from stretched pixels in any unit
                 tag = tif.pages[0].tags.get(f"{axis.upper()}Resolution")
                 num, den = tag.value if tag is not None else (0, 0)
-                if unit in LENGTH_UNITS_TO_A and num > 0 and den > 0:
-                    sizes[axis] = den / num * LENGTH_UNITS_TO_A[unit]
-            px = sizes.get("x")
+                if num > 0 and den > 0:
+                    sizes[axis] = den / num * LENGTH_UNITS_TO_A.get(unit, 1.0)
+            px = sizes.get("x") if unit in LENGTH_UNITS_TO_A else None
     except AETInputError:
         raise
     except Exception as exc:

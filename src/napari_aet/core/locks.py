@@ -69,7 +69,8 @@ def _try_lock(fd: int) -> bool:
 def _acquire(folder: Path, lock: Path) -> int:
     """Open and lock ``lock``, retrying when a releasing holder removed it meanwhile."""
     for _ in range(100):
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a link: a planted link would have us truncate the file it points to
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         if not _try_lock(fd):
             os.close(fd)
             raise FolderInUse(f"{folder} is being written by another napari-aet process ({_holder(lock)}, "

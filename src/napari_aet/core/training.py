@@ -549,10 +549,15 @@ def _train_locked(cfg, data_dir, run_dir: Path, device, progress, cancel, log, i
     ckpt = run_dir / "checkpoint.pt"
     start_epoch, step = 0, 0
     if ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
+        try:
+            state = torch.load(ckpt, map_location=dev, weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start_epoch, step = int(state["epoch"]), int(state["step"])
+        except Exception as exc:  # damaged, or another network's: never resumed into this one
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:80]
+            raise AETInputError(f"{ckpt} cannot be resumed with this config ({first}); give another RUN_DIR, or "
+                                "remove the checkpoint to start anew")
         rng = np.random.default_rng(cfg.seed * 1000 + rank + 7919 * start_epoch)
     rep = Reporter(max(1, (cfg.epochs - start_epoch) * steps_per_epoch), progress if rank == 0 else None, cancel)
     t0 = time.perf_counter()
