@@ -134,13 +134,17 @@ def atom_colours(features, by: str) -> dict:
     if by not in getattr(features, "columns", []):
         raise ValueError(f"the atoms have no '{by}' column; run Analyze first")
     values = features[by]
-    if by == "fcc":
-        return {"face_color": [FCC_COLOURS.get(int(v), "#808080") if v == v else "#808080" for v in values]}
+    if by in ("fcc", "layer"):  # nullable integers (pd.NA) and NaN alike: missing is grey
+        import pandas as pd
+
+        numbers = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
+        if by == "fcc":
+            return {"face_color": [FCC_COLOURS.get(int(v), "#808080") if np.isfinite(v) else "#808080"
+                                   for v in numbers]}
+        return {"face_color": [LAYER_PALETTE[int(v) % (len(LAYER_PALETTE) - 1)] if np.isfinite(v)
+                               else LAYER_PALETTE[-1] for v in numbers]}
     if by == "facet":
         return {"face_color": [FACET_COLOURS.get(str(v), "#bbbbbb") for v in values.fillna("")]}
-    if by == "layer":
-        return {"face_color": [LAYER_PALETTE[int(v) % (len(LAYER_PALETTE) - 1)] if v == v else LAYER_PALETTE[-1]
-                               for v in values]}
     v = np.asarray(values, float)
     label, factor = by, 1.0
     if by in STRAIN or by in DISPLACEMENT:  # shown in % and pm (a colour bar of 0.003 reads "0")
