@@ -1014,3 +1014,24 @@ def test_a_long_manifest_reads_in_near_linear_time(tmp_path):
     t_small = time.perf_counter() - t1
     # 10x the jobs: quadratic code takes ~100x as long, linear ~10x; 40x leaves room for noise
     assert (t1 - t0) < 40 * t_small + 1.0, (t1 - t0, t_small)
+
+
+@pytest.mark.parametrize("evil", ["=cmd|' /C calc'!A0", "=HYPERLINK(\"http://x\",\"y\")", "+1+cmd", "-2+3+cmd|x",
+                                  "@SUM(A1:A2)", "\t=1+1"])
+def test_atoms_csv_is_safe_to_open_in_a_spreadsheet(tmp_path, evil):
+    """Text cells and column names that a spreadsheet would run as formulas are written behind a
+    quote (CSV injection) and read back as they were."""
+    import pandas as pd
+
+    table = pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0], "z": [0.0, 1.0], "species": [evil, "Pt"],
+                          evil: ["a", evil], "note": [evil, "-1.5"]})
+    io.write_atoms(tmp_path / "a.csv", table)
+    import csv
+
+    with open(tmp_path / "a.csv", newline="") as f:
+        cells = [c for row in csv.reader(f) for c in row]
+    assert not any(c[:1] in "=+-@\t\r" and c.strip() not in ("-1.5",) for c in cells if c), cells
+    back, _ = io.read_atoms(tmp_path / "a.csv")
+    assert back["species"].tolist()[0] == evil and back["note"].tolist() == [evil, "-1.5"]
+    name = evil.strip()  # column names are stripped on every read and write
+    assert name in back.columns and back[name].tolist() == ["a", evil]

@@ -273,5 +273,7 @@ def run_batch(manifest, out_root, scheduler: Optional[str] = None, workers: int 
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
-            w.writerows(results)
+            from .io import _spreadsheet_safe
+
+            w.writerows({k: _spreadsheet_safe(v) for k, v in r.items()} for r in results)
     return results

@@ -1067,6 +1067,34 @@ def _ase_format(path: Path) -> Optional[str]:
     return ASE_FORMATS.get(path.suffix.lower())
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection):
+# text cells and column names so started are written behind a quote, and read back without it.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _spreadsheet_safe(text):
+    if isinstance(text, str) and text[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(text.strip()):
+        return "'" + text
+    return text
+
+
+def _spreadsheet_plain(text):
+    if isinstance(text, str) and text[:1] == "'" and text[1:2] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(text[1:].strip()):
+        return text[1:]
+    return text
+
+
+def _csv_safe_table(df):
+    """``df`` with every text cell and column name made safe to open in a spreadsheet."""
+    import pandas as pd
+
+    df = df.rename(columns=lambda c: _spreadsheet_safe(str(c)))
+    for c in df.columns:
+        if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype):
+            df[c] = df[c].map(_spreadsheet_safe)
+    return df
+
+
 def write_atoms(path: PathLike, table, metadata: Optional[dict] = None) -> None:
     """Write an atoms table, atomically.
 
@@ -1084,7 +1112,7 @@ def write_atoms(path: PathLike, table, metadata: Optional[dict] = None) -> None:
     df = _coerce_atoms(table)
     if path.suffix.lower() == ".csv":
         with atomic_path(path) as tmp:
-            df.to_csv(tmp, index=False)
+            _csv_safe_table(df).to_csv(tmp, index=False)
         if metadata is not None:  # the sidecar names its table, so no other file's sidecar is taken for it
             write_json(atoms_metadata_path(path), {**metadata, "data_file": path.name})
         return
@@ -1158,6 +1186,10 @@ def read_atoms(path: PathLike):
             df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in _STR_COLUMNS})
         except Exception as exc:
             _fail(f"cannot read {path} as an atoms CSV ({_first_line(exc)}); give columns x,y,z,... per the contract")
+        df = df.rename(columns=_spreadsheet_plain)
+        for c in df.columns:
+            if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype):
+                df[c] = df[c].map(_spreadsheet_plain)
         side = atoms_metadata_path(path)
         if side.exists():
             meta = read_sidecar(side)
