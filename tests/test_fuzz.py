@@ -185,3 +185,77 @@ def test_angle_text_takes_only_plain_real_numbers(tmp_path, text):
         assert not plain or "direction" in str(exc) or "radians" in str(exc) or "±180" in str(exc), str(exc)
         return
     assert plain and a[1] == float(text)
+
+
+# ---- sidecar and manifest contents (issue 26): a result or one line, never a traceback
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=True) | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+SIDECAR_KEYS = {
+    "volume": ["tilts", "tilts_read", "preprocessing", "alignment", "angles_deg", "pixel_size"],
+    "atoms": ["analysis", "refinement", "data_file"],
+    "report": ["alignment", "settings", "enhancement", "n_atoms"],
+}
+
+
+def _consume(kind, path, tmp_path):
+    """Read a sidecar as the commands do, then use what they use from it."""
+    from napari_aet import cli
+    from napari_aet.core.analysis import AnalysisSummary
+
+    if kind == "volume":
+        vol = path.with_suffix(".mrc")
+        cli._tilts_read_settings(vol, tmp_path / "t.mrc")
+        cli._alignment_from_sidecar(vol)
+        info = cli._volume_sidecar(vol)
+        if info.get("angles_deg") is not None:
+            np.asarray(info["angles_deg"], float)
+    elif kind == "atoms":
+        _, meta = io.read_atoms(path.with_suffix(".csv"))
+        found = AnalysisSummary.of(meta)
+        found.lattice_constant, found.crystal_rotation, found.layer_axis, found.support_normal  # noqa: B018
+    else:
+        rep = io.read_sidecar(path, "report")
+        angles = (rep.get("alignment") or {}).get("angles_deg") or (rep.get("settings") or {}).get("angles_deg")
+        if angles:
+            np.asarray(angles, float)
+
+
+@FUZZ
+@given(kind=st.sampled_from(sorted(SIDECAR_KEYS)), data=st.data())
+def test_sidecar_contents_give_a_result_or_one_line(tmp_path, kind, data):
+    keys = SIDECAR_KEYS[kind]
+    content = data.draw(st.dictionaries(st.sampled_from(keys), json_values, max_size=4))
+    if kind == "atoms":
+        io.write_atoms(tmp_path / "a.csv", pd.DataFrame({"x": [0.0], "y": [0.0], "z": [0.0]}))
+        path = tmp_path / "a.json"
+        content["data_file"] = "a.csv"
+    else:
+        path = tmp_path / ("v.json" if kind == "volume" else "report.json")
+    path.write_text(json.dumps(content, allow_nan=True))
+    try:
+        _consume(kind, path, tmp_path)
+    except AETInputError as exc:
+        assert "\n" not in str(exc) and path.name in str(exc)
+
+
+@FUZZ
+@given(jobs=st.lists(st.dictionaries(st.sampled_from(["tilts", "name", "output", "pixel_size", "angles", "no_align"]),
+                                     json_values, max_size=5), max_size=4),
+       wrapped=st.booleans())
+def test_manifest_contents_give_jobs_or_one_line(tmp_path, jobs, wrapped):
+    import yaml
+
+    from napari_aet.core.batch import read_manifest
+
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"jobs": jobs} if wrapped else jobs))
+    out = tmp_path / "out"
+    try:
+        result = read_manifest(tmp_path / "m.yaml", out)
+    except AETInputError as exc:
+        assert "\n" not in str(exc)
+        return
+    for job in result:  # every accepted job writes inside the output root
+        assert job["output"].startswith(str(out.resolve()) + "/")

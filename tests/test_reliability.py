@@ -1035,3 +1035,84 @@ def test_atoms_csv_is_safe_to_open_in_a_spreadsheet(tmp_path, evil):
     assert back["species"].tolist()[0] == evil and back["note"].tolist() == [evil, "-1.5"]
     name = evil.strip()  # column names are stripped on every read and write
     assert name in back.columns and back[name].tolist() == ["a", evil]
+
+
+# ---- issue 26 item 15: every JSON read back has a schema, one line naming the file and field
+
+def _run_cli(args):
+    import contextlib
+    import io as _io
+
+    err = _io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("sidecar, field", [
+    ({"preprocessing": "abc"}, "preprocessing"),
+    ({"preprocessing": {"tilt_axis": {"tilt_axis_angle_deg": "left"}}}, "preprocessing.tilt_axis"),
+    ({"angles_deg": "0,1,2"}, "angles_deg"),
+    ({"angles_deg": [[0, 1], [2, 3, 4]]}, "angles_deg"),
+    ({"angles_deg": [0, float("nan")]}, "angles_deg"),
+    ({"tilts": 12345}, "tilts"),
+    ({"tilts_read": {"stack_axis": "first"}}, "tilts_read.stack_axis"),
+    ({"alignment": {"shifts_px": "none"}}, "alignment.shifts_px"),
+    ({"alignment": [1, 2]}, "alignment"),
+])
+def test_a_damaged_tomogram_sidecar_is_one_line(tmp_path, sidecar, field):
+    vol = tmp_path / "vol.mrc"
+    io.write_volume(vol, np.zeros((8, 8, 8), np.float32), 0.5)
+    (tmp_path / "vol.json").write_text(json.dumps(sidecar))
+    ts = tmp_path / "t.mrc"
+    io.write_tilt_series(ts, io.TiltSeries(np.zeros((3, 8, 8), np.float32), np.array([-10.0, 0, 10]), 0.5),
+                         write_angles_file=True)
+    for args in (["trace", str(vol), "--tilts", str(ts), "-o", str(tmp_path / "a.csv")],
+                 ["enhance", str(vol), "-o", str(tmp_path / "e.mrc")]):
+        code, err = _run_cli(args)
+        assert code == 2, (args[0], err)
+        line = err.strip()
+        assert "\n" not in line and "vol.json" in line and field in line, (args[0], line)
+
+
+@pytest.mark.parametrize("report, atoms_meta, words", [
+    ("[1, 2]", None, "not an object"),
+    ('{"settings": {"angles_deg": "abc"}}', None, "settings.angles_deg"),
+    ('{"alignment": {"angles_deg": [0, "x"]}}', None, "alignment.angles_deg"),
+    ("{not json", None, "not valid JSON"),
+    (None, {"analysis": "x"}, "analysis"),
+    (None, {"analysis": {"lattice": {"lattice_constant": 3.9, "crystal_rotation": [[1, 0], [0, 1]]}}},
+     "crystal_rotation"),
+    (None, {"refinement": {"r_factor_after": "low"}}, "refinement.r_factor_after"),
+])
+def test_a_damaged_report_or_atoms_sidecar_is_one_line(tmp_path, report, atoms_meta, words):
+    import pandas as pd
+
+    run = tmp_path / "run"
+    run.mkdir()
+    table = pd.DataFrame({"x": [0.0], "y": [0.0], "z": [0.0]})
+    io.write_atoms(run / "atoms.csv", table, metadata={"analysis": {"lattice": None}})
+    if atoms_meta is not None:
+        (run / "atoms.json").write_text(json.dumps({**atoms_meta, "data_file": "atoms.csv"}))
+    if report is not None:
+        (run / "report.json").write_text(report)
+    code, err = _run_cli(["figures", str(run), "-o", str(tmp_path / "f")])
+    assert code == 2 and "\n" not in err.strip() and words in err, err
+
+
+def test_schemas_keep_fields_they_do_not_know():
+    from napari_aet.core.schemas import check
+
+    info = {"tilts": "a.mrc", "a_newer_field": {"x": [1, 2]}, "angles_deg": [[0, 10, 0], [0, 20, 0]]}
+    assert check(info, "volume", "v.json") is info
+
+
+def test_damaged_weights_provenance_is_one_line(tmp_path):
+    from napari_aet.core.enhance import load_weights
+
+    w = tmp_path / "w.pt"
+    w.write_bytes(b"0" * 100)
+    (tmp_path / "w.json").write_text(json.dumps({"sha256": 12}))
+    with pytest.raises(AETInputError, match="sha256") as info:
+        load_weights(w)
+    assert "\n" not in str(info.value)

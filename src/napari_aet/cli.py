@@ -326,7 +326,7 @@ def _volume_sidecar(vol_path: Path) -> dict:
     from .core.io import read_sidecar
 
     side = vol_path.with_suffix(".json")
-    return read_sidecar(side) if side.exists() else {}
+    return read_sidecar(side, "volume") if side.exists() else {}
 
 
 def _as_reconstructed(vol_path: Path, ts):
@@ -592,7 +592,7 @@ def cmd_run(args) -> int:
                        layer_maps=args.layer_maps, support_normal=args.support_normal)
     _report_network(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
-          f"in {rep['total_seconds']:.0f} s -> {args.output}")
+          f"in {rep['total_seconds']:.0f} s with {_threads_line()} -> {args.output}")
     return 0
 
 
@@ -632,7 +632,7 @@ def cmd_figures(args) -> int:
     tilt_range = args.tilt_range
     report = src / "report.json"
     if tilt_range is None and report.exists():
-        rep = io.read_sidecar(report)  # the angles reconstructed with: refined ones when the run aligned
+        rep = io.read_sidecar(report, "report")  # the angles reconstructed with: refined ones when the run aligned
         angles = (rep.get("alignment") or {}).get("angles_deg") or (rep.get("settings") or {}).get("angles_deg")
         if angles:
             tilt_range = single_axis_tilt_range(np.asarray(angles, float))
@@ -647,6 +647,13 @@ def cmd_figures(args) -> int:
 
 
 # ------------------------------------------------------------------------- demo
+
+
+def _threads_line() -> str:
+    from .core.threads import current_plan
+
+    plan = current_plan()
+    return plan.line() if plan is not None else "default thread pools"
 
 
 def _has_display() -> bool:
@@ -680,10 +687,39 @@ def _claim_demo_folder(out: Path, overwrite: bool) -> None:
     write_json(out / DEMO_MARK, {"written_by": "napari-aet demo", "replace_on_rerun": True})
 
 
+def _print_demo_comparison(sim, atoms, rep: dict) -> None:
+    """The traced particle against the sample's ground truth (its metal atoms only: the
+    support's atoms are neither misses nor false atoms)."""
+    from scipy.spatial import cKDTree
+
+    from .core.metrics import match_atoms
+
+    p = sim.particle
+    truth = p.positions[p.is_particle]
+    found = atoms[["x", "y", "z"]].to_numpy()
+    m = match_atoms(found, truth)
+    # the alignment centres the particle's centre of mass: compare after that common shift too
+    _, j = cKDTree(truth).query(found)
+    shift = np.median(found - truth[j], axis=0)
+    m2 = match_atoms(found - shift, truth)
+    truth_fcc = float(p.on_site[p.is_particle].mean())
+    print(
+        f"traced {len(atoms)} atoms: recall {m.recall:.4f}, precision {m.precision:.4f}, RMSD {m.rmsd_pm:.1f} pm "
+        f"({m2.rmsd_pm:.1f} pm after removing the common shift of {np.linalg.norm(shift) * 100:.0f} pm that alignment "
+        f"cannot see); {rep['share_assigned_fcc']:.1%} on fcc sites (truth {truth_fcc:.1%}), a = {rep['lattice_constant']:.4f} Å"
+    )
+    off = ~p.on_site[p.is_particle]
+    if off.any():
+        traced_fcc = np.full(len(truth), -1)
+        traced_fcc[m2.true_index] = atoms["fcc"].to_numpy()[m2.found_index] if "fcc" in atoms else -1
+        print(f"off-site atoms: {int((traced_fcc[off] == 0).sum())} of the {int(off.sum())} placed off their sites "
+              f"traced and found off (black in figures/e_fcc_layers); {int((traced_fcc[~off] == 0).sum())} on-site "
+              "atoms found off")
+
+
 def cmd_demo(args) -> int:
     from ._sample_data import simulate_sample
     from .core import io
-    from .core.metrics import match_atoms
 
     out = args.output
     _claim_demo_folder(out, args.overwrite)
@@ -691,30 +727,22 @@ def cmd_demo(args) -> int:
     sim = simulate_sample(progress=progress_bar("simulate sample"))
     write_simulation(sim, out / "sample")
     p = sim.particle
+    particle = p.is_particle
+    support = (f" on a {int((~particle).sum())}-atom amorphous {sim.config.substrate_element} support"
+               if sim.config.substrate else "")
     print(
-        f"built-in sample: {int(p.is_particle.sum())} Pt atoms ({int(p.surface.sum())} on the surface), "
+        f"built-in sample: {int(particle.sum())} Pt atoms ({int(p.surface[particle].sum())} on the surface, "
+        f"{int((~p.on_site[particle]).sum())} off their f.c.c. sites){support}, "
         f"{len(sim.tilt_series.data)} projections at ±{sim.config.tilt_range:g}°, {sim.config.pixel_size} Å pixels"
     )
     rep = run_pipeline(sim.tilt_series, out, align_first=True, enhance=not args.no_enhance, device=args.device,
-                       refine=not args.no_refine, progress_factory=progress_bar, layer_maps=args.layer_maps)
+                       refine=not args.no_refine, progress_factory=progress_bar, layer_maps=args.layer_maps,
+                       support_normal=sim.support_normal)
     _report_network(rep)
     table, _ = io.read_atoms(out / "atoms.csv")
     atoms = table[table["atom"] == 1]
-    m = match_atoms(atoms[["x", "y", "z"]].to_numpy(), p.positions[p.is_particle])
-    # the alignment centres the particle's centre of mass: compare after that common shift too
-    from scipy.spatial import cKDTree
-
-    found = atoms[["x", "y", "z"]].to_numpy()
-    _, j = cKDTree(p.positions[p.is_particle]).query(found)
-    shift = np.median(found - p.positions[p.is_particle][j], axis=0)
-    m2 = match_atoms(found - shift, p.positions[p.is_particle])
-    truth_fcc = float(sim.truth_table()["fcc"].mean())
-    print(
-        f"traced {len(atoms)} atoms: recall {m.recall:.4f}, precision {m.precision:.4f}, RMSD {m.rmsd_pm:.1f} pm "
-        f"({m2.rmsd_pm:.1f} pm after removing the common shift of {np.linalg.norm(shift) * 100:.0f} pm that alignment "
-        f"cannot see); {rep['share_assigned_fcc']:.1%} on fcc sites (truth {truth_fcc:.1%}), a = {rep['lattice_constant']:.4f} Å"
-    )
-    print(f"total {time.perf_counter() - t_start:.1f} s; results in {out.resolve()}: tomogram.mrc, tomogram_enhanced.mrc, "
+    _print_demo_comparison(sim, atoms, rep)
+    print(f"total {time.perf_counter() - t_start:.1f} s with {_threads_line()}; results in {out.resolve()}: tomogram.mrc, tomogram_enhanced.mrc, "
           "atoms.csv, report.json, figures/ (ground truth in sample/)")
     if args.view and _has_display():
         import napari
@@ -1013,34 +1041,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enhance_command(sub)
     _add_demo_command(sub)
     _add_figures_command(sub)
-    return parser
-
-
-def _size_thread_pools(args) -> None:
-    """Size the thread pools once, before any heavy work; say so when other work shrinks them."""
-    from .core.threads import configure_threads
-
-    plan = configure_threads(getattr(args, "threads", None))
-    if plan.source == "measured" and plan.threads < plan.usable_cpus:
-        _info(plan.line())
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        _size_thread_pools(args)
-        with tracking_inputs(), _COMMAND_LOCKS:  # inputs recorded; output folders locked until the command ends
     for command in sub.choices.values():  # every number option reads only plain numbers
         for action in command._actions:
             if action.type in (float, int):
                 action.type = _plain_number(action.type)
-            return int(args.func(args) or 0)
-    except FolderInUse as exc:  # another writer holds the output folder: a file-system conflict
-        print(f"napari-aet {args.command}: error: {exc}", file=sys.stderr)
+    return parser
+
+
 def _plain_number(kind):
     """An argparse type like ``float``/``int`` that refuses what Python reads but people do not
     write as that number: ``1_0`` (Python's 10) and other scripts' digits. NaN and Inf pass on
@@ -1055,6 +1062,26 @@ def _plain_number(kind):
     return convert
 
 
+def _size_thread_pools(args) -> None:
+    """Size the thread pools once, before any heavy work (``run`` and ``demo`` say how, and
+    report.json records it)."""
+    from .core.threads import configure_threads
+
+    configure_threads(getattr(args, "threads", None))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        _size_thread_pools(args)
+        with tracking_inputs(), _COMMAND_LOCKS:  # inputs recorded; output folders locked until the command ends
+            return int(args.func(args) or 0)
+    except FolderInUse as exc:  # another writer holds the output folder: a file-system conflict
+        print(f"napari-aet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_OS_ERROR
     except AETInputError as exc:
         print(f"napari-aet {args.command}: error: {exc}", file=sys.stderr)

@@ -197,7 +197,7 @@ def load_weights(path=None, device="cpu", trust: bool = False):
     digest = sha256(path)
     from .io import read_sidecar
 
-    expected = read_sidecar(side).get("sha256") if side.exists() else None
+    expected = read_sidecar(side, "weights").get("sha256") if side.exists() else None
     if expected is None and not trust:
         raise AETInputError(f"weights {path} have no checksum ({side.name} with 'sha256' beside them), so damage "
                             "cannot be ruled out; keep the weights.json that 'napari-aet train' wrote, or pass --trust-weights")

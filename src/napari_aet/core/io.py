@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import geometry
 from .errors import AETInputError
+from .guards import SIDE_FILE_MAX_BYTES, check_hdf5_self_contained, check_read_size, check_regular_file, read_side_file
 from .locks import check_not_input, note_input
 
 __all__ = [
@@ -113,13 +115,14 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _check_readable(path: Path, what: str) -> None:
+def _check_readable(path: Path, what: str, max_bytes: Optional[int] = None) -> None:
     note_input(path)  # an input of the running command: no output may replace it
     if not path.exists():
         _fail(f"{what} file {path} does not exist; check the path")
     if path.is_dir():
         _fail(f"{what} path {path} is a folder; give a file")
-    if path.stat().st_size == 0:
+    # a FIFO would block, a link to /dev/zero would read until memory runs out
+    if check_regular_file(path, f"{what} file", max_bytes).st_size == 0:
         _fail(f"{what} file {path} is empty (0 bytes); re-export it")
 
 
@@ -282,9 +285,48 @@ def _check_values(data: np.ndarray, path, what: str) -> np.ndarray:
 # ------------------------------------------------------------------------ arrays
 
 
-def _read_mrc(path: Path):
+def _mrc_layout(path: Path):
+    """Data shape, dtype and extended-header bytes from an MRC file's 1024-byte header alone, or
+    None where the header cannot say (mrcfile then reports the problem)."""
+    import mrcfile.utils as mu
+    from mrcfile.dtypes import HEADER_DTYPE
+
+    with open(path, "rb") as f:
+        raw = f.read(HEADER_DTYPE.itemsize)
+    if len(raw) < HEADER_DTYPE.itemsize:
+        return None
+    try:
+        order = mu.byte_order_from_machine_stamp(np.frombuffer(raw, dtype=HEADER_DTYPE)[0]["machst"])
+    except ValueError:
+        order = "<"
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE.newbyteorder(order)).reshape(()).view(np.recarray)
+    try:
+        dtype, shape = mu.data_dtype_from_header(header), mu.data_shape_from_header(header)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return shape, dtype, int(header.nsymbt)
+
+
+def _check_mrc_size(path: Path, what: str) -> None:
+    """Refuse, from the header alone, an MRC file shorter than its header says or too big for memory."""
+    layout = _mrc_layout(path)
+    if layout is None:
+        return
+    shape, dtype, ext = layout
+    if min(shape) < 0 or ext < 0:
+        _fail(f"cannot read {path} as MRC (its header gives a negative size: {shape}, extended header {ext} bytes); "
+              "re-export the file")
+    need, have = 1024 + ext + math.prod(shape) * dtype.itemsize, path.stat().st_size
+    if need > have:
+        _fail(f"cannot read {path} as MRC (truncated or corrupt: its header describes {'x'.join(map(str, shape))} values of "
+              f"{dtype} and {ext} bytes of extended header, {need:,} bytes, but the file has {have:,}); re-export the file")
+    check_read_size(shape, dtype.itemsize, path, f"a {what}")
+
+
+def _read_mrc(path: Path, what: str = "stack"):
     import mrcfile
 
+    _check_mrc_size(path, what)
     try:
         with mrcfile.open(path, mode="r", permissive=False) as mrc:
             data = np.array(mrc.data)
@@ -308,7 +350,22 @@ LENGTH_UNITS_TO_A = {"angstrom": 1.0, "a": 1.0, "\u00c5": 1.0, "\u00e5": 1.0, "\
                      "mm": 1e7, "m": 1e10}
 
 
-def _read_tiff(path: Path):
+def _check_tiff_size(tif, path: Path, what: str) -> None:
+    """Refuse, from the page headers alone, a TIFF whose uncompressed data lies past its end or
+    whose series (what ``asarray`` returns) does not fit in memory."""
+    size = path.stat().st_size
+    series = tif.series[0]
+    ends = [series.dataoffset + series.nbytes] if series.dataoffset is not None else []
+    for page in tif.pages:
+        if getattr(page, "compression", None) == 1:  # uncompressed: every byte is in the file
+            ends += [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
+    if ends and max(ends) > size:
+        _fail(f"cannot read {path} as TIFF (truncated or corrupt: its headers place uncompressed data up to byte {max(ends):,} "
+              f"of a {size:,}-byte file); re-export the file")
+    check_read_size(series.shape, np.dtype(series.dtype).itemsize, path, f"a {what}")
+
+
+def _read_tiff(path: Path, what: str = "stack"):
     import tifffile
 
     try:
@@ -320,6 +377,7 @@ def _read_tiff(path: Path):
                     f"{path}: projections of unequal size (page 0 is {'x'.join(map(str, shapes[0]))}, page {odd} is "
                     f"{'x'.join(map(str, shapes[odd]))}); crop or pad all projections to one size"
                 )
+            _check_tiff_size(tif, path, what)
             data = tif.asarray()
             px = None
             unit = str((tif.imagej_metadata or {}).get("unit", "")).lower()
@@ -337,7 +395,32 @@ def _read_tiff(path: Path):
     return np.asarray(data), px, {"pixel_sizes": sizes}
 
 
-def _read_npy(path: Path):
+def _npy_layout(path: Path):
+    """Shape, dtype and data offset from an NPY file's header alone."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(f)
+        else:
+            shape, _, dtype = fmt._read_array_header(f, version)
+        return shape, dtype, f.tell()
+
+
+def _read_npy(path: Path, what: str = "array"):
+    try:
+        shape, dtype, offset = _npy_layout(path)
+    except Exception as exc:
+        _fail(f"cannot read {path} as NPY (not an NPY file, or a damaged header: {_first_line(exc)}); save a plain "
+              "array with numpy.save")
+    if not dtype.hasobject:
+        need, have = offset + math.prod(shape) * dtype.itemsize, path.stat().st_size
+        if need > have:
+            _fail(f"cannot read {path} as NPY (truncated or corrupt: its header gives {shape} values of {dtype}, {need:,} bytes, "
+                  f"but the file has {have:,}); save it again with numpy.save")
+        check_read_size(shape, dtype.itemsize, path, f"a {what}")
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -345,21 +428,26 @@ def _read_npy(path: Path):
     return np.asarray(data), None, {}
 
 
+# MAT v5 classes (scipy.io.whosmat) that load as numeric arrays, with their bytes per value
+_MAT_NUMERIC_CLASSES = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
+                        "int32": 4, "uint32": 4, "int64": 8, "uint64": 8}
+
+
 def _mat_variables(path: Path) -> dict:
-    """Numeric variables of a MAT file (v5 through scipy, v7.3/HDF5 through h5py), MATLAB shape."""
+    """Numeric variables of a MAT file from its headers alone (v5 through scipy.io.whosmat,
+    v7.3/HDF5 through h5py, no data read): name -> (MATLAB shape, bytes per value)."""
     import h5py
 
     if h5py.is_hdf5(path):
+        check_hdf5_self_contained(path, "MAT v7.3 file")
         out = {}
         try:
             with h5py.File(path, "r") as f:
 
                 def visit(name, obj):
-                    if isinstance(obj, h5py.Dataset) and not name.startswith("#"):
-                        arr = np.asarray(obj[()])
-                        if np.issubdtype(arr.dtype, np.number):
-                            # HDF5 holds MATLAB's column-major array with its axes reversed.
-                            out[name] = arr.T
+                    if isinstance(obj, h5py.Dataset) and not name.startswith("#") and np.issubdtype(obj.dtype, np.number):
+                        # HDF5 holds MATLAB's column-major array with its axes reversed.
+                        out[name] = (tuple(reversed(obj.shape)), obj.dtype.itemsize)
                 f.visititems(visit)
         except Exception as exc:
             _fail(f"cannot read {path} as MAT v7.3 (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
@@ -367,28 +455,45 @@ def _mat_variables(path: Path) -> dict:
     import scipy.io
 
     try:
-        raw = scipy.io.loadmat(path)
+        listing = scipy.io.whosmat(path)
     except Exception as exc:
         _fail(f"cannot read {path} as a MAT file (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
-    return {
-        k: np.asarray(v)
-        for k, v in raw.items()
-        if not k.startswith("__") and isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.number)
-    }
+    return {name: (tuple(shape), _MAT_NUMERIC_CLASSES[cls]) for name, shape, cls in listing
+            if cls in _MAT_NUMERIC_CLASSES and not name.startswith("__")}
+
+
+def _load_mat_variable(path: Path, variables: dict, name: str, what: str) -> np.ndarray:
+    """One variable of a MAT file, after its header-given size is checked against memory; the
+    others are never read."""
+    import h5py
+
+    shape, itemsize = variables[name]
+    check_read_size(shape, itemsize, path, f"the {what} variable {name!r}")
+    try:
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                return np.asarray(f[name][()]).T
+        import scipy.io
+
+        return np.asarray(scipy.io.loadmat(path, variable_names=[name])[name])
+    except Exception as exc:
+        _fail(f"cannot read variable {name!r} of {path} (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
 
 
 def _pick_mat_variable(path: Path, variables: dict, ndims: Sequence[int], names: Sequence[str], what: str, variable=None):
+    """The array of the variable named, or of the one variable shaped like ``what`` (by name among several)."""
     if variable is not None:
         if variable not in variables:
             _fail(f"{path} has no numeric variable {variable!r}; it has: {', '.join(variables) or 'none'}")
-        return variables[variable]
-    candidates = {k: v for k, v in variables.items() if np.squeeze(v).ndim in ndims or v.ndim in ndims}
+        return _load_mat_variable(path, variables, variable, what)
+    candidates = [k for k, (shape, _) in variables.items()
+                  if sum(d != 1 for d in shape) in ndims or len(shape) in ndims]
     for name in names:
         for k in candidates:
             if k.lower() == name:
-                return candidates[k]
+                return _load_mat_variable(path, variables, k, what)
     if len(candidates) == 1:
-        return next(iter(candidates.values()))
+        return _load_mat_variable(path, variables, candidates[0], what)
     if not candidates:
         _fail(f"{path} holds no {what}-shaped numeric variable; save the {what} as one array")
     _fail(f"{path} holds several possible {what} variables ({', '.join(candidates)}); name the one to use in the file (keep only that variable, or rename it 'tilts' / 'angles')")
@@ -406,11 +511,11 @@ def _read_array(path: Path, what: str, variable=None):
     _check_readable(path, what)
     ext = path.suffix.lower()
     if ext in MRC_EXTENSIONS:
-        return _read_mrc(path)
+        return _read_mrc(path, what)
     if ext in TIFF_EXTENSIONS:
-        return _read_tiff(path)
+        return _read_tiff(path, what)
     if ext == ".npy":
-        return _read_npy(path)
+        return _read_npy(path, what)
     if ext == ".mat":
         return _read_mat_stack(path, variable)
     if ext in VENDOR_EXTENSIONS:
@@ -468,7 +573,7 @@ def _parse_angle_text(path: Path, column=None) -> np.ndarray:
     other widths only with ``column``."""
     rows, header = [], None
     try:
-        text = path.read_text()
+        text = read_side_file(path, "angles file").decode()
     except UnicodeDecodeError:
         _fail(f"angles file {path} is not text; give one angle (or phi theta psi) per line in degrees")
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -615,7 +720,7 @@ def read_angles(source, units: str = "deg", variable=None, column=None) -> np.nd
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        _check_readable(path, "angles")
+        _check_readable(path, "angles", SIDE_FILE_MAX_BYTES)
         ext = path.suffix.lower()
         label = str(path)
         if ext in ANGLE_TEXT_EXTENSIONS or ext == "":
@@ -689,6 +794,7 @@ def stack_shape(path: PathLike) -> Optional[tuple]:
         if ext in (".dm3", ".dm4", ".emd"):
             from .vendor import _rsciio_reader
 
+            check_hdf5_self_contained(path)  # rosettasciio reads metadata even lazily
             sigs = _rsciio_reader(ext)(str(path), lazy=True)
             return max((tuple(s["data"].shape) for s in sigs), key=len)
     except Exception:
@@ -1000,13 +1106,16 @@ def _facet_str(v) -> str:
     return str(v)
 
 
-def read_sidecar(side: PathLike) -> dict:
-    """The JSON object in a sidecar file; one-line errors for invalid JSON or a non-object.
+def read_sidecar(side: PathLike, kind: Optional[str] = None) -> dict:
+    """The JSON object in a sidecar file; one-line errors for invalid JSON, a non-object or,
+    with ``kind``, a field of the wrong type (:mod:`napari_aet.core.schemas`).
 
     Parameters
     ----------
     side : path
         ``.json``.
+    kind : str, optional
+        The file's schema: ``volume``, ``atoms``, ``report``, ``weights`` or ``progress``.
 
     Returns
     -------
@@ -1015,13 +1124,17 @@ def read_sidecar(side: PathLike) -> dict:
     side = Path(side)
     note_input(side)
     try:
-        info = json.loads(side.read_text())
+        info = json.loads(read_side_file(side, "sidecar").decode())
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"cannot read sidecar {side} ({_first_line(exc)}); fix or remove it")
     except json.JSONDecodeError as exc:
         _fail(f"sidecar {side} is not valid JSON ({exc.msg}, line {exc.lineno}); fix or remove it")
     if not isinstance(info, dict):
         _fail(f"sidecar {side} holds a JSON {type(info).__name__}, not an object; fix or remove it")
+    if kind is not None:
+        from .schemas import check
+
+        check(info, kind, str(side))
     return info
 
 
@@ -1037,8 +1150,8 @@ def sidecar_owner(side: PathLike) -> Optional[str]:
     str or None
     """
     try:
-        info = json.loads(Path(side).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        info = json.loads(read_side_file(side, "sidecar").decode())
+    except (AETInputError, OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     owner = info.get("data_file") if isinstance(info, dict) else None
     return owner if isinstance(owner, str) else None
@@ -1192,7 +1305,7 @@ def read_atoms(path: PathLike):
                 df[c] = df[c].map(_spreadsheet_plain)
         side = atoms_metadata_path(path)
         if side.exists():
-            meta = read_sidecar(side)
+            meta = read_sidecar(side, "atoms")
         return _coerce_atoms(df), meta
     fmt = _ase_format(path)
     if fmt is None:

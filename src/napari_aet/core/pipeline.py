@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -124,10 +125,9 @@ class _RunFolder:
     """
 
     def __init__(self, out: Path, fingerprint: str, resume: bool):
-        import json
         import shutil
 
-        from .io import write_json
+        from .io import read_sidecar, write_json
 
         self.out, self.work = out, out / WORK_DIR
         self.out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ class _RunFolder:
         self.progress = {"fingerprint": fingerprint, "stages": {}}
         if resume:
             try:
-                self.progress = json.loads((self.work / "progress.json").read_text())
+                self.progress = read_sidecar(self.work / "progress.json", "progress")
             except (OSError, ValueError):
                 raise AETInputError(f"{out} holds no interrupted run to resume; run again without --resume")
             if self.progress.get("fingerprint") != fingerprint:
@@ -385,4 +385,13 @@ def _results(analysed, meta, stages, resume, traced_enhanced: bool) -> dict:
         "share_assigned_fcc": found.share_assigned, "lattice_constant": found.lattice_constant,
         "crystal_rotation": found.crystal_rotation.tolist(), "facet_statistics": found.facet_statistics,
         "refinement": meta.get("refinement"), "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
+        "threads": _thread_plan(),
     }
+
+
+def _thread_plan() -> Optional[dict]:
+    """The thread pools this process runs with (core.threads), for the report."""
+    from .threads import current_plan
+
+    plan = current_plan()
+    return None if plan is None else plan.as_dict()
