@@ -434,8 +434,9 @@ _MAT_NUMERIC_CLASSES = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16"
 
 
 def _mat_variables(path: Path) -> dict:
-    """Numeric variables of a MAT file from its headers alone (v5 through scipy.io.whosmat,
-    v7.3/HDF5 through h5py, no data read): name -> (MATLAB shape, bytes per value)."""
+    """Numeric variables of a MAT file from its headers alone (v5 through :mod:`._mat5`, v4
+    through scipy.io.whosmat, v7.3/HDF5 through h5py; no data read): name -> (MATLAB shape,
+    bytes per value, ...)."""
     import h5py
 
     if h5py.is_hdf5(path):
@@ -454,8 +455,12 @@ def _mat_variables(path: Path) -> dict:
         return out
     import scipy.io
 
+    from . import _mat5
+
     try:
-        listing = scipy.io.whosmat(path)
+        if scipy.io.matlab.matfile_version(path)[0] == 1:
+            return _mat5.variables(path)  # v5: headers only, never a decoy's data
+        listing = scipy.io.whosmat(path)  # v4: uncompressed, each variable skipped by a seek
     except Exception as exc:
         _fail(f"cannot read {path} as a MAT file (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
     return {name: (tuple(shape), _MAT_NUMERIC_CLASSES[cls]) for name, shape, cls in listing
@@ -467,7 +472,7 @@ def _load_mat_variable(path: Path, variables: dict, name: str, what: str) -> np.
     others are never read."""
     import h5py
 
-    shape, itemsize = variables[name]
+    shape, itemsize = variables[name][:2]
     check_read_size(shape, itemsize, path, f"the {what} variable {name!r}")
     try:
         if h5py.is_hdf5(path):
@@ -475,6 +480,10 @@ def _load_mat_variable(path: Path, variables: dict, name: str, what: str) -> np.
                 return np.asarray(f[name][()]).T
         import scipy.io
 
+        from . import _mat5
+
+        if len(variables[name]) == 3:
+            return _mat5.load(path, name, variables[name])
         return np.asarray(scipy.io.loadmat(path, variable_names=[name])[name])
     except Exception as exc:
         _fail(f"cannot read variable {name!r} of {path} (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
@@ -1086,11 +1095,9 @@ def _coerce_atoms(df):
         if c in _STR_COLUMNS:
             df[c] = df[c].astype(object).where(df[c].notna(), "").map(_facet_str if c == "facet" else str)
             df[c] = df[c].astype(str)
-        elif c in _INT_COLUMNS:
-            col = pd.to_numeric(df[c], errors="coerce")
-            df[c] = col.astype("int64") if not col.isna().any() else col.astype("Int64")
-        elif c == "layer":
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+        elif c in _INT_COLUMNS or c == "layer":
+            col = _whole_numbers(df[c], c)
+            df[c] = col.astype("int64") if c != "layer" and not col.isna().any() else col.astype("Int64")
         elif c in ATOM_COLUMNS:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     ordered = [c for c in ATOM_COLUMNS if c in df.columns] + [c for c in df.columns if c not in ATOM_COLUMNS]
@@ -1098,6 +1105,22 @@ def _coerce_atoms(df):
     if not np.all(np.isfinite(df[["x", "y", "z"]].to_numpy(dtype=float))):
         _fail("atoms table has NaN/Inf in x, y, z; every atom needs a finite position in Å")
     return df
+
+
+def _whole_numbers(values, column: str):
+    """A column of whole numbers (or blanks) as floats; 1.5 or 'x' refused, never truncated."""
+    import pandas as pd
+
+    col = pd.to_numeric(values, errors="coerce").astype("float64")
+    bad = col.notna() & ((col % 1 != 0) | ~np.isfinite(col))
+    raw = pd.Series(values)
+    blank = raw.isna() | raw.astype(object).map(lambda v: str(v).strip() in ("", "nan", "NaN", "<NA>", "None"))
+    bad |= col.isna() & ~blank
+    if bad.any():
+        first = pd.Series(values)[bad].iloc[0]
+        _fail(f"atoms table column '{column}' holds {str(first)[:20]!r}, not a whole number; {column} is an index "
+              "(0, 1, 2, ...) or blank")
+    return col
 
 
 def _facet_str(v) -> str:

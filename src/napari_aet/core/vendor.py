@@ -19,11 +19,13 @@ from typing import Optional
 import numpy as np
 
 from .errors import AETInputError
+from .guards import check_hdf5_self_contained, check_read_size, read_side_file
 from .io import LENGTH_UNITS_TO_A, _first_line
 
 __all__ = ["VENDOR_EXTENSIONS", "read_vendor_stack", "mrc_header_tilts", "find_mdoc", "mdoc_tilts"]
 
 VENDOR_EXTENSIONS = (".emd", ".dm3", ".dm4", ".h5", ".hdf5")
+_VELOX_METADATA_MAX_BYTES = 256 * 2**20
 
 def _rsciio_reader(ext: str):
     try:
@@ -49,6 +51,8 @@ def _velox_frame_tilts(path: Path) -> Optional[np.ndarray]:
                 meta = images[key].get("Metadata")
                 if meta is None:
                     continue
+                if meta.ndim != 2 or meta.size * meta.dtype.itemsize > _VELOX_METADATA_MAX_BYTES:
+                    return None  # one JSON record of a few kB per frame: more is not Velox's
                 raw = np.asarray(meta)
                 tilts = []
                 for k in range(raw.shape[1]):
@@ -56,7 +60,7 @@ def _velox_frame_tilts(path: Path) -> Optional[np.ndarray]:
                     alpha = json.loads(text).get("Stage", {}).get("AlphaTilt")
                     tilts.append(np.degrees(float(alpha)) if alpha is not None else np.nan)
                 return np.asarray(tilts)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, json.JSONDecodeError):
         return None
     return None
 
@@ -78,17 +82,21 @@ def read_vendor_stack(path: Path):
     path = Path(path)
     ext = path.suffix.lower()
     reader = _rsciio_reader(ext)
+    check_hdf5_self_contained(path, f"{ext[1:].upper()} file")  # before rosettasciio reads a byte of it
     try:
-        signals = reader(str(path))
+        signals = reader(str(path), lazy=True)  # shapes and dtypes first: the data is read below
+        # an image stack: 2 signal axes (+1 navigation axis), or EMD 1.0's plain 3D arrays (3 signal axes)
+        images = [s for s in signals if s["data"].ndim in (2, 3)
+                  and sum(not a.get("navigate", False) for a in s["axes"]) >= 2]
+        if not images:
+            raise AETInputError(f"{path} holds no image stack (only spectra or 4D data); export the HAADF images")
+        sig = max(images, key=lambda s: s["data"].size)
+        check_read_size(sig["data"].shape, np.dtype(sig["data"].dtype).itemsize, path, "an image stack")
+        data = np.asarray(sig["data"])
+    except AETInputError:
+        raise
     except Exception as exc:  # the readers raise many kinds on damaged files
         raise AETInputError(f"cannot read {path} as {ext[1:].upper()} ({_first_line(exc)}); re-export it from the microscope software")
-    # an image stack: 2 signal axes (+1 navigation axis), or EMD 1.0's plain 3D arrays (3 signal axes)
-    images = [s for s in signals if np.asarray(s["data"]).ndim in (2, 3)
-              and sum(not a.get("navigate", False) for a in s["axes"]) >= 2]
-    if not images:
-        raise AETInputError(f"{path} holds no image stack (only spectra or 4D data); export the HAADF images")
-    sig = max(images, key=lambda s: np.asarray(s["data"]).size)
-    data = np.asarray(sig["data"])
     if data.ndim == 2:
         data = data[None]
     axes = sig["axes"]
@@ -127,8 +135,8 @@ def mrc_header_tilts(path: Path, n_images: int) -> Optional[tuple]:
     """
     import mrcfile
 
-    try:
-        with mrcfile.open(path, mode="r", permissive=True, header_only=False) as mrc:
+    try:  # the extended header comes with the header: the data is not read twice
+        with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
             kind = bytes(mrc.header.exttyp).decode("ascii", "replace").strip("\x00 ")
             if kind not in ("FEI1", "FEI2"):
                 return None
@@ -179,11 +187,12 @@ def mdoc_tilts(mdoc: Path) -> tuple:
         Degrees.
     """
     try:
-        import mdocfile
+        from mdocfile.data_models import Mdoc
     except ImportError:
         raise AETInputError("reading SerialEM .mdoc files needs the mdocfile package; pip install mdocfile")
+    text = read_side_file(mdoc, "SerialEM mdoc")  # a regular file under the cap: a FIFO or /dev/zero is refused
     try:
-        df = mdocfile.read(mdoc)
+        df = Mdoc.from_string(text.decode("utf-8", "replace")).to_dataframe()
     except Exception as exc:
         raise AETInputError(f"cannot read {mdoc} as a SerialEM mdoc ({_first_line(exc)}); check the file")
     if "TiltAngle" not in df or df["TiltAngle"].isna().all():
