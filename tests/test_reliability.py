@@ -1116,3 +1116,38 @@ def test_damaged_weights_provenance_is_one_line(tmp_path):
     with pytest.raises(AETInputError, match="sha256") as info:
         load_weights(w)
     assert "\n" not in str(info.value)
+
+
+# ---- issue 26 item 16: numbers and indices that are not what they claim
+
+@pytest.mark.parametrize("option", [["--tilt-step", "nan"], ["--tilt-range", "nan"], ["--dose", "inf"],
+                                    ["--size=-inf"], ["--seed", "-5"], ["--seed", str(2**40)]])
+def test_simulate_refuses_non_finite_numbers_and_bad_seeds(tmp_path, option, capsys):
+    assert main(["simulate", str(tmp_path / "s"), *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and option[0].split("=")[0] in err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("column, value", [("layer", "1.5"), ("atom", "0.5"), ("fcc", "x"), ("surface", "inf")])
+def test_index_columns_hold_whole_numbers(tmp_path, column, value, capsys):
+    (tmp_path / "a.csv").write_text(f"x,y,z,{column}\n0,0,0,{value}\n2,0,0,1\n")
+    with pytest.raises(AETInputError, match=f"'{column}' holds") as info:
+        io.read_atoms(tmp_path / "a.csv")
+    assert "\n" not in str(info.value)
+    assert main(["analyze", str(tmp_path / "a.csv"), "-o", str(tmp_path / "b.csv")]) == 2
+    assert not (tmp_path / "b.csv").exists()
+
+
+def test_blank_layers_are_still_blank(tmp_path):
+    (tmp_path / "a.csv").write_text("x,y,z,layer,atom\n0,0,0,,1\n2,0,0,3,1\n")
+    table, _ = io.read_atoms(tmp_path / "a.csv")
+    assert table["layer"].isna().tolist() == [True, False] and int(table["layer"].iloc[1]) == 3
+
+
+def test_structured_angles_npy_is_one_line(tmp_path):
+    angles = np.zeros(5, dtype=[("a", "f8"), ("b", "f8")])
+    np.save(tmp_path / "ang.npy", angles)
+    with pytest.raises(AETInputError, match="structured") as info:
+        io.read_angles(tmp_path / "ang.npy")
+    assert "\n" not in str(info.value)

@@ -1062,6 +1062,20 @@ def _plain_number(kind):
     return convert
 
 
+def _check_numbers(args) -> None:
+    """Every number an option took is finite, and every seed a valid one: argparse's float()
+    takes 'nan' and 'inf', which no option of ours means (one line naming the option)."""
+    import math
+
+    for name, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        option = "--" + name.replace("_", "-")
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise AETInputError(f"{option} {value}: give a finite number")
+        if name == "seed" and isinstance(value, int) and not 0 <= value < 2**32:
+            raise AETInputError(f"--seed {value}: give a whole number from 0 to 4294967295")
+
+
 def _size_thread_pools(args) -> None:
     """Size the thread pools once, before any heavy work (``run`` and ``demo`` say how, and
     report.json records it)."""
@@ -1077,6 +1091,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     try:
+        _check_numbers(args)
         _size_thread_pools(args)
         with tracking_inputs(), _COMMAND_LOCKS:  # inputs recorded; output folders locked until the command ends
             return int(args.func(args) or 0)
