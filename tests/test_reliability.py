@@ -1151,3 +1151,17 @@ def test_structured_angles_npy_is_one_line(tmp_path):
     with pytest.raises(AETInputError, match="structured") as info:
         io.read_angles(tmp_path / "ang.npy")
     assert "\n" not in str(info.value)
+
+
+def test_generate_data_workers_are_bounded_by_the_work_and_the_cores(tiny_data, tmp_path, capsys):
+    """--workers 12 for the few chunks of a tiny config starts no idle processes; -5 is refused."""
+    import json as _json
+
+    from napari_aet.core.threads import usable_cpus
+    from napari_aet.core.training import TrainingConfig, generate_dataset
+
+    cfg = TrainingConfig(**_json.loads((tiny_data / "cfg.json").read_text()))
+    summary = generate_dataset(cfg, tmp_path / "d", workers=12)
+    assert summary["workers"] <= min(summary["chunks"], usable_cpus())
+    assert main(["generate-data", str(tiny_data / "cfg.json"), "-o", str(tmp_path / "e"), "--workers", "-5"]) == 2
+    assert "--workers" in capsys.readouterr().err

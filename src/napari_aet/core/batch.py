@@ -252,6 +252,9 @@ def run_batch(manifest, out_root, scheduler: Optional[str] = None, workers: int 
     if scheduler:
         client = Client(scheduler)
     else:
+        from .threads import usable_cpus
+
+        workers = max(1, min(workers, len(jobs), usable_cpus()))  # no idle processes: bounded by work and cores
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     results = []

@@ -96,10 +96,12 @@ def load_config(path) -> TrainingConfig:
     """
     from .locks import note_input
 
+    from .guards import read_side_file
+
     path = Path(path)
     note_input(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_side_file(path, "training config").decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AETInputError(f"cannot read training config {path} ({exc}); give a JSON file of TrainingConfig fields")
     if not isinstance(raw, dict):
@@ -316,7 +318,9 @@ def _check_data_folder(cfg: TrainingConfig, root: Path, overwrite: bool) -> None
         return
     side = root / "config.json"
     try:
-        stored = TrainingConfig(**json.loads(side.read_text())).to_dict()
+        from .guards import read_side_file
+
+        stored = TrainingConfig(**json.loads(read_side_file(side, "training config").decode())).to_dict()
     except (OSError, ValueError, TypeError):
         stored = None
     ours = json.loads(json.dumps(cfg.to_dict()))
@@ -372,6 +376,9 @@ def _generate_locked(cfg: TrainingConfig, root: Path, workers: int, progress, ca
     rep = Reporter(len(jobs), progress, cancel)
     t0 = time.perf_counter()
     made = 0
+    from .threads import usable_cpus
+
+    workers = max(1, min(workers, len(jobs), usable_cpus()))  # no idle processes: bounded by work and cores
     if workers > 1:
         import multiprocessing as mp
 
@@ -383,7 +390,7 @@ def _generate_locked(cfg: TrainingConfig, root: Path, workers: int, progress, ca
         for job in jobs:
             made += _write_chunk(job)[1]
             rep.step("chunk")
-    return {"chunks": len(jobs), "new_chunks": made, "seconds": time.perf_counter() - t0}
+    return {"chunks": len(jobs), "new_chunks": made, "seconds": time.perf_counter() - t0, "workers": workers}
 
 
 def _data_dirs(data_dir) -> list:
