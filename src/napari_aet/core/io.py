@@ -495,7 +495,7 @@ def _pick_mat_variable(path: Path, variables: dict, ndims: Sequence[int], names:
         if variable not in variables:
             _fail(f"{path} has no numeric variable {variable!r}; it has: {', '.join(variables) or 'none'}")
         return _load_mat_variable(path, variables, variable, what)
-    candidates = [k for k, (shape, _) in variables.items()
+    candidates = [k for k, (shape, *_) in variables.items()
                   if sum(d != 1 for d in shape) in ndims or len(shape) in ndims]
     for name in names:
         for k in candidates:
