@@ -470,20 +470,10 @@ def test_figures_rendering_maps_and_export(dock, make_napari_viewer, never_ask_o
     viewer.close()
 
 
-def test_movie_through_napari_animation(make_napari_viewer, tmp_path):
-    pytest.importorskip("napari_animation")
-    from napari_aet._qt.figures import save_movie
-
-    viewer = make_napari_viewer()
-    _sample_atoms(viewer)
-    save_movie(viewer, tmp_path / "turn.mp4", frames=8)
-    assert (tmp_path / "turn.mp4").stat().st_size > 1000
-
-
 def test_movie_is_rendered_step_by_step_with_progress_and_cancel(dock, make_napari_viewer, qtbot, tmp_path):
     """The movie never blocks the GUI thread: frames come one per event-loop turn, the progress
     bar counts them, Cancel stops it and leaves no file."""
-    pytest.importorskip("napari_animation")
+    pytest.importorskip("imageio_ffmpeg")
     viewer = make_napari_viewer()
     _sample_atoms(viewer)
     f = dock(viewer, "Figures & export")

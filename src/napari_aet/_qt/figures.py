@@ -1,7 +1,7 @@
 """Figures & export: a high-resolution rendering of the canvas (white or black background,
 scale bar in Å, atoms as shaded spheres), the strain/displacement layer maps as publication
-figures (PNG 300 dpi plus SVG or PDF), the atoms as a CSV, and a rotating movie through
-napari-animation where it is installed. Every file is written to a temporary name first and
+figures (PNG 300 dpi plus SVG or PDF), the atoms as a CSV, and a rotating movie (MP4,
+rendered frame by frame with progress and cancel; imageio-ffmpeg, the [movie] extra). Every file is written to a temporary name first and
 then renamed.
 """
 
@@ -54,24 +54,6 @@ def save_rendering(viewer, path, size=(2000, 2000), background: str = "white", s
     return img
 
 
-def save_movie(viewer, path, frames: int = 72, fps: int = 24) -> None:
-    """A full turn about the vertical axis in 3D, through napari-animation."""
-    from napari_animation import Animation
-
-    path = Path(path)
-    viewer.dims.ndisplay = 3
-    anim = Animation(viewer)
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9 / older
-    start = tuple(camera.angles)
-    for k in range(5):
-        camera.angles = (start[0], start[1] + 90 * k, start[2])
-        anim.capture_keyframe(steps=max(1, frames // 4))
-    tmp = path.with_name(f".tmp_{path.name}")
-    anim.animate(str(tmp), canvas_only=True, fps=fps)
-    os.replace(tmp, path)
-    camera.angles = start
-
-
 def scale_bar_note(viewer) -> str:
     """'' when the scale bar reads in Å; else why it has no unit (layers in other units)."""
     units = viewer.layers.extent.units
@@ -92,9 +74,7 @@ class MovieRecorder(QObject):
 
     def __init__(self, viewer, path, frames: int = 72, fps: int = 24):
         super().__init__()
-        # napari-animation's own writer (imageio with imageio-ffmpeg, its dependencies): movies
-        # need that extra, as they did when napari-animation rendered them in one blocking call
-        from napari_animation.animation import imageio
+        import imageio  # napari's own dependency; MP4 needs imageio-ffmpeg (the [movie] extra)
 
         self.viewer, self.path, self.frames = viewer, Path(path), int(frames)
         self.tmp = self.path.with_name(f".tmp_{self.path.name}")
@@ -195,10 +175,10 @@ class FiguresWidget(WorkerWidget):
         self.movie_button = mg.PushButton(text="Save rotating movie", label="")
         self._recorder = None
         try:
-            import napari_animation  # noqa: F401
+            import imageio_ffmpeg  # noqa: F401
         except ImportError:
             self.movie_button.enabled = False
-            self.movie_button.tooltip = "install napari-animation for movies"
+            self.movie_button.tooltip = "MP4 movies need imageio-ffmpeg: pip install 'napari-aet[movie]'"
         self._exports = mg.Container(labels=True, widgets=[
             self.layer_box, self.paper_figure, self.paper_layer, self.paper_button, self.component,
             self.vector_format, self.maps_button, self.atoms_button, self.movie_button])
