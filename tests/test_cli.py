@@ -66,13 +66,19 @@ def test_demo_without_display(tmp_path, monkeypatch, capsys):
     assert len(truth) > 1000
     from napari_aet.core.metrics import match_atoms
 
-    m = match_atoms(atoms.loc[atoms["atom"] == 1, ["x", "y", "z"]].to_numpy(), truth[["x", "y", "z"]].to_numpy())
+    metal = truth[truth["atom"] == 1]  # the support's atoms are neither misses nor false atoms
+    m = match_atoms(atoms.loc[atoms["atom"] == 1, ["x", "y", "z"]].to_numpy(), metal[["x", "y", "z"]].to_numpy())
     assert m.recall >= 0.998 and m.precision >= 0.998
+    assert "off-site atoms: " in out and " of the " in out and "support" in out
+    # the off-site atoms are found off their sites (figure e's black)
+    traced = atoms[atoms["atom"] == 1]
+    assert 0 < (traced["fcc"] == 0).sum() < 0.05 * len(metal) and (metal["fcc"] == 0).any()
     assert meta["refinement"]["r_factor_after"] < meta["refinement"]["r_factor_before"]
     assert io.read_volume(tmp_path / "d" / "tomogram_enhanced.mrc").pixel_size > 0
     import json as _json
 
     report = _json.loads((tmp_path / "d" / "report.json").read_text())
+    assert report["settings"]["support_normal"] == [0.0, 0.0, -1.0]  # the support, given: drawn in figure (a)
     assert set(report["stages"]) == {"align", "reconstruct", "enhance", "trace_refine", "analyze", "figures"}
     assert report["share_assigned_fcc"] > 0.95 and abs(report["lattice_constant"] / 3.924 - 1) < 0.01
     figs = set(report["figures"])

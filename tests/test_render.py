@@ -98,7 +98,10 @@ def test_reference_figures_are_written_with_their_colours(tmp_path, analysed, sm
     assert _share(images["a_particle_on_support"], fg.SUPPORT_COLOUR, tol=30) > 0.002  # the support shows, grey
     # without the support's direction, non-atoms (noise peaks all round) are not drawn at all
     no_support = dict(summary, settings={**summary["settings"], "support_normal": None})
-    fg.save(fg.particle_on_support(table, no_support), tmp_path, "bare", formats=("png",))
+    bare_fig = fg.particle_on_support(table, no_support)
+    title = bare_fig.axes[0].get_title()
+    assert "no support direction given" in title and "--" not in title  # no command-line hint in a figure
+    fg.save(bare_fig, tmp_path, "bare", formats=("png",))
     bare = np.asarray(Image.open(tmp_path / "bare.png").convert("RGB"))
     assert _share(bare, fg.SUPPORT_COLOUR, tol=30) < 0.2 * _share(images["a_particle_on_support"], fg.SUPPORT_COLOUR, tol=30)
     assert n_off == 0 or _share(images["a_particle_on_support"], "#000000", tol=40) > 0

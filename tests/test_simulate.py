@@ -118,6 +118,46 @@ def test_strain_displacement_offsite_and_substrate_truth():
     assert sub["intensity"].max() < 0.02
 
 
+def test_builtin_sample_sits_on_a_support_with_a_few_offsite_atoms():
+    """The demo's sample, as the reference particle: on a (SiN-like) support under it along the
+    beam, with surface vacancies and a few atoms off their f.c.c. sites (figure e's black)."""
+    from napari_aet._sample_data import simulate_sample
+
+    sim = simulate_sample()
+    p, t = sim.particle, sim.truth_table()
+    metal = (t["atom"] == 1).to_numpy()
+    assert sim.support_normal == (0.0, 0.0, -1.0) and sim.metadata()["support_normal"] == [0.0, 0.0, -1.0]
+    support = t[~metal]
+    assert len(support) > 500 and set(support["species"]) == {"Si"}
+    assert support["z"].max() < t.loc[metal, "z"].min()  # under the particle, along -z
+    off = metal & (t["fcc"] == 0).to_numpy()
+    assert 5 <= off.sum() <= 30 and sim.metadata()["n_offsite_atoms"] == off.sum()
+    assert t.loc[off, "surface"].all()  # only surface atoms have room to move off their sites
+    d, _ = cKDTree(p.positions[metal]).query(p.positions[off], k=2)
+    assert d[:, 1].min() >= 2.45  # resolvable, never squeezed against a neighbour
+    # its vacancies: fewer atoms than the same particle without them
+    full = simulate(sim.config.replace(vacancy_fraction=0.0, offsite_fraction=0.0, substrate=False))
+    assert full.particle.is_particle.sum() > metal.sum()
+    assert simulate(sim.config.replace(substrate=False)).support_normal is None
+    # napari's sample: the same simulation; its atoms layer is the particle's, off-site atoms included
+    from napari_aet._sample_data import make_sample_pt
+
+    _, _, (points, kwargs, _) = make_sample_pt()
+    assert len(points) == metal.sum() and set(kwargs["features"]["species"]) == {"Pt"}
+    assert (kwargs["features"]["fcc"] == 0).sum() == off.sum()
+
+
+def test_offsite_min_distance_is_kept():
+    cfg = SimulationConfig(size=2.5, offsite_fraction=0.05, offsite_distance=1.2, offsite_min_distance=2.4, seed=3)
+    p = simulate(cfg).particle
+    off = ~p.on_site
+    assert off.sum() > 0
+    d, _ = cKDTree(p.positions).query(p.positions[off], k=2)
+    assert d[:, 1].min() >= 2.4
+    with pytest.raises(AETInputError, match="offsite_min_distance"):
+        simulate(cfg.replace(offsite_min_distance=0.1))
+
+
 def test_shifts_and_angle_errors_are_applied_and_recorded():
     cfg = SimulationConfig(size=1.5, n_voxels=56, pixel_size=0.4, tilt_range=60, tilt_step=30,
                            shift_error=3.0, angle_error=1.0, seed=1)

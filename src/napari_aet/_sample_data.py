@@ -24,10 +24,16 @@ def simulate_sample(progress=None, cancel=None):
 
 
 def make_sample_pt():
-    """napari sample data: tilt series, ideal tomogram and ground-truth atoms, all in Å."""
+    """napari sample data: tilt series, ideal tomogram and ground-truth atoms, all in Å.
+
+    The tilt series and the tomogram hold the particle and its support; the atoms layer
+    holds the particle's atoms (a few of them off their f.c.c. sites), as the demo compares
+    them; the support's atom count and direction are in the layer's metadata."""
     sim = simulate_sample()
+    table = sim.truth_table()
+    particle = table[table["atom"] == 1].reset_index(drop=True)
     truth = [volume_layer(sim.ideal, name="Pt ideal tomogram", kind="ideal_tomogram"),
-             atoms_layer(sim.truth_table(), name="Pt atoms (ground truth)", metadata=sim.metadata())]
+             atoms_layer(particle, name="Pt atoms (ground truth)", metadata=sim.metadata())]
     for _, kwargs, _ in truth:  # the widgets take these as inputs only when nothing else exists
         kwargs["metadata"]["napari_aet"]["ground_truth"] = True
     return [tilt_series_layer(sim.tilt_series, name="Pt tilt series (simulated)"), *truth]

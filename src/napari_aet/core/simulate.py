@@ -75,6 +75,7 @@ class SimulationConfig:
     surface_relaxation: float = 0.0  # Å, outward (+) / inward (-) shift of surface atoms
     offsite_fraction: float = 0.0  # share of atoms moved off their sites
     offsite_distance: float = 1.0  # Å, along a random <100> direction
+    offsite_min_distance: float = 2.0  # Å, the nearest any other atom may be to a moved atom
     substrate: bool = False  # amorphous light-element film under the particle
     substrate_element: str = "C"
     substrate_thickness: float = 6.0  # Å
@@ -169,12 +170,20 @@ class Simulation:
         """Ground truth as an atoms table with the contract's columns the simulator knows."""
         return particle_table(self.particle, self.config)
 
+    @property
+    def support_normal(self) -> Optional[tuple]:
+        """Direction (sample frame) from the particle to its substrate: -z, the substrate
+        lies under the particle along the beam; None without a substrate."""
+        return (0.0, 0.0, -1.0) if self.config.substrate else None
+
     def metadata(self) -> dict:
         p = self.particle
         return {
             "config": self.config.to_dict(),
             "n_atoms": int(p.is_particle.sum()),
             "n_substrate_atoms": int((~p.is_particle).sum()),
+            "n_offsite_atoms": int((~p.on_site & p.is_particle).sum()),
+            "support_normal": None if self.support_normal is None else list(self.support_normal),
             "crystal_rotation": p.rotation.tolist(),
             "crystal_rotation_note": "columns are the crystal [100], [010], [001] axes in the sample frame",
             "lattice_constant": p.lattice_constant,
@@ -387,7 +396,7 @@ def make_particle(cfg: SimulationConfig, rng: Optional[np.random.Generator] = No
         disp[surface] += cfg.surface_relaxation * outward
     on_site = np.ones(len(sites), bool)
     if cfg.offsite_fraction > 0:
-        disp, on_site = _move_off_site(sites, disp, on_site, cfg, rng)
+        disp, on_site = _move_off_site(sites, disp, on_site, cfg, rng, cfg.offsite_min_distance)
     layer = geometry.layer_index(sites[:, 2], a)
 
     rot = geometry.random_rotation(rng) if cfg.orientation == "random" else np.eye(3)
@@ -513,6 +522,7 @@ def check_config(cfg: SimulationConfig) -> None:
     check_number(cfg.strain, "--strain", -0.2, 0.2, hint=" (a plain fraction: 0.01 = 1%)")
     check_number(cfg.surface_relaxation, "--surface-relaxation", -2.0, 2.0, unit="Å")
     check_number(cfg.offsite_distance, "--offsite-distance", 0.0, 5.0, unit="Å")
+    check_number(cfg.offsite_min_distance, "offsite_min_distance", 0.5, 4.0, unit="Å")
     check_number(cfg.b_factor, "--b-factor", 0.0, 100.0, unit="Å²")
     check_number(cfg.probe_sigma, "--probe-sigma", 0.0, 10.0, unit="Å")
     check_number(cfg.cross_section, "--cross-section", 0.0, 10.0, unit="Å²", lo_open=True)
