@@ -159,3 +159,16 @@ def test_figures_render_writes_every_job_from_both_processes(tmp_path):
     assert names == sorted(f"f{k}.{e}" for k in range(5) for e in ("png", "svg"))
     assert sorted(Path(p).name for p in paths) == names
     assert fg.render(jobs[:2], tmp_path / ".", workers=1)  # serial path
+
+
+def test_run_names_the_support_option_only_where_a_support_may_be_missed(tmp_path, capsys):
+    """Figure a carries no command-line hint (issue 27); the command line says how to draw the support."""
+    sim = tmp_path / "s"
+    assert main(["simulate", str(sim), "--size", "1.5", "--voxels", "64", "--substrate", "--seed", "4"]) == 0
+    common = ["--pixel-size", "0.357", "--no-align", "--no-enhance", "--no-refine", "--device", "cpu"]
+    capsys.readouterr()
+    assert main(["run", str(sim / "tilts.mrc"), *common, "-o", str(tmp_path / "r1")]) == 0
+    assert "--support-normal X Y Z" in capsys.readouterr().err
+    assert main(["run", str(sim / "tilts.mrc"), *common, "--support-normal", "0", "0", "-1", "-o",
+                 str(tmp_path / "r2")]) == 0
+    assert "--support-normal" not in capsys.readouterr().err

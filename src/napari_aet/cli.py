@@ -593,6 +593,9 @@ def cmd_run(args) -> int:
     _report_network(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
           f"in {rep['total_seconds']:.0f} s with {_threads_line()} -> {args.output}")
+    if args.support_normal is None and rep.get("n_non_atoms"):
+        _info("figure a draws no support: give --support-normal X Y Z (from the particle to its support) to draw "
+              "it and measure the contact")
     return 0
 
 
