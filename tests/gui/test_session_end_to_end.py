@@ -61,7 +61,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     _shot(viewer, shots, "02_align", qtbot)
 
     rec = _dock(viewer, "Reconstruct")
-    rec.layer_box.value = aligned.name
+    assert rec.layer_box.value == aligned.name  # the step's input follows the previous step's output
     rec.iterations.value = 60
     rec.show_fourier.value = True
     rec.device.value = "cpu"
@@ -73,7 +73,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     _shot(viewer, shots, "03_reconstruct", qtbot)
 
     enh = _dock(viewer, "Enhance (U-Net)")
-    enh.layer_box.value = tomo.name
+    assert enh.layer_box.value == tomo.name
     enh.device.value = "cpu"
     run_step(qtbot, enh)
     assert f"{tomo.name} enhanced" in viewer.layers
@@ -82,7 +82,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     _shot(viewer, shots, "04_enhance", qtbot)
 
     tr = _dock(viewer, "Trace atoms")
-    tr.layer_box.value = enhanced.name
+    assert tr.layer_box.value == enhanced.name  # not the sample's ideal (ground-truth) tomogram
     assert tr.refine_against.value == aligned.name  # refined against the aligned series by default, as run does
     tr.device.value = "cpu"
     run_step(qtbot, tr)
@@ -96,7 +96,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     _shot(viewer, shots, "05_trace", qtbot)
 
     an = _dock(viewer, "Analyze")
-    an.layer_box.value = atoms.name
+    assert an.layer_box.value == atoms.name  # not the sample's ground-truth atoms
     run_step(qtbot, an)
     assert "displacement" in viewer.layers and "fcc" in viewer.layers["traced atoms"].features
     atoms = viewer.layers["traced atoms"]
@@ -107,7 +107,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
 
     # manual correction: add, move, delete, undo; every edit autosaved
     corr = _dock(viewer, "Correct atoms")
-    corr.layer_box.value = atoms.name
+    assert corr.layer_box.value == atoms.name
     n0 = len(atoms.data)
     atoms.add(np.array([[0.0, 0.0, 40.0]]))
     assert len(atoms.data) == n0 + 1 and corr.store.unexported
@@ -127,7 +127,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     fig.folder.value = str(tmp_path / "figs")
     fig.width.value = 800
     fig.height.value = 600
-    fig.layer_box.value = atoms.name
+    assert fig.layer_box.value == atoms.name
     fig.run_button.click()
     assert (tmp_path / "figs" / "rendering.png").exists(), fig.status.text()
     fig.component.value = "exx"
