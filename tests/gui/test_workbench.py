@@ -537,3 +537,27 @@ def test_reanalyse_flags_an_added_interstitial(dock, make_napari_viewer, never_a
     assert (fcc[:n] == fcc_truth).mean() >= 0.99
     w.undo_button.click()  # back to before the analysis: the added atom still there
     assert len(truth.data) == n + 1
+
+
+def test_reanalyse_refreshes_the_facet_and_strain_layers(dock, make_napari_viewer, never_ask_on_close, qtbot):
+    """The layers Analyze made (facets, each strain component) follow a re-analysis after a
+    correction, keeping what the user showed or hid."""
+    from .conftest import run_step
+
+    viewer = make_napari_viewer()
+    _, truth = _sample_atoms(viewer)
+    an = dock(viewer, "Analyze")
+    assert an.layer_box.value == truth.name  # the only atoms there are
+    run_step(qtbot, an)
+    facets, exx = viewer.layers[f"{truth.name}: facets"], viewer.layers[f"{truth.name}: ε_xx (%)"]
+    exx.visible = True
+    n_facets = len(facets.data)
+    w = dock(viewer, "Correct atoms")
+    assert w.layer_box.value == truth.name
+    surface = np.flatnonzero(truth.features["facet"].fillna("").astype(str).to_numpy() != "")
+    truth.selected_data = set(surface[:20].tolist())  # remove 20 surface atoms by hand
+    truth.remove_selected()
+    run_step(qtbot, w)
+    facets, exx = viewer.layers[f"{truth.name}: facets"], viewer.layers[f"{truth.name}: ε_xx (%)"]
+    assert len(facets.data) != n_facets and exx.visible and not facets.visible
+    assert len(exx.data) == np.isfinite(truth.features["exx"].to_numpy(float)).sum()

@@ -325,6 +325,21 @@ class CorrectionWidget(WorkerWidget):
         self._commit(f"refined {len(idx)} atoms (moved {moved.mean():.2f} Å on average)")
 
     # ------------------------------------------------------------- re-analyse
+    def _refresh_analysis_views(self, layer, table) -> None:
+        """The facet and strain layers Analyze made of this atoms layer follow the re-analysis
+        (kept as the user left them: shown or hidden)."""
+        from .._layers import analysis_layers
+
+        prefix = f"{layer.name}: "
+        existing = {l.name: l.visible for l in self.viewer.layers
+                    if l.name.startswith(prefix) and aet_meta(l).get("kind") == "analysis_view"}
+        if not existing:
+            return
+        size = float(np.mean(layer.size)) if len(layer.size) else 1.2
+        for data, kwargs, kind in analysis_layers(table, layer.name, size=size):
+            kwargs["visible"] = existing.get(kwargs["name"], False)
+            self.add_layer((data, kwargs, kind))
+
     def start(self):
         from ..core.analysis import analyze_atoms
 
@@ -344,5 +359,6 @@ class CorrectionWidget(WorkerWidget):
         if not aet_meta(layer).get("colour_by"):
             recolour(layer, "fcc")
         aet_meta(layer)["analysis"] = {k: v for k, v in summary.items() if k != "grid"}
+        self._refresh_analysis_views(layer, table)
         self._commit(f"re-analysed: a = {summary['lattice']['lattice_constant']:.4f} Å, "
                      f"{summary['share_assigned']:.1%} on f.c.c. sites")
