@@ -938,7 +938,10 @@ def render(jobs, out_dir: Path, workers: int = 2, progress=None, cancel=None) ->
             progress(len(part), len(part), f"{len(paths)} files written")
         return paths
 
-    forkable = (workers > 1 and progress is None and cancel is None and (os.cpu_count() or 1) > 1 and "fork" in mp.get_all_start_methods() and len(jobs) > 1
+    from .threads import current_plan
+
+    cpus = current_plan().threads if current_plan() is not None else (os.cpu_count() or 1)  # other work's CPUs left alone
+    forkable = (workers > 1 and progress is None and cancel is None and cpus > 1 and "fork" in mp.get_all_start_methods() and len(jobs) > 1
                 and not mp.current_process().daemon)  # daemonic processes (e.g. batch workers) may not fork
     if not forkable:
         return run(jobs)
