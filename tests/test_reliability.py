@@ -1165,3 +1165,273 @@ def test_generate_data_workers_are_bounded_by_the_work_and_the_cores(tiny_data, 
     assert summary["workers"] <= min(summary["chunks"], usable_cpus())
     assert main(["generate-data", str(tiny_data / "cfg.json"), "-o", str(tmp_path / "e"), "--workers", "-5"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+# ------------------------------------- issue 26 items 8, 11, 13: what a file is, where its data lives, its size
+
+_SECRET = np.array([11.125, -22.25, 33.375, -44.5, 55.625], dtype=np.float64)  # bytes of a file nobody named
+
+
+def _secret_file(tmp_path) -> Path:
+    secret = tmp_path / "elsewhere" / "secret.bin"
+    secret.parent.mkdir()
+    _SECRET.tofile(secret)
+    return secret
+
+
+def _h5_pointing_outside(path: Path, name: str, how: str, secret: Path, shape=(1, 5)) -> None:
+    """An HDF5 file (a MAT v7.3 file for ``.mat``, EMD 1.0 for ``.emd``/``.h5``) whose dataset ``name``
+    keeps its bytes in ``secret``."""
+    import shutil
+
+    import h5py
+
+    n = len(_SECRET)
+    if path.suffix != ".mat":
+        shutil.copy(Path(__file__).parent / "data" / "vendor" / "example_signal.emd", path)
+    with h5py.File(path, "r+" if path.suffix != ".mat" else "w", userblock_size=512 if path.suffix == ".mat" else None) as f:
+        if name in f:
+            del f[name]
+        if how == "external storage":
+            f.create_dataset(name, shape=shape, dtype="f8", external=[(str(secret), 0, n * 8)])
+            return
+        src = secret.with_suffix(".h5")
+        with h5py.File(src, "w") as g:
+            g["x"] = _SECRET.reshape(shape)
+        if how == "virtual dataset":
+            layout = h5py.VirtualLayout(shape=shape, dtype="f8")
+            layout[...] = h5py.VirtualSource(str(src), "x", shape=shape)
+            f.create_virtual_dataset(name, layout)
+        else:
+            f[name] = h5py.ExternalLink(str(src), "x")
+
+
+def _holds_secret(root: Path) -> list:
+    needle = _SECRET.tobytes()[8:24]
+    texts = [f"{v:g}" for v in _SECRET[1:3]]
+    return [p for p in root.rglob("*") if p.is_file() and "elsewhere" not in p.parts
+            and (needle in p.read_bytes() or any(t in p.read_bytes().decode("latin1") for t in texts))]
+
+
+@pytest.mark.parametrize("how", ["external storage", "virtual dataset", "external link"])
+def test_angles_stored_in_another_file_never_reach_the_outputs(tmp_path, capsys, how):
+    """Issue 26 item 8: a MAT v7.3 angles file whose dataset lives in another file is refused in one
+    line, and no byte of that file reaches any output (the angles used to land in the sidecar)."""
+    secret = _secret_file(tmp_path)
+    _h5_pointing_outside(tmp_path / "angles.mat", "angles", how, secret)
+    ts = io.TiltSeries(np.random.default_rng(0).random((5, 16, 16)).astype(np.float32), None, 0.5)
+    io.write_tilt_series(tmp_path / "tilts.mrc", ts)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["reconstruct", str(tmp_path / "tilts.mrc"), "--angles", str(tmp_path / "angles.mat"),
+                 "--iterations", "2", "--device", "cpu", "-o", str(out / "vol.mrc")]) == 2
+    _one_line_error(capsys, "outside itself", how.split()[-1])
+    assert not any(out.iterdir())
+    assert _holds_secret(tmp_path) == []
+
+
+@pytest.mark.parametrize("how", ["external storage", "virtual dataset", "external link"])
+@pytest.mark.parametrize("suffix, name", [(".mat", "tilts"), (".h5", "signals/__unnamed__/data"),
+                                          (".emd", "signals/__unnamed__/data")])
+def test_every_hdf5_reader_refuses_data_outside_the_file(tmp_path, how, suffix, name):
+    """MAT v7.3 stacks and EMD files (checked before rosettasciio sees them) alike."""
+    from napari_aet.core.vendor import read_vendor_stack
+
+    path = tmp_path / f"stack{suffix}"
+    _h5_pointing_outside(path, name, how, _secret_file(tmp_path), shape=(5, 1, 1))
+    with pytest.raises(AETInputError, match="outside itself") as info:
+        io.read_tilt_series(path, angles=[0.0] * 5, pixel_size=0.5)
+    assert "\n" not in str(info.value)
+    if suffix != ".mat":
+        with pytest.raises(AETInputError, match="outside itself"):
+            read_vendor_stack(path)
+        assert io.stack_shape(path) in ((), None)  # a viewer does not claim it either
+
+
+def _peak_mib(fn) -> tuple:
+    """(peak traced allocation in MiB, the exception raised) of ``fn()``."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        error = None
+    except AETInputError as exc:
+        error = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return peak, error
+
+
+@pytest.fixture
+def small_memory(monkeypatch):
+    """This process may use 48 MiB: the readers must decide from headers that 64 MiB does not fit."""
+    from napari_aet.core import validate
+
+    monkeypatch.setattr(validate, "available_memory", lambda device="cpu": 48 * 2**20)
+
+
+def _zlib_tiff(path: Path, n=16, size=1024):
+    import tifffile
+
+    tifffile.imwrite(path, (np.zeros((size, size), np.float32) for _ in range(n)), shape=(n, size, size),
+                     dtype="float32", compression="zlib")
+
+
+def _mat5_decoy(path: Path, tilts):
+    import scipy.io
+
+    scipy.io.savemat(path, {"decoy": np.zeros((16, 1024, 1024), np.float32), "tilts": tilts}, do_compression=True)
+
+
+def _mat73_decoy(path: Path, tilts):
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:  # never written: a few kB on disk, 64 MiB read
+        f.create_dataset("decoy", shape=(16, 1024, 1024), dtype="f4", chunks=(1, 256, 256))
+        f["tilts"] = np.asarray(tilts).T
+
+
+def test_a_compressed_tiff_is_sized_from_its_headers(tmp_path, small_memory):
+    """Issue 26 item 11: 64 MiB of zeros in a 70 kB TIFF is refused before a page is decoded."""
+    _zlib_tiff(tmp_path / "z.tif")
+    assert (tmp_path / "z.tif").stat().st_size < 2**20
+    peak, error = _peak_mib(lambda: io.read_tilt_series(tmp_path / "z.tif", angles=[0.0] * 16, pixel_size=0.5))
+    assert error is not None and "needs about" in str(error) and "\n" not in str(error)
+    assert peak < 8, peak
+
+
+@pytest.mark.parametrize("make", [_mat5_decoy, _mat73_decoy])
+def test_a_mat_decoy_variable_is_never_read(tmp_path, make):
+    """A 64 MiB decoy beside the stack: only the variable picked is read (the decoy used to be read in full)."""
+    tilts = np.random.default_rng(1).random((3, 8, 8)).astype(np.float32)
+    make(tmp_path / "d.mat", tilts)
+    assert (tmp_path / "d.mat").stat().st_size < 2**20
+    got = {}
+    peak, error = _peak_mib(lambda: got.update(ts=io.read_tilt_series(tmp_path / "d.mat", angles=[0.0] * 3,
+                                                                      pixel_size=0.5)))
+    assert error is None and np.allclose(got["ts"].data, tilts)
+    assert peak < 8, peak
+
+
+@pytest.mark.parametrize("make", [_mat5_decoy, _mat73_decoy])
+def test_a_mat_variable_too_big_is_refused_from_its_header(tmp_path, make, small_memory):
+    make(tmp_path / "d.mat", np.zeros((3, 8, 8)))
+    peak, error = _peak_mib(lambda: io.read_tilt_series(tmp_path / "d.mat", angles=[0.0] * 16, pixel_size=0.5,
+                                                        variable="decoy"))
+    assert error is not None and "needs about" in str(error) and "decoy" in str(error)
+    assert peak < 8, peak
+
+
+def _patched(path: Path, offset: int, fmt: str, value) -> Path:
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["mrc nz", "mrc extended header", "npy shape"])
+def test_headers_claiming_more_than_the_file_holds_are_refused_before_allocating(tmp_path, damage):
+    """A 2 kB MRC whose header claims 2 GiB of extended header (mrcfile allocated it first), or an NPY
+    header claiming 64 MiB in a 1 kB file: refused as truncated, nothing allocated."""
+    ts = io.TiltSeries(np.zeros((4, 8, 8), np.float32), None, 0.5)
+    if damage.startswith("mrc"):
+        path = tmp_path / "s.mrc"
+        io.write_tilt_series(path, ts)
+        _patched(path, 8 if damage == "mrc nz" else 92, "<i", 2**24 if damage == "mrc nz" else 2**31 - 1)
+    else:
+        path = tmp_path / "s.npy"
+        np.save(path, ts.data)
+        raw = path.read_bytes()  # the same header length: the padding gives way to the bigger shape
+        assert b"(4, 8, 8), }      " in raw
+        path.write_bytes(raw.replace(b"(4, 8, 8), }      ", b"(4, 2048, 2048), }"))
+    peak, error = _peak_mib(lambda: io.read_tilt_series(path, angles=[0.0] * 4, pixel_size=0.5))
+    assert error is not None and "truncated" in str(error) and "\n" not in str(error)
+    assert peak < 8, peak
+
+
+def test_a_vendor_stack_is_sized_before_rosettasciio_reads_it(tmp_path, small_memory):
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "big.emd"
+    shutil.copy(Path(__file__).parent / "data" / "vendor" / "example_signal.emd", path)
+    with h5py.File(path, "r+") as f:
+        del f["signals/__unnamed__/data"]
+        f["signals/__unnamed__"].create_dataset("data", shape=(16, 1024, 1024), dtype="f4", chunks=(1, 256, 256))
+    peak, error = _peak_mib(lambda: io.read_tilt_series(path, angles=[0.0] * 16, pixel_size=0.5))
+    assert error is not None and "needs about" in str(error)
+    assert peak < 8, peak
+
+
+_SIDE_FILE_CHILD = r"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))  # the old reader ran out of memory here
+from napari_aet.core import io
+from napari_aet.core.errors import AETInputError
+try:
+    {call}
+except AETInputError as exc:
+    print("REFUSED", exc)
+"""
+
+
+def _run_child(call: str) -> str:
+    """Run one read in a child with a time and memory bound: a hang or a memory run fails the test."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SIDE_FILE_CHILD.format(call=call)], capture_output=True,
+                          text=True, timeout=120)
+    return (done.stdout + done.stderr).strip()
+
+
+@pytest.mark.parametrize("side, kind", [
+    ("s.mrc.mdoc", "fifo"), ("s.mdoc", "zero"), ("s.rawtlt", "fifo"), ("s.rawtlt", "zero"),
+    ("angles.txt", "zero"), ("angles.npy", "fifo"),
+])
+def test_a_side_file_that_is_no_regular_file_is_refused_not_read(tmp_path, side, kind):
+    """Issue 26 item 13: an mdoc (or angles file) beside the stack that is a FIFO hung forever; one
+    linked to /dev/zero read until memory ran out. Regular files only, in one line."""
+    io.write_tilt_series(tmp_path / "s.mrc", io.TiltSeries(np.zeros((3, 8, 8), np.float32), None, 0.5))
+    if kind == "fifo":
+        os.mkfifo(tmp_path / side)
+    else:
+        os.symlink("/dev/zero", tmp_path / side)
+    out = _run_child(f"io.read_tilt_series({str(tmp_path / 's.mrc')!r})")
+    assert out.startswith("REFUSED") and "not a regular file" in out and len(out.splitlines()) == 1, out
+    assert ("FIFO" if kind == "fifo" else "character device") in out
+
+
+@pytest.mark.parametrize("call", [
+    "io.read_sidecar({p!r})", "io.read_angles({p!r})",
+    "__import__('napari_aet.core.vendor', fromlist=['x']).mdoc_tilts(__import__('pathlib').Path({p!r}))",
+    "__import__('napari_aet.core.training', fromlist=['x']).load_config({p!r})",
+])
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_every_side_file_reader_takes_regular_files_only(tmp_path, call, kind):
+    p = tmp_path / "side.json"
+    if kind == "fifo":
+        os.mkfifo(p)
+    else:
+        os.symlink("/dev/zero", p)
+    out = _run_child(call.format(p=str(p)))
+    assert out.startswith("REFUSED") and "not a regular file" in out, out
+
+
+def test_a_side_file_over_the_cap_is_refused(tmp_path):
+    from napari_aet.core import guards
+
+    (tmp_path / "a.txt").write_text("0\n" * 1000)
+    with pytest.raises(AETInputError, match="over the") as info:
+        guards.read_side_file(tmp_path / "a.txt", "angles file", max_bytes=1000)
+    assert "\n" not in str(info.value)
+    big = tmp_path / "angles.txt"
+    with open(big, "wb") as f:  # sparse: 65 MiB on paper, nothing on disk
+        f.truncate(guards.SIDE_FILE_MAX_BYTES + 2**20)
+    with pytest.raises(AETInputError, match="over the"):
+        io.read_angles(big)
