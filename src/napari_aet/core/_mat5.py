@@ -48,8 +48,17 @@ def _matrix_header(buf: bytes, order: str):
 
 
 def variables(path: Path) -> dict:
-    """Numeric variables of a MAT v5 file from their headers: name -> (MATLAB shape, bytes per
-    value, (offset, length, compressed) of its element); no variable's data is read."""
+    """Numeric variables of a MAT v5 file from their headers; no variable's data is read.
+
+    Parameters
+    ----------
+    path : Path
+
+    Returns
+    -------
+    dict
+        name -> (MATLAB shape, bytes per value, (offset, length, compressed) of its element).
+    """
     out, size = {}, Path(path).stat().st_size
     with open(path, "rb") as f:
         head = f.read(128)
@@ -76,7 +85,19 @@ def variables(path: Path) -> dict:
 
 def load(path: Path, name: str, entry: tuple):
     """The array of one variable listed by :func:`variables`, its compressed data inflated no
-    further than its header-given size allows."""
+    further than its header-given size allows.
+
+    Parameters
+    ----------
+    path : Path
+    name : str
+    entry : tuple
+        The variable's entry from :func:`variables`.
+
+    Returns
+    -------
+    ndarray
+    """
     import numpy as np
     import scipy.io
 
