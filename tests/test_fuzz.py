@@ -259,3 +259,44 @@ def test_manifest_contents_give_jobs_or_one_line(tmp_path, jobs, wrapped):
         return
     for job in result:  # every accepted job writes inside the output root
         assert job["output"].startswith(str(out.resolve()) + "/")
+
+
+def _valid_files(tmp_path):
+    """A small tilt series in each format whose header a reader trusts, with the header's length."""
+    import scipy.io
+    import tifffile
+
+    data = np.random.default_rng(0).random((3, 6, 5)).astype(np.float32)
+    io.write_tilt_series(tmp_path / "v.mrc", io.TiltSeries(data, None, 0.5))
+    np.save(tmp_path / "v.npy", data)
+    tifffile.imwrite(tmp_path / "v.tif", data, compression="zlib")
+    scipy.io.savemat(tmp_path / "v.mat", {"tilts": data, "other": np.zeros((4, 4))}, do_compression=True)
+    scipy.io.savemat(tmp_path / "u.mat", {"tilts": data}, do_compression=False)
+    return {name: (tmp_path / name).read_bytes() for name in ("v.mrc", "v.npy", "v.tif", "v.mat", "u.mat")}
+
+
+@FUZZ
+@given(name=st.sampled_from(["v.mrc", "v.npy", "v.tif", "v.mat", "u.mat"]),
+       flips=st.lists(st.tuples(st.integers(0, 1279), st.integers(0, 255)), min_size=1, max_size=6))
+def test_damaged_headers_give_a_stack_or_one_line_before_any_large_allocation(tmp_path, monkeypatch, name, flips):
+    """Issue 26 item 11: headers are checked before data is read, so a damaged header claiming any
+    size gives a result or one line, and never a large allocation (this process may use 64 MiB)."""
+    import tracemalloc
+
+    from napari_aet.core import validate
+
+    monkeypatch.setattr(validate, "available_memory", lambda device="cpu": 64 * 2**20)
+    raw = bytearray(_valid_files(tmp_path)[name])
+    for pos, value in flips:
+        raw[pos % len(raw)] = value
+    path = tmp_path / f"d{name}"
+    path.write_bytes(bytes(raw))
+    tracemalloc.start()
+    try:
+        io.read_tilt_series(path, angles=np.zeros(3), pixel_size=0.5)
+    except AETInputError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 96 * 2**20, peak

@@ -1435,3 +1435,26 @@ def test_a_side_file_over_the_cap_is_refused(tmp_path):
         f.truncate(guards.SIDE_FILE_MAX_BYTES + 2**20)
     with pytest.raises(AETInputError, match="over the"):
         io.read_angles(big)
+
+
+@pytest.mark.parametrize("damage", ["value type", "element length", "v4 name length"])
+def test_a_damaged_mat_variable_is_one_line_not_a_crash_or_a_huge_read(tmp_path, damage):
+    """scipy's MAT parser crashed (under tracemalloc) on a variable whose values carry an unknown type,
+    and read() allocated a damaged tag's 4 GB length before finding the file shorter: both are
+    checked against the file before scipy sees a byte."""
+    import scipy.io
+
+    path = tmp_path / "d.mat"
+    tilts = np.random.default_rng(2).random((3, 6, 5)).astype(np.float32)
+    if damage == "v4 name length":
+        scipy.io.savemat(path, {"tilts": tilts[0]}, format="4")
+        _patched(path, 16, "<i", 2**31 - 1)
+    else:
+        scipy.io.savemat(path, {"tilts": tilts}, do_compression=False)
+        raw = path.read_bytes()
+        _patched(path, raw.index(b"tilts") + 8 if damage == "value type" else 132, "<I",
+                 0x7B07 if damage == "value type" else 0xF0000000)
+    call = (f"__import__('tracemalloc').start(); io.read_tilt_series({str(path)!r}, angles=[0.0] * 3, "
+            "pixel_size=0.5); print('READ')")
+    out = _run_child(call + "\n    print('peak', __import__('tracemalloc').get_traced_memory()[1])")
+    assert out.startswith("REFUSED") and len(out.splitlines()) == 1 and "MAT" in out, out

@@ -428,15 +428,9 @@ def _read_npy(path: Path, what: str = "array"):
     return np.asarray(data), None, {}
 
 
-# MAT v5 classes (scipy.io.whosmat) that load as numeric arrays, with their bytes per value
-_MAT_NUMERIC_CLASSES = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
-                        "int32": 4, "uint32": 4, "int64": 8, "uint64": 8}
-
-
 def _mat_variables(path: Path) -> dict:
-    """Numeric variables of a MAT file from its headers alone (v5 through :mod:`._mat5`, v4
-    through scipy.io.whosmat, v7.3/HDF5 through h5py; no data read): name -> (MATLAB shape,
-    bytes per value, ...)."""
+    """Numeric variables of a MAT file from its headers alone (v4 and v5 through :mod:`._mat5`,
+    v7.3/HDF5 through h5py; no data read): name -> (MATLAB shape, bytes per value, ...)."""
     import h5py
 
     if h5py.is_hdf5(path):
@@ -458,13 +452,11 @@ def _mat_variables(path: Path) -> dict:
     from . import _mat5
 
     try:
-        if scipy.io.matlab.matfile_version(path)[0] == 1:
-            return _mat5.variables(path)  # v5: headers only, never a decoy's data
-        listing = scipy.io.whosmat(path)  # v4: uncompressed, each variable skipped by a seek
+        version = scipy.io.matlab.matfile_version(path)[0]
+        # headers only, never a decoy's data (scipy's whosmat inflates compressed ones to skip them)
+        return _mat5.variables(path) if version == 1 else _mat5.variables_v4(path)
     except Exception as exc:
         _fail(f"cannot read {path} as a MAT file (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
-    return {name: (tuple(shape), _MAT_NUMERIC_CLASSES[cls]) for name, shape, cls in listing
-            if cls in _MAT_NUMERIC_CLASSES and not name.startswith("__")}
 
 
 def _load_mat_variable(path: Path, variables: dict, name: str, what: str) -> np.ndarray:
@@ -478,13 +470,9 @@ def _load_mat_variable(path: Path, variables: dict, name: str, what: str) -> np.
         if h5py.is_hdf5(path):
             with h5py.File(path, "r") as f:
                 return np.asarray(f[name][()]).T
-        import scipy.io
-
         from . import _mat5
 
-        if len(variables[name]) == 3:
-            return _mat5.load(path, name, variables[name])
-        return np.asarray(scipy.io.loadmat(path, variable_names=[name])[name])
+        return _mat5.load(path, name, variables[name])
     except Exception as exc:
         _fail(f"cannot read variable {name!r} of {path} (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
 
