@@ -29,7 +29,10 @@ def public_functions(module):
     names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
     for name in names:
         obj = getattr(module, name, None)
-        if inspect.isfunction(obj) and obj.__module__ == module.__name__:
+        # a package (core.io) shows the functions of its modules that it exports, and a module
+        # kept for its old name (core.vendor) those it re-exports
+        if inspect.isfunction(obj) and (obj.__module__ == module.__name__ or getattr(module, "__reexport__", False) or (
+                hasattr(module, "__path__") and obj.__module__.startswith(module.__name__ + "."))):
             yield name, obj
 
 

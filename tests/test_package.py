@@ -189,3 +189,23 @@ def test_every_third_party_import_is_declared():
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
     for module, dist in IMPLIED_IMPORTS.items():
         assert dist.lower() in core, f"{dist} (for {module}) must be a core dependency"
+
+
+def test_io_is_a_package_without_import_cycles():
+    """core.io: one module per concern, each importing only modules before it (records, files,
+    pixels, the format readers, angles, tilt series, atoms), none importing core.vendor (the
+    old name kept for callers); every public name still importable from core.io."""
+    order = ["records", "files", "pixels", "mrc", "tiff", "npy", "mat", "vendor", "angles", "tiltseries", "atoms"]
+    pkg = SRC / "core" / "io"
+    assert sorted(p.stem for p in pkg.glob("*.py") if p.stem != "__init__") == sorted(order)
+    for k, name in enumerate(order):
+        for node in ast.walk(ast.parse((pkg / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                for t in targets:
+                    assert t in order[:k], f"io.{name} imports io.{t}, which is not before it"
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                assert node.module != "vendor" and not any(a.name == "vendor" for a in node.names), name
+    import napari_aet.core.io as io
+
+    assert all(hasattr(io, n) for n in io.__all__) and len(io.__all__) >= 20
