@@ -48,10 +48,10 @@ class ThreadPlan:
 
     def line(self) -> str:
         """One line for the user."""
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
         if self.source != "measured":
-            return f"{self.threads} threads ({self.source}; {self.usable_cpus} CPUs usable)"
-        return (f"{self.threads} threads: {self.usable_cpus} CPUs usable, {self.busy_cpus:.1f} busy with other work "
-                "(--threads N to choose)")
+            return f"{threads} ({self.source}; {self.usable_cpus} CPUs usable)"
+        return f"{threads}: {self.usable_cpus} CPUs usable, {self.busy_cpus:.1f} busy with other work (--threads N to choose)"
 
 
 def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
