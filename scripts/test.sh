@@ -27,4 +27,4 @@ fi
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test]"
 
-xvfb-run -a -s "-screen 0 1280x1024x24" python -m pytest "$@"
+xvfb-run -a -s "-screen 0 1920x1080x24" python -m pytest "$@"  # the screen a person has

@@ -45,7 +45,7 @@ def test_whole_session_through_napari(make_napari_viewer, qtbot, tmp_path, monke
     shots.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("NAPARI_AET_HOME", str(tmp_path / "home"))
     viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(1920, 1080)  # the screen a person has
     tilts, ideal, truth = viewer.open_sample("napari-aet", "pt_nanoparticle")
     ideal.visible = truth.visible = False
     _shot(viewer, shots, "01_sample", qtbot)

@@ -146,8 +146,9 @@ class _FormScroll(QScrollArea):
         return QSize(width, 120)
 
 
-def _call(ref, name: str) -> None:
-    """Call a widget's method through a weak reference (timers), nothing once it is gone."""
+def call_weakly(ref, name: str, *_) -> None:
+    """Call a widget's method through a weak reference (timers, layer key bindings, which pass
+    the layer): no reference cycle through the viewer, nothing once the widget is gone."""
     widget = ref()
     if widget is not None:
         try:
@@ -244,7 +245,7 @@ class WorkerWidget(QWidget):
     def event(self, event):  # noqa: D102 (Qt's name)
         if event.type() in (QEvent.Type.ParentChange, QEvent.Type.Show) and not getattr(self, "_tabbed", True):
             # napari adds the dock to its window after building the widget: look once it has
-            QTimer.singleShot(0, functools.partial(_call, weakref.ref(self), "tab_with_siblings"))
+            QTimer.singleShot(0, functools.partial(call_weakly, weakref.ref(self), "tab_with_siblings"))
         return super().event(event)
 
     def tab_with_siblings(self) -> None:

@@ -19,7 +19,7 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QMainWindow, QMessageBox, QPushButton
 
 from .. import session
-from .base import WorkerWidget, flag, aet_meta, layer_table, recolour
+from .base import WorkerWidget, aet_meta, call_weakly, flag, layer_table, recolour
 
 
 class _CloseGuard(QObject):
@@ -72,17 +72,6 @@ def _plane_click(widget_ref, layer, event):
         event.handled = True
 
 
-def _key_action(widget_ref, name: str, _layer=None):
-    """Call a widget method through a weak reference (layer key bindings, timers): no cycle
-    through the viewer, and nothing when the widget or its Qt object is gone."""
-    widget = widget_ref()
-    if widget is not None:
-        try:
-            getattr(widget, name)()
-        except RuntimeError:  # the Qt object was deleted before the call came
-            pass
-
-
 class CorrectionWidget(WorkerWidget):
     """Edit atoms by hand with undo, autosave and restore; refine edits; re-analyse."""
 
@@ -102,7 +91,7 @@ class CorrectionWidget(WorkerWidget):
         self._attach()
         self._install_close_guard()
         # napari docks the widget after building it: look for the window again once it has
-        QTimer.singleShot(0, functools.partial(_key_action, weakref.ref(self), "_install_close_guard"))
+        QTimer.singleShot(0, functools.partial(call_weakly, weakref.ref(self), "_install_close_guard"))
         if self.store.has_autosave():
             st = self.store.state()
             self.status.setText(f"an autosaved session holds {st.get('n_atoms', '?')} atoms "
@@ -212,8 +201,8 @@ class CorrectionWidget(WorkerWidget):
                                          if getattr(c, "func", None) is not _plane_click]
         layer.mouse_drag_callbacks.append(functools.partial(_plane_click, weakref.ref(self)))
         ref = weakref.ref(self)
-        layer.bind_key("Control-z", functools.partial(_key_action, ref, "undo"), overwrite=True)
-        layer.bind_key("Control-Shift-z", functools.partial(_key_action, ref, "redo"), overwrite=True)
+        layer.bind_key("Control-z", functools.partial(call_weakly, ref, "undo"), overwrite=True)
+        layer.bind_key("Control-Shift-z", functools.partial(call_weakly, ref, "redo"), overwrite=True)
         if "edited" not in layer.features:
             feats = layer.features.copy()
             feats["edited"] = 0
