@@ -7,6 +7,8 @@ from the menu. These tests go through napari's own plugin machinery.
 
 import pytest
 
+from .conftest import STEP_TIMEOUT_MS  # a bound for hangs only, never for speed
+
 pytestmark = pytest.mark.gui
 
 WIDGETS = ["Load tilt series", "Align", "Reconstruct", "Enhance (U-Net)", "Trace atoms", "Analyze",
@@ -41,7 +43,7 @@ def test_all_widgets_dock_together_and_close_cleanly(make_napari_viewer, qtbot):
     # the close guard sits on the real main window (found through Qt, not through the proxy)
     from napari_aet._qt.correction import _CloseGuard
 
-    qtbot.waitUntil(lambda: correction.window().findChild(_CloseGuard) is not None, timeout=5000)
+    qtbot.waitUntil(lambda: correction.window().findChild(_CloseGuard) is not None, timeout=STEP_TIMEOUT_MS)
     assert len(correction.window().findChildren(_CloseGuard)) == 1
     viewer.close()
 
@@ -55,6 +57,6 @@ def test_errors_reach_napari_notifications(make_napari_viewer, qtbot, tmp_path):
     w.path.value = str(tmp_path / "empty.mrc")
     before = len(notification_manager.records)
     w.run_button.click()
-    qtbot.waitUntil(lambda: w.status.text().startswith("error"), timeout=20000)
+    qtbot.waitUntil(lambda: w.status.text().startswith("error"), timeout=STEP_TIMEOUT_MS)
     new = [str(n.message) for n in notification_manager.records[before:]]
     assert any("empty.mrc" in m and "empty" in m for m in new), new

@@ -6,6 +6,8 @@ import pytest
 
 from napari_aet.core import io
 
+from .conftest import STEP_TIMEOUT_MS  # a bound for hangs only, never for speed
+
 pytestmark = pytest.mark.gui
 
 
@@ -146,7 +148,7 @@ def test_microscope_files_open_in_napari_and_the_load_widget(make_napari_viewer,
     w.path.value = str(tmp_path / "TS_01.mrc")
     w.find_axis.value = True
     w.run_button.click()
-    qtbot.waitUntil(lambda: "TS_01" in viewer.layers, timeout=60000)
+    qtbot.waitUntil(lambda: "TS_01" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     layer = viewer.layers["TS_01"]
     np.testing.assert_allclose(layer.scale[1:], (5.4, 5.4))  # PixelSpacing of the mdoc
     np.testing.assert_allclose(layer.metadata["napari_aet"]["angles"], tilts)

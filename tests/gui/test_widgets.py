@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
+from .conftest import STEP_TIMEOUT_MS  # a bound for hangs only, never for speed
+
 pytestmark = pytest.mark.gui
 
 
@@ -36,8 +38,8 @@ def test_reconstruct_in_a_worker_adds_a_tomogram_in_angstrom(dock, make_napari_v
     pbar = w.napari_progress
     seen = []
     timer.timeout.connect(lambda: pbar.n and seen.append(pbar.n))
-    qtbot.waitUntil(lambda: any(l.name.startswith("tomogram") for l in viewer.layers), timeout=60000)
-    qtbot.waitUntil(lambda: w.napari_progress is None, timeout=10000)  # napari's progress closed at the end
+    qtbot.waitUntil(lambda: any(l.name.startswith("tomogram") for l in viewer.layers), timeout=STEP_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: w.napari_progress is None, timeout=STEP_TIMEOUT_MS)  # napari's progress closed at the end
     assert seen and max(seen) <= 100 and pbar.total == 100
     timer.stop()
     assert len(ticks) > 3  # the event loop kept running during the reconstruction
@@ -57,9 +59,9 @@ def test_cancel_leaves_the_viewer_usable(dock, make_napari_viewer, qtbot, tmp_pa
     w.iterations.value = 5000
     w.device.value = "cpu"
     w.run_button.click()
-    qtbot.waitUntil(lambda: w.bar.value() >= 2, timeout=30000)
+    qtbot.waitUntil(lambda: w.bar.value() >= 2, timeout=STEP_TIMEOUT_MS)
     w.cancel_button.click()
-    qtbot.waitUntil(lambda: w.run_button.isEnabled(), timeout=30000)
+    qtbot.waitUntil(lambda: w.run_button.isEnabled(), timeout=STEP_TIMEOUT_MS)
     assert w.status.text() == "cancelled"
     assert not any(l.name.startswith("tomogram") for l in viewer.layers)
     viewer.add_points(np.zeros((1, 3)))  # still usable
@@ -74,7 +76,7 @@ def test_trace_widget_on_the_ideal_tomogram(dock, make_napari_viewer, qtbot):
     w = dock(viewer, "Trace atoms")
     assert w.layer_box.value == "Pt ideal tomogram"
     w.run_button.click()
-    qtbot.waitUntil(lambda: "traced atoms" in [l.name for l in viewer.layers], timeout=60000)
+    qtbot.waitUntil(lambda: "traced atoms" in [l.name for l in viewer.layers], timeout=STEP_TIMEOUT_MS)
     pts = viewer.layers["traced atoms"]
     m = match_atoms(pts.data[:, ::-1], truth.data[:, ::-1])
     assert m.recall >= 0.998 and m.precision >= 0.998

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from .conftest import STEP_TIMEOUT_MS  # a bound for hangs only, never for speed
+
 pytestmark = pytest.mark.gui
 
 PX = 0.357
@@ -40,11 +42,11 @@ def test_load_widget_reads_the_file_and_its_angles(dock, make_napari_viewer, qtb
     w.path.value = str(tmp_path / "broken.mrc")
     (tmp_path / "broken.mrc").write_bytes(b"")
     w.run_button.click()
-    qtbot.waitUntil(lambda: w.status.text().startswith("error"), timeout=20000)
+    qtbot.waitUntil(lambda: w.status.text().startswith("error"), timeout=STEP_TIMEOUT_MS)
     assert "broken.mrc" in w.status.text() and len(viewer.layers) == 0
     w.path.value = str(tmp_path / "tilts.mrc")
     w.run_button.click()
-    qtbot.waitUntil(lambda: "tilts" in viewer.layers, timeout=20000)
+    qtbot.waitUntil(lambda: "tilts" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     layer = viewer.layers["tilts"]
     np.testing.assert_allclose(layer.scale[1:], (PX, PX), rtol=1e-5)
     np.testing.assert_allclose(layer.metadata["napari_aet"]["angles"], sim.tilt_series.angles, atol=1e-4)
@@ -63,7 +65,7 @@ def test_load_widget_reads_the_file_and_its_angles(dock, make_napari_viewer, qtb
     w.layout_box.value = "[x, y, projection] (RESIRE/GENFIRE MATLAB)"
     w.convention.value = "zyx"
     w.run_button.click()
-    qtbot.waitUntil(lambda: "resire" in viewer.layers, timeout=20000)
+    qtbot.waitUntil(lambda: "resire" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     np.testing.assert_array_equal(viewer.layers["resire"].data, sim.tilt_series.data)
 
 
@@ -79,7 +81,7 @@ def test_align_widget_recovers_shifts(dock, open_tilts, make_napari_viewer, qtbo
     w.refine_angles.value = False
     w.device.value = "cpu"
     w.run_button.click()
-    qtbot.waitUntil(lambda: f"{raw} (aligned)" in viewer.layers, timeout=120000)
+    qtbot.waitUntil(lambda: f"{raw} (aligned)" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     got = np.asarray(viewer.layers[f"{raw} (aligned)"].metadata["napari_aet"]["alignment"]["shifts_px"])
     err = (got - got.mean(0)) - (sim.shifts - sim.shifts.mean(0))  # the common shift is unobservable
     assert np.abs(sim.shifts).max() > 1.5 and np.abs(err).max() < 0.3
@@ -114,7 +116,7 @@ def test_enhance_widget_adds_enhanced_tomogram_and_fourier_views(dock, make_napa
     messages = []
     w.relay.progressed.connect(lambda done, total, message: messages.append(message))
     w.run_button.click()
-    qtbot.waitUntil(lambda: "tomogram (resire) enhanced" in viewer.layers, timeout=120000)
+    qtbot.waitUntil(lambda: "tomogram (resire) enhanced" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     out = viewer.layers["tomogram (resire) enhanced"]
     src = viewer.layers["tomogram (resire)"]
     np.testing.assert_allclose(out.scale, src.scale)
@@ -157,7 +159,7 @@ def test_fourier_view_marks_the_wedge_where_sirt_has_no_data(dock, open_tilts, m
     w.run_button.click()
     from napari_aet._qt.side import find_side_viewer
 
-    qtbot.waitUntil(lambda: "tomogram (sirt)" in viewer.layers, timeout=60000)
+    qtbot.waitUntil(lambda: "tomogram (sirt)" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     fourier = find_side_viewer(w, "fourier")
     four = fourier.layers["tomogram (sirt) |F|² (log)"].data
     wedge = fourier.layers["missing wedge (±60°)"].data == 1
@@ -197,7 +199,7 @@ def test_analyze_widget_colours_atoms_and_shows_layer_displacements(dock, make_n
     w = dock(viewer, "Analyze")
     assert w.layer_box.value == truth.name
     w.run_button.click()
-    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
+    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     feats = truth.features
     assert (feats["fcc"].to_numpy() == true_fcc).mean() >= 0.99
     blue, black = transform_color(FCC_COLOURS[1])[0], transform_color(FCC_COLOURS[0])[0]
@@ -261,7 +263,7 @@ def test_facet_and_strain_layers_and_one_layer_face_on(dock, make_napari_viewer,
     viewer.dims.ndisplay = 3
     w = dock(viewer, "Analyze")
     w.run_button.click()
-    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
+    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     feats = truth.features
     facets = viewer.layers[f"{truth.name}: facets"]
     on_facet = (feats["facet"].fillna("").astype(str) != "").to_numpy()
@@ -313,7 +315,7 @@ def test_a_session_keeps_one_unit_and_the_scale_bar_in_angstrom(dock, make_napar
     viewer.canvas.overlays.scale_bar.visible = True
     w = dock(viewer, "Analyze")
     w.run_button.click()
-    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
+    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     viewer.dims.ndisplay = 3
     qtbot.wait(200)  # napari checks the units when it draws
     assert len(viewer.layers) >= 12
@@ -434,7 +436,7 @@ def test_figures_rendering_maps_and_export(dock, make_napari_viewer, never_ask_o
     viewer.dims.ndisplay = 3
     a = dock(viewer, "Analyze")
     a.run_button.click()
-    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=60000)
+    qtbot.waitUntil(lambda: "displacement" in viewer.layers, timeout=STEP_TIMEOUT_MS)
     f = dock(viewer, "Figures & export")
     f.folder.value = str(tmp_path / "figs")
     f.width.value = 640
@@ -484,7 +486,7 @@ def test_movie_is_rendered_step_by_step_with_progress_and_cancel(dock, make_napa
     f._recorder.progressed.connect(lambda done, total, message: messages.append((done, total, message)))
     assert f.cancel_button.isEnabled() and not f.movie_button.enabled
     assert not (tmp_path / "figs" / "rotation.mp4").exists()  # returned at once: nothing rendered yet
-    qtbot.waitUntil(lambda: f.status.text().startswith("saved"), timeout=60000)
+    qtbot.waitUntil(lambda: f.status.text().startswith("saved"), timeout=STEP_TIMEOUT_MS)
     assert [m[0] for m in messages] == [1, 2, 3, 4, 5, 6] and messages[-1][2] == "movie: frame 6 of 6"
     assert f.bar.value() == 6 and f.bar.maximum() == 6
     assert (tmp_path / "figs" / "rotation.mp4").stat().st_size > 1000
@@ -494,7 +496,7 @@ def test_movie_is_rendered_step_by_step_with_progress_and_cancel(dock, make_napa
     (tmp_path / "figs" / "rotation.mp4").unlink()
     f.save_movie(frames=50, fps=6)
     f._recorder.progressed.connect(lambda done, total, message: done == 1 and f.cancel_button.click())
-    qtbot.waitUntil(lambda: "cancelled" in f.status.text(), timeout=60000)
+    qtbot.waitUntil(lambda: "cancelled" in f.status.text(), timeout=STEP_TIMEOUT_MS)
     assert not any((tmp_path / "figs").glob("*rotation.mp4"))
     assert tuple(viewer.scene.camera.angles) == pytest.approx(start)
 
@@ -531,7 +533,7 @@ def test_reanalyse_flags_an_added_interstitial(dock, make_napari_viewer, never_a
     assert 0 < (fcc_truth == 0).sum() < 0.05 * n
     truth.add(truth.data[i] + step_xyz[::-1])
     w.run_button.click()
-    qtbot.waitUntil(lambda: "re-analysed" in w.status.text(), timeout=60000)
+    qtbot.waitUntil(lambda: "re-analysed" in w.status.text(), timeout=STEP_TIMEOUT_MS)
     fcc = truth.features["fcc"].to_numpy()
     assert len(fcc) == n + 1 and fcc[-1] == 0
     assert (fcc[:n] == fcc_truth).mean() >= 0.99
