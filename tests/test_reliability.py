@@ -1458,3 +1458,98 @@ def test_a_damaged_mat_variable_is_one_line_not_a_crash_or_a_huge_read(tmp_path,
             "pixel_size=0.5); print('READ')")
     out = _run_child(call + "\n    print('peak', __import__('tracemalloc').get_traced_memory()[1])")
     assert out.startswith("REFUSED") and len(out.splitlines()) == 1 and "MAT" in out, out
+
+
+# ---- issue 26, variants found by a hostile session: ranges in sidecars, manifest fields
+
+@pytest.mark.parametrize("alignment, words", [
+    ({"shifts_px": [[1e6, 0]] * 3, "angles_deg": [-10.0, 0.0, 10.0]}, "alignment.shifts_px"),
+    ({"shifts_px": [[0, 0]] * 3, "angles_deg": ["1_0"] * 3}, "alignment.angles_deg"),
+    ({"shifts_px": [[True, 0]] * 3, "angles_deg": [-10.0, 0.0, 10.0]}, "alignment.shifts_px"),
+    ({"shifts_px": [[0, 0]] * 3, "angles_deg": [[1e300, 0, 0]] * 3}, "alignment.angles_deg"),
+])
+def test_absurd_alignment_in_a_sidecar_is_refused(alignment, words):
+    from napari_aet.core.schemas import check
+
+    with pytest.raises(AETInputError, match=words.replace(".", r"\.")):
+        check({"alignment": alignment}, "volume", "v.json")
+
+
+@pytest.mark.parametrize("analysis, words", [
+    ({"settings": {"layer_axis": "abc"}}, "layer_axis"),
+    ({"settings": {"support_normal": [0, 0, 0]}}, "support_normal"),
+    ({"settings": {"support_normal": [1, 2]}}, "support_normal"),
+    ({"lattice": {"lattice_constant": float("nan"), "crystal_rotation": np.eye(3).tolist()}}, "lattice_constant"),
+    ({"lattice": {"lattice_constant": 3.9, "crystal_rotation": [[0, 0, 0]] * 3}}, "crystal_rotation"),
+])
+def test_absurd_analysis_in_an_atoms_sidecar_is_refused(analysis, words):
+    from napari_aet.core.schemas import check
+
+    with pytest.raises(AETInputError, match=words):
+        check({"analysis": analysis}, "atoms", "a.json")
+    assert check({"tilts_read": {"tilt_axis_angle": 3.0}}, "volume", "v.json")
+    with pytest.raises(AETInputError, match="tilt_axis_angle"):
+        check({"tilts_read": {"tilt_axis_angle": float("nan")}}, "volume", "v.json")
+
+
+@pytest.mark.parametrize("text, suffix, words", [
+    ("tilts,pixel_size,output,no_align\nz.mrc,0.357,a,maybe\n", ".csv", "yes or no"),
+    ("- {tilts: z.mrc, output: a, no_enhnace: yes}\n", ".yaml", "unknown field 'no_enhnace'"),
+    ("- {tilts: z.mrc, output: a, output: b}\n", ".yaml", "twice"),
+    ("tilts,angles,output,output\nz.mrc,,a,b\n", ".csv", "twice"),
+    ("- {tilts: z.mrc, output: batch_summary.csv}\n", ".yaml", "the batch's own file"),
+    ("- {tilts: z.mrc, name: .napari-aet.lock}\n", ".yaml", "the batch's own file"),
+])
+def test_manifest_fields_are_known_and_meant(tmp_path, text, suffix, words):
+    from napari_aet.core.batch import read_manifest
+
+    (tmp_path / f"m{suffix}").write_text(text)
+    with pytest.raises(AETInputError, match=words):
+        read_manifest(tmp_path / f"m{suffix}", tmp_path / "out")
+
+
+def test_a_manifest_with_a_byte_order_mark_reads(tmp_path):
+    from napari_aet.core.batch import read_manifest
+
+    (tmp_path / "m.csv").write_text("\ufefftilts,no_align\nz.mrc,no\n", encoding="utf-8")
+    (job,) = read_manifest(tmp_path / "m.csv", tmp_path / "out")
+    assert job["tilts"].endswith("z.mrc") and job["align"]
+
+
+@pytest.mark.parametrize("option", [["--dose=-1"], ["--tilt-step", "1e-4"]])
+def test_simulate_refuses_a_negative_dose_and_a_vanishing_step(tmp_path, option, capsys):
+    assert main(["simulate", str(tmp_path / "s"), *option]) == 2
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_broken_angles_link_beside_the_stack_is_not_skipped(tmp_path):
+    ts = io.TiltSeries(np.ones((3, 8, 8), np.float32), np.array([-10.0, 0.0, 10.0]), 0.5)
+    io.write_tilt_series(tmp_path / "t.mrc", ts)
+    io.write_angles(tmp_path / "angles.txt", [-20.0, 0.0, 20.0])  # another file that would be used instead
+    (tmp_path / "t.rawtlt").symlink_to(tmp_path / "missing.rawtlt")
+    with pytest.raises(AETInputError, match="broken link"):
+        io.read_tilt_series(tmp_path / "t.mrc")
+
+
+def test_positions_far_outside_any_sample_and_control_characters_are_refused(tmp_path):
+    (tmp_path / "a.csv").write_text("x,y,z\n1e300,0,0\n1,1,1\n")
+    with pytest.raises(AETInputError, match="positions are in Å"):
+        io.read_atoms(tmp_path / "a.csv")
+    import pandas as pd
+
+    table = pd.DataFrame({"x": [0.0], "y": [0.0], "z": [0.0], "species": ["\rX"]})
+    with pytest.raises(AETInputError, match="control character"):
+        io.write_atoms(tmp_path / "b.csv", table)
+    assert not (tmp_path / "b.csv").exists()
+
+
+@pytest.mark.parametrize("value", ["-5", "200", "1e308", "0"])
+def test_figures_refuses_an_impossible_tilt_range(tmp_path, value, capsys):
+    import pandas as pd
+
+    run = tmp_path / "run"
+    run.mkdir()
+    io.write_atoms(run / "atoms.csv", pd.DataFrame({"x": [0.0], "y": [0.0], "z": [0.0]}),
+                   metadata={"analysis": {"lattice": None}})
+    assert main(["figures", str(run), "--tilt-range=" + value, "-o", str(tmp_path / "f")]) == 2
+    assert "--tilt-range" in capsys.readouterr().err

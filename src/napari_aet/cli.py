@@ -136,7 +136,7 @@ def _config_from_args(args):
         offsite_distance=args.offsite_distance, substrate=args.substrate, b_factor=args.b_factor,
         pixel_size=args.pixel_size, n_voxels=args.voxels, tilt_range=args.tilt_range,
         tilt_step=args.tilt_step, angles=angles, probe_sigma=args.probe_sigma,
-        dose=args.dose if args.dose > 0 else None, cross_section=args.cross_section,
+        dose=_dose(args.dose), cross_section=args.cross_section,
         angle_error=args.angle_error, shift_error=args.shift_error, seed=args.seed,
     )
 
@@ -633,6 +633,8 @@ def cmd_figures(args) -> int:
             vol = io.read_volume(src / name)
             volumes[label], pixel_size = vol.data, vol.pixel_size or pixel_size
     tilt_range = args.tilt_range
+    if tilt_range is not None and not 0 < tilt_range < 90:
+        raise AETInputError(f"--tilt-range {tilt_range}: give the largest tilt in degrees, between 0 and 90")
     report = src / "report.json"
     if tilt_range is None and report.exists():
         rep = io.read_sidecar(report, "report")  # the angles reconstructed with: refined ones when the run aligned
@@ -1063,6 +1065,13 @@ def _plain_number(kind):
 
     convert.__name__ = kind.__name__  # argparse names the type in its message
     return convert
+
+
+def _dose(dose: float):
+    """--dose: 0 is noise-free (None), a negative dose is a mistake."""
+    if dose < 0:
+        raise AETInputError(f"--dose {dose}: give a dose of electrons per Å² per projection, or 0 for noise-free")
+    return dose if dose > 0 else None
 
 
 def _check_numbers(args) -> None:

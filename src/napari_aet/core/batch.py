@@ -24,11 +24,27 @@ from .errors import AETInputError
 
 __all__ = ["read_manifest", "run_batch"]
 
-_TRUE = {"1", "true", "yes", "y"}
 
 
 MANIFEST_MAX_BYTES = 16 * 2**20  # a manifest lists jobs: 16 MiB is about 10^5 of them
 _FIELD_MAX_CHARS = 4096  # a path or a number; longer is not a manifest field
+
+
+def _unique_key_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """YAML's safe loader refusing a key given twice in one table (the last would win)."""
+
+    def mapping(loader, node, deep=False):
+        keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+        dup = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if dup:
+            raise AETInputError(f"manifest: a job gives '{dup[0]}' twice; give each field once")
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
 
 
 def _yaml_rows(path: Path, text: str) -> list:
@@ -39,7 +55,7 @@ def _yaml_rows(path: Path, text: str) -> list:
     try:
         if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
             raise AETInputError(f"manifest {path} uses YAML aliases (*name); write each job's fields out in full")
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
     except AETInputError:
         raise
     except yaml.YAMLError as exc:
@@ -63,7 +79,7 @@ def _manifest_rows(path: Path) -> list:
         raise AETInputError(f"manifest {path} is {path.stat().st_size / 2**20:.0f} MiB, over the "
                             f"{MANIFEST_MAX_BYTES // 2**20} MiB a list of jobs needs; split it into several manifests")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
     except UnicodeDecodeError:
         raise AETInputError(f"manifest {path} is not text; give a CSV or YAML listing tilt series")
     if path.suffix.lower() in (".yml", ".yaml"):
@@ -71,7 +87,12 @@ def _manifest_rows(path: Path) -> list:
     import io as _io
 
     try:
-        return list(csv.DictReader(_io.StringIO(text, newline="")))
+        reader = csv.DictReader(_io.StringIO(text, newline=""))
+        names = [str(n).strip() for n in (reader.fieldnames or [])]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise AETInputError(f"manifest {path} has the column '{dup[0]}' twice; give each column once")
+        return list(reader)
     except csv.Error as exc:
         raise AETInputError(f"manifest {path} is not a readable CSV ({str(exc).splitlines()[0][:60]}); "
                             "give a CSV with a header row (tilts, angles, pixel_size, output)")
@@ -108,6 +129,22 @@ def _pixel_size(where: str, text: str) -> Optional[float]:
     return value
 
 
+FIELDS = ("tilts", "angles", "pixel_size", "output", "name", "no_align", "no_enhance", "no_refine")
+_YES_NO = {"": False, "0": False, "false": False, "no": False, "n": False,
+           "1": True, "true": True, "yes": True, "y": True}
+
+
+def _check_fields(where: str, row: dict) -> None:
+    """Known fields only, and yes/no fields saying yes or no: a misspelt option must not run
+    the job with the option the user did not ask for."""
+    unknown = sorted(k for k in row if k not in FIELDS)
+    if unknown:
+        raise AETInputError(f"{where}: unknown field '{unknown[0][:40]}'; the fields are {', '.join(FIELDS)}")
+    for key in ("no_align", "no_enhance", "no_refine"):
+        if row.get(key, "").lower() not in _YES_NO:
+            raise AETInputError(f"{where}: {key} is {row[key][:20]!r}; give yes or no (or leave it empty)")
+
+
 def _job_folder(where: str, out_root: Path, name: str, output: str) -> Path:
     """The job's folder, which must lie inside the output root (a name is one folder name)."""
     if not output and (name in (".", "..") or any(c in name for c in "/\\")):
@@ -117,6 +154,9 @@ def _job_folder(where: str, out_root: Path, name: str, output: str) -> Path:
     if folder == out_root or not folder.is_relative_to(out_root):
         raise AETInputError(f"{where}: the job's folder {folder} is not inside the output folder {out_root}; give "
                             "an 'output' relative to -o without '..'")
+    top = folder.relative_to(out_root).parts[0]
+    if top == "batch_summary.csv" or top.startswith(".napari-aet"):
+        raise AETInputError(f"{where}: '{top}' is the batch's own file; give the job another 'name' or 'output'")
     return folder
 
 
@@ -150,6 +190,7 @@ def read_manifest(path, out_root) -> list:
         where = f"manifest {path} job {k}"
         row = {_field_text(where, "a column name", key): _field_text(where, str(key)[:40], v)
                for key, v in dict(raw).items()}
+        _check_fields(where, row)
         if not row.get("tilts"):
             raise AETInputError(f"{where} has no 'tilts'; every job needs its tilt series")
         tilts = (path.parent / row["tilts"]).resolve()
@@ -166,9 +207,9 @@ def read_manifest(path, out_root) -> list:
             "angles": str((path.parent / row["angles"]).resolve()) if row.get("angles") else None,
             "pixel_size": _pixel_size(where, row.get("pixel_size", "")),
             "output": out,
-            "align": row.get("no_align", "").lower() not in _TRUE,
-            "enhance": row.get("no_enhance", "").lower() not in _TRUE,
-            "refine": row.get("no_refine", "").lower() not in _TRUE,
+            "align": not _YES_NO[row.get("no_align", "").lower()],
+            "enhance": not _YES_NO[row.get("no_enhance", "").lower()],
+            "refine": not _YES_NO[row.get("no_refine", "").lower()],
         })
     return jobs
 

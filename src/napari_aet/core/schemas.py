@@ -19,16 +19,28 @@ from .errors import AETInputError
 
 
 class _Open(BaseModel):
-    """A JSON object: the named fields are checked, others kept as they are."""
+    """A JSON object: the named fields are checked, others kept as they are. Strict: a number
+    is a JSON number (not "1_0", not true), a text is a JSON string."""
 
-    model_config = ConfigDict(extra="allow", strict=False)
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+def _flat(values) -> list:
+    return values if not values or not isinstance(values[0], list) else [v for row in values for v in row]
+
+
+def _within(values, bound: float, what: str):
+    """Finite and within ±bound (plausible), else a ValueError naming what is wrong."""
+    flat = _flat(values) if isinstance(values, list) else [values]
+    if not all(math.isfinite(v) for v in flat):
+        raise ValueError(f"holds NaN or infinity; give finite {what}")
+    if any(abs(v) > bound for v in flat):
+        raise ValueError(f"holds a value beyond ±{bound:g}; give {what}")
+    return values
 
 
 def _finite(values):
-    flat = values if not values or not isinstance(values[0], list) else [v for row in values for v in row]
-    if not all(math.isfinite(v) for v in flat):
-        raise ValueError("holds NaN or infinity; give finite angles in degrees")
-    return values
+    return _within(values, 360.0, "angles in degrees (within ±360°)")
 
 
 class _AngleList(_Open):
@@ -46,6 +58,11 @@ class _AngleList(_Open):
 
 class TiltAxis(_Open):
     tilt_axis_angle_deg: float
+
+    @field_validator("tilt_axis_angle_deg")
+    @classmethod
+    def _angle(cls, v):
+        return _within(v, 180.0, "an in-plane angle in degrees (within ±180°)")
 
 
 class _Named(_Open):
@@ -67,11 +84,26 @@ class TiltsRead(_Open):
     tilt_axis_angle: Optional[float] = None
     angle_column: Optional[Union[int, str]] = None
 
+    @field_validator("tilt_axis_angle")
+    @classmethod
+    def _angle(cls, v):
+        return v if v is None else _within(v, 180.0, "an in-plane angle in degrees (within ±180°)")
+
+
+MAX_SHIFT_PX = 10_000  # no detector is wider: a larger shift is damage, not alignment
+
 
 class Alignment(_AngleList):
     shifts_px: Optional[List[List[float]]] = None
     tilt_axis_offset_px: Optional[float] = None
     history: Optional[List[Any]] = None
+
+    @field_validator("shifts_px", "tilt_axis_offset_px")
+    @classmethod
+    def _pixels(cls, v):
+        if isinstance(v, list) and any(len(row) != 2 for row in v):
+            raise ValueError("rows must be 2 shifts (v, u) in pixels each")
+        return v if v is None else _within(v, MAX_SHIFT_PX, f"pixel shifts (within ±{MAX_SHIFT_PX})")
 
 
 class VolumeSidecar(_AngleList):
@@ -93,12 +125,40 @@ class Lattice(_Open):
     def _rotation(cls, v):
         if len(v) != 3 or any(len(row) != 3 for row in v):
             raise ValueError("must be a 3x3 matrix")
+        import numpy as np
+
+        m = np.asarray(_within(v, 1.0 + 1e-6, "a rotation matrix"), float)
+        if not np.allclose(m @ m.T, np.eye(3), atol=1e-3):
+            raise ValueError("is not a rotation (its rows are not orthonormal)")
+        return v
+
+    @field_validator("lattice_constant")
+    @classmethod
+    def _constant(cls, v):
+        if not (math.isfinite(v) and 1.0 <= v <= 10.0):
+            raise ValueError("must be a lattice constant in Å (1-10)")
         return v
 
 
 class AnalysisSettings(_Open):
     layer_axis: Optional[str] = None
     support_normal: Optional[List[float]] = None
+
+    @field_validator("layer_axis")
+    @classmethod
+    def _axis(cls, v):
+        from .analysis import LAYER_AXES
+
+        if v is not None and v not in LAYER_AXES:
+            raise ValueError(f"must be one of {', '.join(LAYER_AXES)}")
+        return v
+
+    @field_validator("support_normal")
+    @classmethod
+    def _normal(cls, v):
+        if v is not None and (len(v) != 3 or not all(math.isfinite(c) for c in v) or not any(v)):
+            raise ValueError("must be 3 finite numbers, not all zero (a direction)")
+        return v
 
 
 class Analysis(_Open):

@@ -131,8 +131,9 @@ def tilt_angles(tilt_range: float, tilt_step: float) -> np.ndarray:
     -------
     (n,) array
     """
-    if tilt_step <= 0 or tilt_range <= 0 or tilt_range >= 90:
-        raise AETInputError(f"tilt range ±{tilt_range}° in {tilt_step}° steps is invalid; use 0 < range < 90 and step > 0")
+    if tilt_step < 0.1 or tilt_range <= 0 or tilt_range >= 90:
+        raise AETInputError(f"tilt range ±{tilt_range}° in {tilt_step}° steps is invalid; use 0 < range < 90 and a "
+                            "step of at least 0.1°")
     n = int(round(2 * tilt_range / tilt_step)) + 1
     return np.linspace(-tilt_range, tilt_range, n)
 

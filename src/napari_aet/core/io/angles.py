@@ -31,16 +31,15 @@ def find_angles_file(path: PathLike, include_generic: bool = True) -> Optional[P
     Path or None
     """
     path = Path(path)
-    for ext in (".rawtlt", ".tlt", ".txt", ".csv"):
-        cand = path.with_suffix(ext)
+    generic = [path.parent / f"angles{ext}" for ext in ANGLE_EXTENSIONS] if include_generic else []
+    for cand in [path.with_suffix(ext) for ext in (".rawtlt", ".tlt", ".txt", ".csv")] + generic:
+        if cand.is_symlink() and not cand.exists():  # the file that looks intended is broken: never skip it silently
+            _fail(f"{cand} beside the tilt series is a broken link; fix or remove it, or give the angles with --angles")
         if cand.exists() and cand != path:
             return cand
-    if include_generic:
-        for ext in ANGLE_EXTENSIONS:
-            cand = path.parent / f"angles{ext}"
-            if cand.exists():
-                return cand
     return None
+
+
 # a plain real number as people write one: ASCII digits, one '.', an exponent; no '_' (Python's
 # float() reads "1_0" as 10), no NaN/Inf, no other scripts' digits
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -48,6 +47,8 @@ _HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.()\-]*")
 # headers of a three-column table that say it holds Euler angles
 _EULER_HEADERS = {("phi", "theta", "psi"), ("rot", "tilt", "psi"), ("alpha", "beta", "gamma"),
                   ("euler1", "euler2", "euler3")}
+
+
 def _parse_angle_text(path: Path, column=None) -> np.ndarray:
     """Rows of plain numbers (an optional header row of column names first), one or three a line;
     other widths only with ``column``."""
@@ -80,6 +81,8 @@ def _parse_angle_text(path: Path, column=None) -> np.ndarray:
         _fail(f"angles file {path} names {len(header)} columns in its header but has {len(rows[0])} values a line; "
               "make them agree")
     return _pick_angle_columns(np.array(rows, dtype=np.float64), f"angles file {path}", header, column)
+
+
 def _parses(text: str) -> bool:
     """Python would read it as a number (``nan``, ``inf``, ``1_0``): never a column name."""
     try:
@@ -87,9 +90,13 @@ def _parses(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
 def _looks_like_index(col: np.ndarray) -> bool:
     """0, 1, 2, ... or 1, 2, 3, ...: a row number, not an angle."""
     return len(col) >= 3 and col[0] in (0.0, 1.0) and bool(np.all(np.diff(col) == 1.0))
+
+
 def _pick_angle_columns(arr: np.ndarray, source: str, header=None, column=None) -> np.ndarray:
     """One column (tilts) or three (Euler angles) of a table; ``column`` (a header name or a number
     from 1) picks the tilt angles out of any table, and a table that may not be angles needs it."""
@@ -116,6 +123,8 @@ def _pick_angle_columns(arr: np.ndarray, source: str, header=None, column=None) 
         return arr
     _fail(f"{source} has {n} values a line{names}, neither one tilt angle nor phi theta psi (an index, a dose, "
           "decimal commas?); name the tilt-angle column with --angle-column (a header name or a number from 1)")
+
+
 def _array_angles(arr, source, column=None) -> np.ndarray:
     """Angles from an array (NPY, MAT, given): real numbers; a table's columns picked as from text."""
     arr = _check_real(arr, source)
@@ -124,6 +133,8 @@ def _array_angles(arr, source, column=None) -> np.ndarray:
             arr = arr.T  # MATLAB users often store Euler angles as 3 x N
         return _pick_angle_columns(arr.astype(np.float64), f"angles from {source}", None, column)
     return arr
+
+
 def _check_real(arr, source) -> np.ndarray:
     """Angles must be plain real numbers: no complex, text, boolean or object arrays."""
     arr = np.asarray(arr)
@@ -132,6 +143,8 @@ def _check_real(arr, source) -> np.ndarray:
         _fail(f"angles from {source} are {kind.get(arr.dtype.kind, str(arr.dtype))} values ({arr.dtype}), not plain "
               "real numbers; save real angles in degrees")
     return arr
+
+
 def _normalize_angles(arr: np.ndarray, source) -> np.ndarray:
     arr = np.asarray(arr, dtype=np.float64)
     if arr.ndim == 2 and 1 in arr.shape:
@@ -147,6 +160,8 @@ def _normalize_angles(arr: np.ndarray, source) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         _fail(f"angles from {source} contain NaN/Inf; give finite angles in degrees")
     return arr
+
+
 def check_angles_in_degrees(angles: np.ndarray, source="angles") -> None:
     """Reject angles that look like radians (all within ±π/2 for tilts, ±2π for Euler)."""
     a = np.asarray(angles, dtype=np.float64)
@@ -159,6 +174,8 @@ def check_angles_in_degrees(angles: np.ndarray, source="angles") -> None:
             f"angles from {source} look like radians (largest |angle| {biggest:.4g}); give degrees "
             f"(multiply by 57.2958) or state the unit as radians (--angle-units rad)"
         )
+
+
 def read_angles(source, units: str = "deg", variable=None, column=None) -> np.ndarray:
     """Read tilt angles (N,) or Z-Y-Z Euler angles (N, 3) in degrees.
 
@@ -207,6 +224,8 @@ def read_angles(source, units: str = "deg", variable=None, column=None) -> np.nd
         _fail(f"angle units {units!r} unknown; use 'deg' or 'rad'")
     check_angles_in_degrees(arr, label)
     return arr
+
+
 def write_angles(path: PathLike, angles) -> None:
     """Write angles in degrees, one (or phi theta psi) per line, atomically.
 

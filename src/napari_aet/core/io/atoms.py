@@ -29,6 +29,8 @@ _INT_COLUMNS = ("atom", "fcc", "surface")
 _STR_COLUMNS = ("species", "facet")
 ASE_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".cif": "cif", ".vasp": "vasp", ".poscar": "vasp",
                ".pdb": "proteindatabank", ".xsf": "xsf", ".lmp": "lammps-data"}
+
+
 # formats that keep only species and positions (no per-atom columns); PDB rounds to 1 pm
 POSITIONS_ONLY_FORMATS = ("proteindatabank", "xsf", "lammps-data")
 def empty_atoms_table(n: int = 0):
@@ -46,6 +48,8 @@ def empty_atoms_table(n: int = 0):
     import pandas as pd
 
     return _coerce_atoms(pd.DataFrame({c: [] for c in ("x", "y", "z")}).reindex(range(n)))
+
+
 def _coerce_atoms(df):
     """Order the contract's columns first and give each its type."""
     import pandas as pd
@@ -68,9 +72,14 @@ def _coerce_atoms(df):
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     ordered = [c for c in ATOM_COLUMNS if c in df.columns] + [c for c in df.columns if c not in ATOM_COLUMNS]
     df = df[ordered].reset_index(drop=True)
-    if not np.all(np.isfinite(df[["x", "y", "z"]].to_numpy(dtype=float))):
+    xyz = df[["x", "y", "z"]].to_numpy(dtype=float)
+    if not np.all(np.isfinite(xyz)):
         _fail("atoms table has NaN/Inf in x, y, z; every atom needs a finite position in Å")
+    if len(xyz) and np.abs(xyz).max() > 1e5:  # 10 µm: no tomogram is that large (nm or pm given?)
+        _fail(f"atoms table has a position of {np.abs(xyz).max():.3g} Å; positions are in Å within the sample")
     return df
+
+
 def _whole_numbers(values, column: str):
     """A column of whole numbers (or blanks) as floats; 1.5 or 'x' refused, never truncated."""
     import pandas as pd
@@ -85,15 +94,21 @@ def _whole_numbers(values, column: str):
         _fail(f"atoms table column '{column}' holds {str(first)[:20]!r}, not a whole number; {column} is an index "
               "(0, 1, 2, ...) or blank")
     return col
+
+
 def _facet_str(v) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)
+
+
 def _ase_format(path: Path) -> Optional[str]:
     name = path.name.upper()
     if name.startswith("POSCAR") or name.startswith("CONTCAR"):
         return "vasp"
     return ASE_FORMATS.get(path.suffix.lower())
+
+
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection):
 # text cells and column names so started are written behind a quote, and read back without it.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -101,10 +116,14 @@ def _spreadsheet_safe(text):
     if isinstance(text, str) and text[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(text.strip()):
         return "'" + text
     return text
+
+
 def _spreadsheet_plain(text):
     if isinstance(text, str) and text[:1] == "'" and text[1:2] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(text[1:].strip()):
         return text[1:]
     return text
+
+
 def _csv_safe_table(df):
     """``df`` with every text cell and column name made safe to open in a spreadsheet."""
     import pandas as pd
@@ -112,8 +131,14 @@ def _csv_safe_table(df):
     df = df.rename(columns=lambda c: _spreadsheet_safe(str(c)))
     for c in df.columns:
         if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype):
+            bad = df[c].map(lambda v: isinstance(v, str) and any(ord(ch) < 32 and ch != "\t" for ch in v))
+            if bad.any():
+                _fail(f"atoms table column '{c}' holds a line break or control character ({df[c][bad].iloc[0][:20]!r}); "
+                      "give plain text (species as element symbols)")
             df[c] = df[c].map(_spreadsheet_safe)
     return df
+
+
 def write_atoms(path: PathLike, table, metadata: Optional[dict] = None) -> None:
     """Write an atoms table, atomically.
 
@@ -149,6 +174,8 @@ def write_atoms(path: PathLike, table, metadata: Optional[dict] = None) -> None:
         atoms = ase.Atoms(symbols=atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     with atomic_path(path) as tmp:
         ase.io.write(tmp, atoms, format=fmt, **kwargs)
+
+
 # Periodic formats (CIF, POSCAR) wrap coordinates into their cell: there the sample-frame
 # origin is put at the cell's centre, and reading such a file subtracts the centre again.
 _CELL_CENTRED = ("cif", "vasp")
@@ -175,6 +202,8 @@ def _to_ase(df, metadata: Optional[dict], fmt: str):
     if metadata:
         atoms.info["napari_aet"] = json.dumps(metadata, default=_json_default)
     return atoms
+
+
 def read_atoms(path: PathLike):
     """Read an atoms table and its metadata.
 

@@ -20,9 +20,13 @@ from .records import PathLike
 
 def _fail(message: str) -> None:
     raise AETInputError(message)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
 def _check_readable(path: Path, what: str, max_bytes: Optional[int] = None) -> None:
     note_input(path)  # an input of the running command: no output may replace it
     if not path.exists():
@@ -32,12 +36,16 @@ def _check_readable(path: Path, what: str, max_bytes: Optional[int] = None) -> N
     # a FIFO would block, a link to /dev/zero would read until memory runs out
     if check_regular_file(path, f"{what} file", max_bytes).st_size == 0:
         _fail(f"{what} file {path} is empty (0 bytes); re-export it")
+
+
 _UMASK_LOCK = threading.Lock()
 def _umask() -> int:
     with _UMASK_LOCK:  # reading the umask means setting it: keep other threads out meanwhile
         mask = os.umask(0o022)
         os.umask(mask)
     return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -67,6 +75,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
 def _strict(o):
     """NaN/Inf become null: JSON has no such numbers, and strict readers refuse them."""
     if isinstance(o, float):
@@ -78,6 +88,8 @@ def _strict(o):
     if isinstance(o, (np.ndarray, np.floating, np.integer, np.bool_, Path)):
         return _strict(_json_default(o))
     return o
+
+
 def write_json(path: PathLike, obj) -> None:
     """Write ``obj`` as indented, strict JSON (NaN/Inf as null), atomically.
 
@@ -88,6 +100,8 @@ def write_json(path: PathLike, obj) -> None:
     """
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_strict(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
 def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
@@ -96,6 +110,8 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
 def read_sidecar(side: PathLike, kind: Optional[str] = None) -> dict:
     """The JSON object in a sidecar file; one-line errors for invalid JSON, a non-object or,
     with ``kind``, a field of the wrong type (:mod:`napari_aet.core.schemas`).
@@ -126,6 +142,8 @@ def read_sidecar(side: PathLike, kind: Optional[str] = None) -> dict:
 
         check(info, kind, str(side))
     return info
+
+
 def sidecar_owner(side: PathLike) -> Optional[str]:
     """The data file a sidecar JSON belongs to (its ``data_file``), None when it does not say.
 
@@ -143,6 +161,8 @@ def sidecar_owner(side: PathLike) -> Optional[str]:
         return None
     owner = info.get("data_file") if isinstance(info, dict) else None
     return owner if isinstance(owner, str) else None
+
+
 def atoms_metadata_path(path: PathLike) -> Path:
     """The JSON sidecar of an atoms table (crystal rotation, lattice, settings).
 

@@ -40,6 +40,8 @@ def _mat_variables(path: Path) -> dict:
         return _mat5.variables(path) if version == 1 else _mat5.variables_v4(path)
     except Exception as exc:
         _fail(f"cannot read {path} as a MAT file (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
+
+
 def _load_mat_variable(path: Path, variables: dict, name: str, what: str) -> np.ndarray:
     """One variable of a MAT file, after its header-given size is checked against memory; the
     others are never read."""
@@ -56,6 +58,8 @@ def _load_mat_variable(path: Path, variables: dict, name: str, what: str) -> np.
         return _mat5.load(path, name, variables[name])
     except Exception as exc:
         _fail(f"cannot read variable {name!r} of {path} (truncated or corrupt: {_first_line(exc)}); re-save it in MATLAB")
+
+
 def _pick_mat_variable(path: Path, variables: dict, ndims: Sequence[int], names: Sequence[str], what: str, variable=None):
     """The array of the variable named, or of the one variable shaped like ``what`` (by name among several)."""
     if variable is not None:
@@ -73,6 +77,8 @@ def _pick_mat_variable(path: Path, variables: dict, ndims: Sequence[int], names:
     if not candidates:
         _fail(f"{path} holds no {what}-shaped numeric variable; save the {what} as one array")
     _fail(f"{path} holds several possible {what} variables ({', '.join(candidates)}); name the one to use in the file (keep only that variable, or rename it 'tilts' / 'angles')")
+
+
 def _read_mat_stack(path: Path, variable=None):
     variables = _mat_variables(path)
     data = _pick_mat_variable(

@@ -31,6 +31,8 @@ def _mrc_layout(path: Path):
     except (ValueError, ZeroDivisionError):
         return None
     return shape, dtype, int(header.nsymbt)
+
+
 def _check_mrc_size(path: Path, what: str) -> None:
     """Refuse, from the header alone, an MRC file shorter than its header says or too big for memory."""
     layout = _mrc_layout(path)
@@ -45,6 +47,8 @@ def _check_mrc_size(path: Path, what: str) -> None:
         _fail(f"cannot read {path} as MRC (truncated or corrupt: its header describes {'x'.join(map(str, shape))} values of "
               f"{dtype} and {ext} bytes of extended header, {need:,} bytes, but the file has {have:,}); re-export the file")
     check_read_size(shape, dtype.itemsize, path, f"a {what}")
+
+
 def _read_mrc(path: Path, what: str = "stack"):
     import mrcfile
 

@@ -23,6 +23,8 @@ def _npy_layout(path: Path):
         else:
             shape, _, dtype = fmt._read_array_header(f, version)
         return shape, dtype, f.tell()
+
+
 def _read_npy(path: Path, what: str = "array"):
     try:
         shape, dtype, offset = _npy_layout(path)

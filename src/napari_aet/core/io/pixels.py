@@ -41,6 +41,8 @@ def check_pixel_size(pixel_size, source: str = "") -> float:
     if p > hi:
         _fail(f"pixel size{where} is {p:g} Å, too large for atomic tomography (pm given?); give it in Å, e.g. 0.357")
     return p
+
+
 def _resolve_pixel_size(header_size: Optional[float], given: Optional[float], path: Path, required: bool = True):
     if given is not None:
         given = check_pixel_size(given, str(path))
@@ -59,6 +61,8 @@ def _resolve_pixel_size(header_size: Optional[float], given: Optional[float], pa
     except AETInputError as exc:
         reason = str(exc).split(";")[0]
         _fail(f"{reason} (read from its header); pass the right value with --pixel-size in Å, e.g. 0.357")
+
+
 def _check_square_pixels(extra: dict, path: Path, given: Optional[float], axes: str = "xy") -> None:
     """Refuse pixels (voxels) whose header sizes differ between ``axes``: read with the x size
     alone they would stretch the data. A given pixel size overrides the header, with a warning."""
@@ -72,6 +76,8 @@ def _check_square_pixels(extra: dict, path: Path, given: Optional[float], axes: 
               "it to equal sizes first (e.g. IMOD newstack or ImageJ Scale), or pass --pixel-size to read it with one")
     warnings.warn(f"{path}: header pixel sizes differ ({listed}); read with the given {given:g} Å along every axis",
                   stacklevel=3)
+
+
 def _check_values(data: np.ndarray, path, what: str) -> np.ndarray:
     if data.size == 0:
         _fail(f"{what} in {path} has no values (shape {data.shape}); re-export it")
@@ -85,6 +91,8 @@ def _check_values(data: np.ndarray, path, what: str) -> np.ndarray:
             "(e.g. with 0) before loading"
         )
     return data
+
+
 # Length units as files and napari name them, in Å (TIFF ImageJ metadata, RosettaSciIO axes,
 # napari layer units): the one table every reader and writer converts with.
 LENGTH_UNITS_TO_A = {"angstrom": 1.0, "a": 1.0, "\u00c5": 1.0, "\u00e5": 1.0, "\\u00c5": 1.0,

@@ -34,6 +34,8 @@ class TiltSeries:
     @property
     def n_projections(self) -> int:
         return int(self.data.shape[0])
+
+
 @dataclass
 class Volume:
     """A volume ``data[z, y, x]`` (float32) with its voxel size (Å)."""

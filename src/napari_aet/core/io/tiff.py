@@ -25,6 +25,8 @@ def _check_tiff_size(tif, path: Path, what: str) -> None:
         _fail(f"cannot read {path} as TIFF (truncated or corrupt: its headers place uncompressed data up to byte {max(ends):,} "
               f"of a {size:,}-byte file); re-export the file")
     check_read_size(series.shape, np.dtype(series.dtype).itemsize, path, f"a {what}")
+
+
 def _read_tiff(path: Path, what: str = "stack"):
     import tifffile
 

@@ -41,6 +41,8 @@ def _read_array(path: Path, what: str, variable=None):
         f"{path}: unknown {what} file type {ext or '(no extension)'}; use "
         f"{', '.join(TILT_EXTENSIONS)}"
     )
+
+
 def stack_shape(path: PathLike) -> Optional[tuple]:
     """A file's array shape from its header alone, without reading the data (lazily for
     Velox/DigitalMicrograph files); None when that cannot be told cheaply, () when the file is
@@ -79,6 +81,8 @@ def stack_shape(path: PathLike) -> Optional[tuple]:
     except Exception:
         return ()  # unreadable: not ours to open
     return None
+
+
 def read_tilt_series(
     path: PathLike,
     angles=None,
@@ -163,6 +167,8 @@ def read_tilt_series(
     _check_square_pixels(extra, path, pixel_size)
     px = _resolve_pixel_size(header_px, pixel_size, path, require_pixel_size)
     return TiltSeries(np.ascontiguousarray(data), angles_arr, px, str(path), extra)
+
+
 def _angles_from_metadata(path: Path, n: int, extra: dict, header_px, require_angles: bool) -> tuple:
     """Angles a tilt series carries itself: vendor metadata, an FEI MRC extended header, a
     SerialEM .mdoc beside it, or an angles file beside it (in that order). Returns (angles
@@ -194,6 +200,8 @@ def _angles_from_metadata(path: Path, n: int, extra: dict, header_px, require_an
     if angles_arr is not None:
         angles_arr = _normalize_angles(angles_arr, source)
     return angles_arr, source, angles, header_px
+
+
 def write_tilt_series(path: PathLike, tilt_series: TiltSeries, write_angles_file: bool = False) -> None:
     """Write a tilt series to MRC (image stack, pixel size in the header), TIFF or NPY.
 
@@ -228,6 +236,8 @@ def write_tilt_series(path: PathLike, tilt_series: TiltSeries, write_angles_file
             _fail(f"{path}: cannot write tilt series as {ext}; use .mrc, .tif or .npy")
     if write_angles_file and tilt_series.angles is not None:
         write_angles(path.with_suffix(".rawtlt"), tilt_series.angles)
+
+
 def looks_like_tilt_series(path: PathLike, extra: Optional[dict] = None) -> Optional[str]:
     """Why ``path`` is a tilt series rather than a tomogram, or None: an MRC2014 image stack,
     a tilt-stack extension (.st, .ali) or an angles file of the same name beside it.
@@ -252,6 +262,8 @@ def looks_like_tilt_series(path: PathLike, extra: Optional[dict] = None) -> Opti
         if path.with_suffix(ext).exists():
             return f"tilt angles ({path.with_suffix(ext).name}) lie beside it"
     return None
+
+
 def read_volume(path: PathLike, pixel_size: Optional[float] = None, require_pixel_size: bool = True,
                 refuse_tilt_series: bool = False) -> Volume:
     """Read a volume ``[z, y, x]`` from MRC (voxel size from its header), NPY or TIFF.
@@ -284,6 +296,8 @@ def read_volume(path: PathLike, pixel_size: Optional[float] = None, require_pixe
     _check_square_pixels(extra, path, pixel_size, axes="xyz")
     px = _resolve_pixel_size(header_px, pixel_size, path, require_pixel_size)
     return Volume(np.ascontiguousarray(data), px, str(path))
+
+
 def write_volume(path: PathLike, data, pixel_size: float) -> None:
     """Write a float32 volume to MRC with its voxel size and a centred origin, atomically.
 

@@ -3,6 +3,8 @@
 * Velox EMD, EMD 1.0 (HDF5) and DigitalMicrograph DM3/DM4 stacks through RosettaSciIO, with
   the pixel size converted to Å from the file's own units and the stage alpha tilt of every
   frame (Velox stores one metadata record per frame).
+
+
 * Tilt angles from an MRC extended header (FEI1/FEI2, through mrcfile's indexed extended
   header), from SerialEM's ``.mdoc`` beside the stack (``name.mdoc`` or ``name.mrc.mdoc``,
   through the ``mdocfile`` package) and, by the caller, from ``.rawtlt``/``.tlt`` files.
