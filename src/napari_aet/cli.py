@@ -253,7 +253,7 @@ def _check_output_file(path: Path, overwrite: bool, suffixes=(".mrc",), inputs: 
         if inp is not None and side.exists() and (side.resolve() == Path(inp).resolve()
                                                   or side.resolve() == Path(inp).with_suffix(".json").resolve()):
             raise AETInputError(f"writing {path} would replace {side.name}, which belongs to the input {Path(inp).name} "
-                                "(its settings and alignment); choose another output name")
+                                "(its record: settings, alignment or checksum); choose another output name")
     if side.exists():
         owner = sidecar_owner(side)
         others = sorted(f.name for f in path.parent.glob(glob.escape(path.stem) + ".*")
