@@ -709,9 +709,9 @@ def _print_demo_comparison(sim, atoms, rep: dict) -> None:
     m2 = match_atoms(found - shift, truth)
     truth_fcc = float(p.on_site[p.is_particle].mean())
     print(
-        f"traced {len(atoms)} atoms: recall {m.recall:.4f}, precision {m.precision:.4f}, RMSD {m.rmsd_pm:.1f} pm "
-        f"({m2.rmsd_pm:.1f} pm after removing the common shift of {np.linalg.norm(shift) * 100:.0f} pm that alignment "
-        f"cannot see); {rep['share_assigned_fcc']:.1%} on fcc sites (truth {truth_fcc:.1%}), a = {rep['lattice_constant']:.4f} Å"
+        f"traced {len(atoms)} atoms: recall {m.recall:.4f}, precision {m.precision:.4f}, position error "
+        f"{m2.rmsd_pm:.1f} pm RMSD (after the common shift of {np.linalg.norm(shift) * 100:.0f} pm that alignment cannot "
+        f"see, which centres the tilt series: {m.rmsd_pm:.1f} pm with it); {rep['share_assigned_fcc']:.1%} on fcc sites (truth {truth_fcc:.1%}), a = {rep['lattice_constant']:.4f} Å"
     )
     off = ~p.on_site[p.is_particle]
     if off.any():

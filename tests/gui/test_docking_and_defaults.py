@@ -107,3 +107,21 @@ def test_inputs_follow_each_step_and_avoid_ground_truth(dock, make_napari_viewer
     # removing the traced atoms falls back to what is left
     viewer.layers.remove("traced atoms")
     assert w["Figures & export"].layer_box.value == truth.name
+
+
+def test_a_ground_truth_input_is_said_in_the_status(dock, make_napari_viewer):
+    """Right after opening the sample the only tomogram and atoms are its ground truth: the
+    widgets take them (nothing else exists) and say so; a real result takes over silently."""
+    import numpy as np
+
+    from napari_aet._layers import volume_layer
+    from napari_aet.core.io import Volume
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-aet", "pt_nanoparticle")
+    tr, an = dock(viewer, "Trace atoms"), dock(viewer, "Analyze")
+    assert "ground truth" in tr.status.text() and "ground truth" in an.status.text()
+    data, kwargs, _ = volume_layer(Volume(np.zeros((8, 8, 8), np.float32), 0.357), name="tomogram (resire)")
+    viewer.add_image(data, **kwargs)
+    assert tr.layer_box.value == "tomogram (resire)" and "ground truth" not in tr.status.text()
+    assert "ground truth" in an.status.text()  # still only the true atoms there

@@ -227,6 +227,9 @@ class WorkerWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
         self.restore_settings()
+        for box, *_ in self._inputs:
+            box.changed.connect(self._note_ground_truth)
+        self._note_ground_truth()
 
     # -- subclass hooks
     def build_form(self, form):
@@ -311,6 +314,20 @@ class WorkerWidget(QWidget):
             if follow and names and names[0] == follow:
                 value = follow
             _set_choices(box, names, value)
+        self._note_ground_truth()
+
+    def _note_ground_truth(self, *_) -> None:
+        """Say so in the status line when an input is a simulation's ground truth (chosen only
+        when nothing else exists): a result from it is not a measurement."""
+        if not hasattr(self, "status") or self.worker is not None and self.napari_progress is not None:
+            return
+        truth = [box.value for box, kinds, _, _ in getattr(self, "_inputs", [])
+                 if box.value in self.viewer.layers and is_ground_truth(self.viewer.layers[box.value])]
+        note = "note: the input " + ", ".join(f"'{n}'" for n in truth) + " is the simulation's ground truth"
+        if truth:
+            self.status.setText(note + "; run the previous step to work on a result instead")
+        elif self.status.text().startswith("note: the input "):
+            self.status.setText("")
 
     def _on_layer_inserted(self, event) -> None:
         self._refresh_layers(follow=getattr(event.value, "name", ""))

@@ -329,7 +329,7 @@ def particle_on_support(table, summary: Optional[dict] = None, view: tuple = DEF
     img, scale = render_spheres(xyz, radii, colours, _basis(view), (size, size))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.6, 3.8), layout="constrained")
-    where = (f"{len(support)} non-atoms on the support side" if len(support) else
+    where = (f"{len(support)} support and other non-atom peaks below it" if len(support) else
              "no support direction given" if len(rest) else "no non-atoms")
     _sphere_panel(ax, img, scale, f"(a) {len(atoms)} atoms; {where}")
     _legend(ax, [(f"on an f.c.c. site ({int(on_site.sum())})", FCC_COLOURS[1]),
@@ -665,8 +665,8 @@ def density_maps(volumes: dict, pixel_size: float, view: Optional[tuple] = None,
         bar = fig.colorbar(ScalarMappable(Normalize(*limits[name]), colormaps["magma"]), ax=ax, shrink=0.7)
         bar.set_label("voxel intensity (Pt-atom units)", fontsize=7)
         bar.ax.tick_params(labelsize=6)
-    where = (f"a central {slab:g} Å slab seen along the tilt axis (y), the beam (z) up: the missing wedge "
-             "stretches atoms along z" if view is None and slab else
+    where = (f"a central {slab:g} Å slab seen along the tilt axis (y), the beam (z) up: where a missing wedge "
+             "stretches atoms (along z; widths z/x in the titles)" if view is None and slab else
              "seen along the tilt axis (y), the beam (z) up" if view is None else
              f"seen from elevation {view[0]:g}°, azimuth {view[1]:g}°")
     fig.suptitle(f"3D density, {where}", fontsize=8)
