@@ -142,7 +142,7 @@ def test_enhance_tile_is_bounded(work, capsys, tile):
 @pytest.mark.parametrize("argv, words", [
     (["--vacancies", "2"], ["--vacancies", "at most 1"]),
     (["--voxels", "100000"], ["--voxels", "at most 512"]),
-    (["--dose", "-5"], []),  # a negative dose means "noise-free" on the command line (0 too)
+    (["--dose=-5"], ["--dose", "0 for noise-free"]),  # 0 is noise-free; a negative dose is a mistake
 ])
 def test_simulate_settings_bounded(tmp_path, capsys, argv, words):
     rc = main(["simulate", str(tmp_path / "s"), "--size", "1.2", "--voxels", "48", "--tilt-step", "30", *argv])
