@@ -59,14 +59,38 @@ def _main_window(widget):
     return win if isinstance(win, QMainWindow) and win is not widget else None
 
 
+_NEXT_ID = [0]
+
+
 def _window_id(widget) -> int:
-    main = _main_window(widget)
-    return id(main) if main is not None else id(widget)
+    """A number for the main window (or the undocked widget) that no later window can share:
+    ``id()`` is reused once a window is garbage-collected, and a new main window must never
+    find the side viewers of a closed one (their GL context is gone)."""
+    owner = _main_window(widget) or widget
+    value = owner.property("napari_aet_window_id")
+    if value is None:
+        _NEXT_ID[0] += 1
+        value = _NEXT_ID[0]
+        owner.setProperty("napari_aet_window_id", value)
+    return int(value)
+
+
+def _alive(viewer) -> bool:
+    try:
+        viewer.window._qt_window.isVisible()  # raises once Qt deleted the window
+        return True
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def find_side_viewer(widget, key: str):
     """The side viewer ``key`` of ``widget``'s main window, or None when none is open."""
-    return _VIEWERS.get((_window_id(widget), key))
+    entry = (_window_id(widget), key)
+    viewer = _VIEWERS.get(entry)
+    if viewer is not None and not _alive(viewer):
+        _VIEWERS.pop(entry, None)
+        return None
+    return viewer
 
 
 def side_viewer(widget, key: str, title: str):
@@ -78,7 +102,7 @@ def side_viewer(widget, key: str, title: str):
     main = _main_window(widget)
     window_id = _window_id(widget)
     entry = (window_id, key)
-    viewer = _VIEWERS.get(entry)
+    viewer = find_side_viewer(widget, key)
     if viewer is not None:
         return viewer
     if not any(k[0] == window_id for k in _VIEWERS):
