@@ -78,6 +78,16 @@ def test_demo_without_display(tmp_path, monkeypatch, capsys):
     import json as _json
 
     report = _json.loads((tmp_path / "d" / "report.json").read_text())
+    # R-free: 10% of the projections held out, the model's R on them beside R-work; every atom's confidence
+    assert len(report["settings"]["free_projections"]) == 2 and report["validation"]["n_free_projections"] == 2
+    assert 0 < report["r_work"] < 0.3 and 0 < report["r_free"] < 0.3 and "R-free" in capsys.readouterr().err
+    assert report["enhancement"]["consistency"]["measured_on"].startswith("held-out")
+    m_all = match_atoms(traced[["x", "y", "z"]].to_numpy(), metal[["x", "y", "z"]].to_numpy())
+    d = traced[["x", "y", "z"]].to_numpy()[m_all.found_index] - metal[["x", "y", "z"]].to_numpy()[m_all.true_index]
+    d -= d.mean(0)
+    sigma = traced[["sigma_x_pm", "sigma_y_pm", "sigma_z_pm"]].to_numpy()[m_all.found_index] / 100
+    assert np.all((np.abs(d) <= 1.645 * sigma).mean(0) > 0.8)  # the 90% intervals hold (truth: the sample)
+    assert (traced["presence"] > 0.5).mean() > 0.99 and (atoms.loc[atoms["atom"] == 0, "presence"] < 0.5).mean() > 0.9
     assert report["settings"]["support_normal"] == [0.0, 0.0, -1.0]  # the support, given: drawn in figure (a)
     assert set(report["stages"]) == {"align", "reconstruct", "enhance", "trace_refine", "analyze", "figures"}
     assert report["share_assigned_fcc"] > 0.95 and abs(report["lattice_constant"] / 3.924 - 1) < 0.01

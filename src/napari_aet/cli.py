@@ -580,6 +580,19 @@ def _report_network(rep: dict) -> None:
               f"{c['r_factor_enhanced']:.4f} (network), within the +{c['tolerance']:g} tolerance{noise}")
 
 
+def _report_validation(rep: dict) -> None:
+    """One line on how far to trust the atoms: R-work, R-free and the least certain atoms."""
+    v = rep.get("validation")
+    if not v:
+        return
+    free = (f", R-free {v['r_free']:.4f} on {v['n_free_projections']} held-out projections" if v.get("r_free") is not None
+            else " (no projections held out: no R-free)")
+    sig = v["median_sigma_pm"]
+    _info(f"atom model: R-work {v['r_work']:.4f}{free}; median position uncertainty x/y/z {sig[0]:.1f}/{sig[1]:.1f}/"
+          f"{sig[2]:.1f} pm; {v['n_atoms_presence_below_half']} atoms with presence below 0.5 (atoms.csv: sigma_*_pm, "
+          "presence)")
+
+
 def cmd_run(args) -> int:
     _lock_output(args.output)  # before looking at what the folder holds: one writer at a time
     if not args.resume:
@@ -589,8 +602,9 @@ def cmd_run(args) -> int:
     rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
                        device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar,
                        resume=args.resume, trust_weights=args.trust_weights, extended_object=args.extended_object,
-                       layer_maps=args.layer_maps, support_normal=args.support_normal)
+                       layer_maps=args.layer_maps, support_normal=args.support_normal, r_free=args.r_free)
     _report_network(rep)
+    _report_validation(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
           f"in {rep['total_seconds']:.0f} s with {_threads_line()} -> {args.output}")
     if args.support_normal is None and rep.get("n_non_atoms"):
@@ -744,6 +758,7 @@ def cmd_demo(args) -> int:
                        refine=not args.no_refine, progress_factory=progress_bar, layer_maps=args.layer_maps,
                        support_normal=sim.support_normal)
     _report_network(rep)
+    _report_validation(rep)
     table, _ = io.read_atoms(out / "atoms.csv")
     atoms = table[table["atom"] == 1]
     _print_demo_comparison(sim, atoms, rep)
@@ -853,6 +868,10 @@ def _add_run_command(sub) -> None:
     _add_trust_option(p)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in OUT_DIR from its last finished stage (same data and options)")
+    p.add_argument("--r-free", type=float, default=0.1, metavar="FRACTION",
+                   help="share of projections held out of reconstruction, tracing and refinement to measure R-free and "
+                   "judge the network on (default 0.1, spread over the tilt range; 0: none; series of fewer than 10 "
+                   "projections hold none out); the atoms are refitted on every projection at the end")
     _add_layer_maps_option(p)
     _add_run_options(p, "OUT_DIR", overwrite_help="replace earlier results in OUT_DIR")
     p.set_defaults(func=cmd_run)

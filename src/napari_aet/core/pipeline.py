@@ -20,7 +20,8 @@ RUN_OUTPUTS = ("tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json
 
 
 def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes=2, species=(), fit="gaussian",
-                 upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None, cancel=None):
+                 upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None, cancel=None,
+                 free=None):
     """Trace atoms in a tomogram and refine them against its tilt series: the one tracing
     path of ``run``, ``trace`` and the workbench's Trace widget (same tomogram and tilt series,
     same atoms).
@@ -41,14 +42,19 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
     progress_factory : callable, optional
         ``progress_factory(stage_name)`` returns the progress callback of each stage.
     cancel : threading.Event, optional
+    free : (a,) bool array, optional
+        Projections the volume was reconstructed without (R-free,
+        :func:`~napari_aet.core.confidence.split_free_projections`): the atoms are refined on the
+        others, the model's R-factor is measured on both, then the atoms are refitted on all.
 
     Returns
     -------
     table : DataFrame
-        Contract columns ``x, y, z`` (Å), ``intensity``, ``atom``, ``species``.
+        Contract columns ``x, y, z`` (Å), ``intensity``, ``atom``, ``species``; when refined,
+        the confidence columns ``sigma_x_pm, sigma_y_pm, sigma_z_pm`` and ``presence``.
     metadata : dict
         ``trace`` (settings, counts) and, when refined, ``refinement`` (R-factors before and
-        after, heights, B-factors).
+        after, heights, B-factors) and ``validation`` (``r_work``, ``r_free``, confidence).
     """
     from .refine import refine_positions
     from .trace import trace_atoms
@@ -71,17 +77,80 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
                 f"{vol.pixel_size:g} Å; give matching files or --pixel-size"
             )
         aligned = alignment.apply(tilts_ts) if alignment is not None else tilts_ts
-        data, angles = aligned.data, aligned.angles
+        data, angles = aligned.data, np.asarray(aligned.angles)
+        free = np.zeros(len(data), bool) if free is None else np.asarray(free, bool)
+        if free.shape != (len(data),):
+            raise AETInputError(f"{free.size} held-out flags for {len(data)} projections; give one per projection")
         atoms = table["atom"].to_numpy() == 1
         if atoms.any():
-            classes = table.loc[atoms, "species"].astype(str).to_numpy()
-            ref = refine_positions(table.loc[atoms, ["x", "y", "z"]].to_numpy(), np.unique(classes, return_inverse=True)[1],
-                                   data, angles, vol.pixel_size, iterations=refine_iterations, device=device,
+            classes = np.unique(table.loc[atoms, "species"].astype(str).to_numpy(), return_inverse=True)[1]
+            ref = refine_positions(table.loc[atoms, ["x", "y", "z"]].to_numpy(), classes, data[~free], angles[~free],
+                                   vol.pixel_size, iterations=refine_iterations, device=device,
                                    progress=make("refine"), cancel=cancel)
-            table.loc[atoms, ["x", "y", "z"]] = ref.positions
             meta["refinement"] = ref.summary()
             meta["refinement"]["alignment_applied"] = alignment is not None
+            table, meta["validation"] = _validate_atoms(table, atoms, classes, ref, data, angles, free, vol.pixel_size,
+                                                        device, make("validate"), cancel,
+                                                        meta["trace"].get("class_centres"))
     return table, meta
+
+
+def _peak_contrast(table, class_centres):
+    """Each peak's integrated intensity from the tracer's noise class (0) to its faintest atom
+    class (1); None when the tracer made no noise class."""
+    c = np.asarray(class_centres or [], float)
+    if len(c) < 2 or not c[1] > c[0]:
+        return None
+    return (table["intensity"].to_numpy(float) - c[0]) / (c[1] - c[0])
+
+
+def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, device, progress, cancel,
+                    class_centres=None) -> tuple:
+    """R-work and R-free of the refined atom model, the refit on every projection, and each
+    atom's confidence (:mod:`napari_aet.core.confidence`): the table with its confidence
+    columns and the validation record."""
+    from .confidence import SIGMA_SCALE, atom_confidence, atom_model_projections, r_factor
+    from .errors import Reporter
+    from .refine import refine_positions
+
+    from .projector import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    rep = Reporter(3, progress, cancel)
+    shape = data.shape[1:]
+    fitted = atom_model_projections(ref.positions, classes, ref.heights, ref.b_factors, angles, shape, pixel_size,
+                                    device)
+    r_work = r_factor(fitted[~free], data[~free])
+    r_free = r_factor(fitted[free], data[free]) if free.any() else None
+    rep.step(f"R-work {r_work:.4f}" + (f", R-free {r_free:.4f}" if r_free is not None else ""))
+    final = ref
+    if free.any():  # the choice is made: the model takes every projection's information
+        final = refine_positions(ref.positions, classes, data, angles, pixel_size, iterations=REFIT_ITERATIONS,
+                                 step_size=0.003, device=device, cancel=cancel)
+    rep.step("refitted on every projection")
+    table = table.copy()
+    table.loc[atoms, ["x", "y", "z"]] = final.positions
+    every_class = np.zeros(len(table), int)  # non-atom peaks are scored as candidates of the faintest class
+    every_class[atoms] = classes
+    conf = atom_confidence(table[["x", "y", "z"]].to_numpy(), every_class, final.heights, final.b_factors, data,
+                           angles, pixel_size, in_model=atoms, free=free, free_model=fitted[free], device=device,
+                           peak_contrast=_peak_contrast(table, class_centres))
+    for name, values in conf.columns().items():
+        table[name] = values
+    rep.step("confidence")
+    sig = conf.sigma[atoms] * 100
+    record = {
+        "r_work": round(r_work, 5), "r_free": None if r_free is None else round(r_free, 5),
+        "free_projections": np.flatnonzero(free).tolist(), "n_free_projections": int(free.sum()),
+        "r_factor_all_after_refit": round(final.r_factor_after, 5), "refit_iterations": REFIT_ITERATIONS if free.any() else 0,
+        "sigma_scale": SIGMA_SCALE, "presence_from": "held-out projections" if conf.used_free else "all projections",
+        "median_sigma_pm": [round(float(v), 2) for v in np.median(sig, 0)],
+        "n_atoms_presence_below_half": int((conf.presence[atoms] < 0.5).sum()),
+    }
+    return table, record
+
+
+REFIT_ITERATIONS = 30  # the refit on every projection starts at the refined positions
 
 
 
@@ -182,7 +251,7 @@ class _RunFolder:
 def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, device: str = "auto",
                  weights=None, refine: bool = True, figures: bool = True, progress_factory=None,
                  resume: bool = False, trust_weights: bool = False, extended_object: bool = False,
-                 layer_maps: bool = False, support_normal=None) -> dict:
+                 layer_maps: bool = False, support_normal=None, r_free: float = 0.1) -> dict:
     """Align, reconstruct, enhance, trace, refine and analyse a tilt series into ``out``.
 
     The run is built in ``out/.napari-aet-partial`` and moved into place when it has
@@ -219,6 +288,11 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     support_normal : (3,) sequence, optional
         Direction (sample frame) from the particle to its support: support statistics, and
         the support drawn in figure (a).
+    r_free : float
+        Share of projections held out of reconstruction, tracing and refinement
+        (:func:`~napari_aet.core.confidence.split_free_projections`; 0: none): the network is
+        judged and the atom model's R-free measured on them, then the atoms are refitted on
+        every projection.
 
     Returns
     -------
@@ -231,17 +305,18 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     check_not_input([Path(out) / n for n in RUN_OUTPUTS], what="a result")  # found inputs too (angles beside)
     with output_lock(out, "results folder"):  # one writer a folder, from the first look to the last move
         return _run_locked(ts, Path(out), align_first, enhance, device, weights, refine, figures, progress_factory,
-                           resume, trust_weights, extended_object, layer_maps, support_normal)
+                           resume, trust_weights, extended_object, layer_maps, support_normal, r_free)
 
 
 def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures, progress_factory, resume,
-                trust_weights, extended_object, layer_maps, support_normal) -> dict:
+                trust_weights, extended_object, layer_maps, support_normal, r_free) -> dict:
     """:func:`run_pipeline` once its folder is locked."""
     import platform
 
     from .. import __version__
     from . import io
     from .analysis import analyze_atoms
+    from .confidence import split_free_projections
     from .validate import check_angle_values, check_tilt_signal
 
     progress_bar = progress_factory or (lambda name: None)
@@ -253,23 +328,29 @@ def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures,
         from .projector import resolve_device
 
         network = load_weights(weights, device=resolve_device(device), trust=trust_weights)
-    settings = _run_settings(ts, align_first, enhance, refine, extended_object, support_normal, weights)
+    free = split_free_projections(ts.angles, r_free)
+    settings = _run_settings(ts, align_first, enhance, refine, extended_object, support_normal, weights) | {
+        "r_free_fraction": r_free, "free_projections": np.flatnonzero(free).tolist()}
     run = _RunFolder(Path(out), _fingerprint(ts, settings), resume)
     report = {"version": __version__, "python": platform.python_version(), "settings": settings | {"device": device}}
     aligned = ts
     if align_first:
         aligned, report["alignment"] = _align_stage(run, ts, device, progress_bar)
-    rec_volume, report["reconstruction"] = _reconstruct_stage(run, aligned, device, extended_object, progress_bar)
+    rec_volume, report["reconstruction"] = _reconstruct_stage(run, _projections(aligned, ~free), device,
+                                                              extended_object, progress_bar)
     traced_volume, volumes = rec_volume.data, {"RESIRE": rec_volume.data}
     if enhance:
-        volumes["U-Net"], report["enhancement"] = _enhance_stage(run, rec_volume, aligned, network, device,
+        judge = _projections(aligned, free) if free.any() else aligned  # R-free decides, where there is one
+        volumes["U-Net"], report["enhancement"] = _enhance_stage(run, rec_volume, judge, network, device,
                                                                  progress_bar)
+        report["enhancement"]["consistency"]["measured_on"] = ("held-out projections (R-free)" if free.any()
+                                                               else "the projections reconstructed")
         if report["enhancement"].get("consistency", {}).get("network_accepted", True):
             traced_volume = volumes["U-Net"]
     if not run.done("trace_refine"):
         def do_trace():
             table, meta = trace_volume(io.Volume(traced_volume, rec_volume.pixel_size), aligned, refine=refine,
-                                       device=device, progress_factory=progress_factory)
+                                       device=device, progress_factory=progress_factory, free=free)
             io.write_atoms(run.work / "traced.csv", table, metadata=meta)
         _stage(run, "trace_refine", do_trace)
     if not run.done("analyze"):
@@ -287,6 +368,15 @@ def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures,
     io.write_json(run.work / "report.json", report)
     run.commit(RUN_OUTPUTS)
     return report
+
+
+def _projections(ts, keep):
+    """The tilt series' projections where ``keep`` is True (all of them: the series itself)."""
+    from .io import TiltSeries
+
+    if keep.all():
+        return ts
+    return TiltSeries(ts.data[keep], np.asarray(ts.angles)[keep], ts.pixel_size, metadata=ts.metadata)
 
 
 def _run_settings(ts, align_first, enhance, refine, extended_object, support_normal, weights) -> dict:
@@ -384,7 +474,9 @@ def _results(analysed, meta, stages, resume, traced_enhanced: bool) -> dict:
         "n_atoms": int(len(atoms)), "n_non_atoms": int(len(analysed) - len(atoms)),
         "share_assigned_fcc": found.share_assigned, "lattice_constant": found.lattice_constant,
         "crystal_rotation": found.crystal_rotation.tolist(), "facet_statistics": found.facet_statistics,
-        "refinement": meta.get("refinement"), "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
+        "refinement": meta.get("refinement"), "r_work": (meta.get("validation") or {}).get("r_work"),
+        "r_free": (meta.get("validation") or {}).get("r_free"), "validation": meta.get("validation"),
+        "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
         "threads": _thread_plan(),
     }
 

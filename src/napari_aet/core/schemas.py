@@ -190,6 +190,8 @@ class RunReport(_Open):
     n_atoms: Optional[int] = None
     share_assigned_fcc: Optional[float] = None
     lattice_constant: Optional[float] = None
+    r_work: Optional[float] = None
+    r_free: Optional[float] = None
 
 
 class WeightsSidecar(_Open):
