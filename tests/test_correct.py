@@ -99,3 +99,28 @@ def test_analysis_leaves_out_atoms_below_a_presence(small_sim):
     np.testing.assert_array_equal(everyone["fcc"].to_numpy(), plain["fcc"].to_numpy())
     with pytest.raises(AETInputError, match="no presence column"):
         analyze_confident(table.drop(columns=["presence"]), min_presence=0.5)
+
+
+def test_atoms_layers_carry_the_confidence_and_colour_by_it():
+    """The confidence columns travel as a Points layer's features and back, and colour the atoms
+    red (least certain) to blue; an unscored atom (added by hand) is drawn as the least certain."""
+    import pandas as pd
+
+    from napari_aet._layers import CONFIDENCE, atom_colours, atoms_layer, colour_options, points_to_table
+    from napari_aet.core.confidence import CONFIDENCE_COLUMNS
+
+    assert CONFIDENCE == CONFIDENCE_COLUMNS
+    table = pd.DataFrame({"x": [0.0, 2.8, 5.6], "y": 0.0, "z": 0.0, "atom": 1, "sigma_x_pm": [1.0, 2.0, np.nan],
+                          "sigma_y_pm": 1.0, "sigma_z_pm": [3.0, 4.0, 9.0], "presence": [0.9, 0.1, np.nan]})
+    data, kwargs, _ = atoms_layer(table)
+    assert set(CONFIDENCE) <= set(kwargs["features"]) and set(CONFIDENCE) <= set(colour_options(kwargs["features"]))
+    spec = atom_colours(kwargs["features"], "presence")
+    assert spec["face_colormap"] == "RdYlBu" and spec["face_contrast_limits"] == (0.0, 1.0)
+    label, shown = spec["display_feature"]
+    np.testing.assert_allclose(shown, [0.9, 0.1, 0.0])
+    spec = atom_colours(kwargs["features"], "sigma_x_pm")
+    assert spec["face_colormap"] == "RdYlBu_r" and spec["face_contrast_limits"] == (0.0, 2.0)
+    np.testing.assert_allclose(spec["display_feature"][1], [1.0, 2.0, 2.0])
+    shown_feats = kwargs["features"].assign(**{label: shown, spec["display_feature"][0]: spec["display_feature"][1]})
+    back = points_to_table(data, {"features": shown_feats})  # display-only columns never exported
+    assert list(back.columns) == list(table.columns)

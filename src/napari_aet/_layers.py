@@ -105,7 +105,7 @@ def points_to_table(data, meta: dict):
     features = meta.get("features")
     if features is not None and len(features) == len(table):
         feats = pd.DataFrame(features).reset_index(drop=True)
-        display_only = {component_label(c) for c in STRAIN + DISPLACEMENT}
+        display_only = {component_label(c) for c in STRAIN + DISPLACEMENT} | set(CONFIDENCE_LABELS.values())
         feats = feats.drop(columns=[c for c in feats if c in ("x", "y", "z") or c in display_only])
         table = pd.concat([table, feats], axis=1)
     return table
@@ -115,12 +115,38 @@ LAYER_PALETTE = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377
 CATEGORICAL = ("fcc", "facet", "layer")
 STRAIN = ("exx", "eyy", "ezz", "exy", "exz", "eyz")
 DISPLACEMENT = ("ux", "uy", "uz")
+CONFIDENCE = ("sigma_x_pm", "sigma_y_pm", "sigma_z_pm", "presence")  # core.confidence.CONFIDENCE_COLUMNS
+CONFIDENCE_LABELS = {"sigma_x_pm": "σ_x (pm)", "sigma_y_pm": "σ_y (pm)", "sigma_z_pm": "σ_z (pm)",
+                     "presence": "presence (0-1)"}  # display-only columns: a missing score drawn as the worst
 
 
 def colour_options(features) -> list:
     """What an atoms layer can be coloured by, given its features."""
     cols = set(getattr(features, "columns", []))
-    return [c for c in CATEGORICAL + STRAIN + DISPLACEMENT if c in cols]
+    return [c for c in CATEGORICAL + STRAIN + DISPLACEMENT + CONFIDENCE if c in cols]
+
+
+def colour_label(by: str) -> str:
+    """The colour bar's name of a continuous colouring: component and unit."""
+    return CONFIDENCE_LABELS.get(by) or component_label(by)
+
+
+def _confidence_colours(values, by: str) -> dict:
+    """Red for the least certain, blue for the most: presence 0 to 1 (RdYlBu), a position
+    uncertainty from 0 to a round 99th percentile (RdYlBu_r); an atom without a score (added
+    by hand) is drawn as the least certain."""
+    import pandas as pd
+
+    v = pd.to_numeric(pd.Series(values), errors="coerce").astype(float).to_numpy()
+    finite = v[np.isfinite(v)]
+    if by == "presence":
+        limits, worst, cmap = (0.0, 1.0), 0.0, "RdYlBu"
+    else:
+        hi = nice_limit(float(np.percentile(finite, 99))) if finite.size else 1.0
+        limits, worst, cmap = (0.0, hi), hi, "RdYlBu_r"
+    label = CONFIDENCE_LABELS[by]
+    return {"face_color": label, "face_colormap": cmap, "face_contrast_limits": limits,
+            "display_feature": (label, np.where(np.isfinite(v), v, worst))}
 
 
 def atom_colours(features, by: str) -> dict:
@@ -145,6 +171,8 @@ def atom_colours(features, by: str) -> dict:
                                else LAYER_PALETTE[-1] for v in numbers]}
     if by == "facet":
         return {"face_color": [FACET_COLOURS.get(str(v), "#bbbbbb") for v in values.fillna("")]}
+    if by in CONFIDENCE:
+        return _confidence_colours(values, by)
     v = np.asarray(values, float)
     label, factor = by, 1.0
     if by in STRAIN or by in DISPLACEMENT:  # shown in % and pm (a colour bar of 0.003 reads "0")
