@@ -9,24 +9,35 @@ from magicgui import widgets as mg
 from .base import WorkerWidget, choice, flag, number, aet_meta, layer_table, recolour
 from .side import find_side_viewer, show_layers, side_viewer
 
+NOT_COLOURED = "(as shown)"
+
 
 class AnalyzeWidget(WorkerWidget):
     """Fit the f.c.c. lattice, find surface atoms and facets, compute displacements and strain;
-    colour the atoms by assignment, facet, layer or any strain/displacement component, and show
-    one layer's displacements as arrows (the slider picks the layer)."""
+    colour the atoms by assignment, facet, layer, any strain/displacement component or their
+    confidence (before an analysis too), and show one layer's displacements as arrows (the
+    slider picks the layer). Atoms below a minimum presence can be left out of the analysis."""
 
     run_label = "Analyze"
     layer_kinds = ("atoms",)
     has_device = False
 
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.layer_box.changed.connect(self._offer_colours)
+        self._offer_colours()
+
     def build_form(self, form):
         self.layer_box.label = "atoms"
         self.lattice_constant = number("lattice constant", 0.0, 10.0, 0.0, decimals=4, suffix=" Å", special="fit")
         self.layer_axis = choice("layers along", ["001", "010", "100", "111"])
+        self.min_presence = number("minimum presence", 0.0, 1.0, 0.0, decimals=2, special="keep all")
+        self.min_presence.tooltip = ("leave out atoms the held-out projections barely want (presence below this, "
+                                     "from trace or run with a tilt series); they stay in the layer")
         self.add_views = flag("add facet and strain layers (hidden, to toggle)", True)
-        form.extend([self.layer_box, self.lattice_constant, self.layer_axis, self.add_views])
+        form.extend([self.layer_box, self.lattice_constant, self.layer_axis, self.min_presence, self.add_views])
         self.settings.update(lattice_constant=self.lattice_constant, layer_axis=self.layer_axis,
-                             add_views=self.add_views)
+                             min_presence=self.min_presence, add_views=self.add_views)
 
     def build_extra(self, layout):
         self.colour_by = choice("colour atoms by", [])
@@ -48,8 +59,23 @@ class AnalyzeWidget(WorkerWidget):
         self._views = views  # keep the magicgui container alive with its Qt widget
         self._analysed = None
 
+    def _offer_colours(self, *_):
+        """The input layer's colourings (its confidence, before any analysis) in the colour
+        choice, led by one that leaves the colours as they are."""
+        from .._layers import colour_options
+
+        layer = self.selected_layer()
+        if not hasattr(self, "colour_by") or self._analysed and self._analysed[0] is layer:
+            return
+        self._analysed = None
+        options = colour_options(layer.features) if layer is not None else []
+        current = aet_meta(layer).get("colour_by")
+        with self.colour_by.changed.blocked():
+            self.colour_by.choices = [NOT_COLOURED, *options]
+            self.colour_by.value = current if current in options else NOT_COLOURED
+
     def start(self):
-        from ..core.analysis import analyze_atoms
+        from ..core.correct import analyze_confident
 
         layer = self.selected_layer()
         if layer is None or len(layer.data) < 4:
@@ -57,8 +83,8 @@ class AnalyzeWidget(WorkerWidget):
             return
         self._target = layer
         self.status.setText("analysing...")
-        self.launch(analyze_atoms, layer_table(layer), lattice_constant=self.lattice_constant.value or None,
-                    layer_axis=self.layer_axis.value)
+        self.launch(analyze_confident, layer_table(layer), min_presence=float(self.min_presence.value),
+                    lattice_constant=self.lattice_constant.value or None, layer_axis=self.layer_axis.value)
 
     def on_result(self, result):
         from .._layers import colour_options
@@ -93,19 +119,21 @@ class AnalyzeWidget(WorkerWidget):
         if self.viewer.dims.ndisplay == 3:
             self.look_down_layers()
         lat = summary["lattice"]
+        left_out = int(summary["settings"].get("n_left_out_low_presence") or 0)
+        note = f", {left_out} atoms below presence {self.min_presence.value:g} left out" if left_out else ""
         self.status.setText(f"a = {lat['lattice_constant']:.4f} Å, {summary['share_assigned']:.1%} on "
-                            f"f.c.c. sites, {len(layers)} layers")
+                            f"f.c.c. sites, {len(layers)} layers{note}")
 
     def _recolour(self, by: str):
-        from .._layers import DISPLACEMENT, STRAIN, component_label
+        from .._layers import CONFIDENCE, DISPLACEMENT, STRAIN, colour_label
 
-        if not (self._analysed and by):
+        layer = self._analysed[0] if self._analysed else self.selected_layer()
+        if layer is None or not by or by == NOT_COLOURED:
             return
-        layer = self._analysed[0]
         recolour(layer, by)
         text = self.viewer.canvas.overlays.text  # the colour bar's label: component and unit
-        continuous = by in STRAIN or by in DISPLACEMENT
-        text.text = f"{layer.name}: {component_label(by)}" if continuous else ""
+        continuous = by in STRAIN or by in DISPLACEMENT or by in CONFIDENCE
+        text.text = f"{layer.name}: {colour_label(by)}" if continuous else ""
         text.position = "top_right"  # stacked with the colour bar
         text.visible = continuous
 
