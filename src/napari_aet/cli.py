@@ -400,6 +400,8 @@ def cmd_trace(args) -> int:
         r = meta["refinement"]
         msg += f"; refined against the tilt series: R {r['r_factor_before']:.4f} -> {r['r_factor_after']:.4f}"
     _info(msg + f" -> {args.output}")
+    if "validation" in meta:
+        _report_validation({"validation": meta["validation"]})
     return 0
 
 

@@ -91,6 +91,9 @@ class EnhanceWidget(WorkerWidget):
         measured = None
         if self._tilts is not None:
             measured = (np.asarray(self._tilts.data, np.float32), np.asarray(aet_meta(self._tilts)["angles"], float))
+            free = aet_meta(layer).get("free_projections") or []
+            if free and len(measured[0]) > max(free):  # judged on what the tomogram never saw (R-free), as run
+                measured = (measured[0][free], measured[1][free])
         self.status.setText("enhancing...")
         self.launch(_enhance_task, np.asarray(layer.data, np.float32), float(px), path_text(self.weights),
                     self.flip_average.value, self.device.value, aet_meta(layer).get("tilt_range"),
@@ -113,7 +116,8 @@ class EnhanceWidget(WorkerWidget):
         name = f"{self._source.name} enhanced"
         data, kwargs, kind = volume_layer(vol, name=name)
         kwargs["metadata"]["napari_aet"].update(enhanced=True, tilt_range=meta.get("tilt_range"), consistency=check,
-                                                tilt_series=meta.get("tilt_series"))
+                                                tilt_series=meta.get("tilt_series"),
+                                                free_projections=meta.get("free_projections") or [])
         self.add_layer((data, kwargs, kind))
         if views is not None:  # in their own viewer: 1/Å, never mixed with the Å layers here
             before = Volume(np.asarray(self._source.data, np.float32), meta["pixel_size"])

@@ -10,13 +10,17 @@ from .base import WorkerWidget, aet_meta, number
 NO_REFINEMENT = "none (trace only)"
 
 
-def _trace_task(volume, pixel_size, tilts, min_distance, device, progress=None, cancel=None):
+def _trace_task(volume, pixel_size, tilts, min_distance, device, free_projections=(), progress=None, cancel=None):
     from ..core.io import TiltSeries, Volume
     from ..core.pipeline import trace_volume
 
     ts = None if tilts is None else TiltSeries(*tilts)
+    free = None
+    if ts is not None and free_projections and max(free_projections) < len(ts.data):
+        free = np.zeros(len(ts.data), bool)
+        free[list(free_projections)] = True
     return trace_volume(Volume(volume, pixel_size), ts, min_distance=min_distance, refine=ts is not None,
-                        device=device, progress_factory=lambda name: progress, cancel=cancel)
+                        device=device, progress_factory=lambda name: progress, cancel=cancel, free=free)
 
 
 class TraceWidget(WorkerWidget):
@@ -53,7 +57,7 @@ class TraceWidget(WorkerWidget):
         self.status.setText("tracing..." + (" and refining" if tilts else ""))
         self._source = layer.name
         self.launch(_trace_task, np.asarray(layer.data), float(px), tilts, self.min_distance.value,
-                    self.device.value)
+                    self.device.value, tuple(aet_meta(layer).get("free_projections") or ()))
 
     def on_result(self, result):
         from .._layers import atoms_layer
@@ -66,4 +70,10 @@ class TraceWidget(WorkerWidget):
         refined = meta.get("refinement")
         extra = (f"; refined against the tilt series (R {refined['r_factor_before']:.4f} -> "
                  f"{refined['r_factor_after']:.4f})" if refined else "")
+        valid = meta.get("validation")
+        if valid:
+            free = (f", R-free {valid['r_free']:.4f}" if valid.get("r_free") is not None
+                    else "; no R-free (the tomogram saw every projection: run holds some out)")
+            extra += (f"; R-work {valid['r_work']:.4f}{free}; {valid['n_atoms_presence_below_half']} atoms with "
+                      "presence < 0.5 (colour by presence, or Correct atoms: next least certain)")
         self.status.setText(f"{len(atoms)} atoms, {len(table) - len(atoms)} non-atom peaks{extra}")
