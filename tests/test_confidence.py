@@ -119,3 +119,23 @@ def test_least_certain_order_needs_the_columns():
 
     with pytest.raises(AETInputError, match="presence"):
         C.least_certain_order(pd.DataFrame({"x": [0.0], "y": [0.0], "z": [0.0]}))
+
+
+def test_residual_tomogram_points_at_a_missing_atom(small_sim):
+    ts, p = small_sim.tilt_series, small_sim.particle
+    keep = np.ones(len(p.positions), bool)
+    centre = np.argmin(np.linalg.norm(p.positions - p.positions.mean(0), axis=1))
+    keep[centre] = False
+    cls = np.zeros(keep.sum(), int)
+    n = ts.data.shape[-1]
+    res = C.residual_tomogram(p.positions[keep], cls, {0: 1.0}, {0: small_sim.config.b_factor}, ts.data, ts.angles,
+                              ts.pixel_size, (n, n, n))
+    from napari_aet.core import geometry
+
+    peak = np.array(np.unravel_index(np.argmax(res), res.shape), float)
+    peak_xyz = np.array([geometry.index_to_angstrom(peak[2 - k], n, ts.pixel_size) for k in range(3)])
+    assert np.linalg.norm(peak_xyz - p.positions[centre]) < 0.8  # the strongest residual is the missing atom
+    # a model with one atom too many: the residual is mostly negative, reconstructed all the same
+    extra = C.residual_tomogram(p.positions, np.zeros(len(p.positions), int), {0: 1.5}, {0: small_sim.config.b_factor},
+                                ts.data, ts.angles, ts.pixel_size, (n, n, n))
+    assert extra.min() < -abs(extra.max())

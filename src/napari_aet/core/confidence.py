@@ -301,7 +301,8 @@ def _noise_floor(residual: np.ndarray) -> float:
 
 
 def residual_tomogram(positions, classes, heights: dict, b_factors: dict, tilts, angles, pixel_size: float,
-                      volume_shape, iterations: int = 10, device="cpu", progress=None, cancel=None) -> np.ndarray:
+                      volume_shape, iterations: int = 10, device="cpu", progress=None, cancel=None,
+                      extended_object: bool = False, model: Optional[np.ndarray] = None) -> np.ndarray:
     """Where the measurement disagrees with the atom model, in 3D: the tilt series minus the
     model's projections, reconstructed (SIRT without positivity). Positive where the data wants
     more density than the model has (a missed atom), negative where the model has too much (a
@@ -321,6 +322,11 @@ def residual_tomogram(positions, classes, heights: dict, b_factors: dict, tilts,
         SIRT iterations (few: the residual is mostly noise, more would fit it).
     device : str
     progress, cancel : progress callback and ``threading.Event``
+    extended_object : bool
+        The sample extends beyond the box (a film): the residual from outside it is explained
+        by voxels outside the box, as in :func:`~napari_aet.core.reconstruct.reconstruct`.
+    model : (a, nv, nu) array, optional
+        The model's projections, when already computed.
 
     Returns
     -------
@@ -330,11 +336,19 @@ def residual_tomogram(positions, classes, heights: dict, b_factors: dict, tilts,
     from .reconstruct import reconstruct
 
     data = np.asarray(tilts, np.float32)
-    model = atom_model_projections(positions, classes, heights, b_factors, angles, data.shape[1:], pixel_size, device)
-    rec = reconstruct(data - model, angles, pixel_size, method="sirt", iterations=iterations,
+    if model is None:
+        model = atom_model_projections(positions, classes, heights, b_factors, angles, data.shape[1:], pixel_size,
+                                       device)
+    diff = data - np.asarray(model, np.float32)
+    # SIRT from zero without positivity is linear: a residual that is mostly negative (which
+    # reconstruct refuses as an inverted tilt series) is reconstructed negated, then negated back
+    sign = 1.0 if np.clip(diff, 0, None).sum(dtype=np.float64) >= -np.clip(diff, None, 0).sum(dtype=np.float64) else -1.0
+    if not np.any(diff):
+        return np.zeros(tuple(int(v) for v in volume_shape), np.float32)
+    rec = reconstruct(sign * diff, angles, pixel_size, method="sirt", iterations=iterations,
                       volume_shape=tuple(int(v) for v in volume_shape), positivity=False, device=device,
-                      progress=progress, cancel=cancel)
-    return rec.volume
+                      progress=progress, cancel=cancel, extended_object=extended_object)
+    return sign * rec.volume
 
 
 def least_certain_order(table) -> np.ndarray:
