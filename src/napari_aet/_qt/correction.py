@@ -101,12 +101,8 @@ def _refine_task(positions, classes, edited, tilts, angles, pixel_size, model, f
 def _residual_task(positions, classes, tilts, angles, pixel_size, model, volume_shape, device, progress=None,
                    cancel=None):
     """:func:`napari_aet.core.confidence.residual_tomogram` in a worker thread (heights and
-    B-factors fitted first when the atoms carry no refinement record).
-
-    ``reconstruct`` refuses a mostly negative input as an inverted tilt series, and a good
-    model's residual is about half negative: SIRT without positivity is linear, so such a
-    residual is reconstructed from ``2 model - data`` (its negative) and negated back."""
-    from ..core.confidence import atom_model_projections, residual_tomogram
+    B-factors fitted first when the atoms carry no refinement record)."""
+    from ..core.confidence import residual_tomogram
     from ..core.projector import resolve_device
     from ..core.refine import refine_positions
 
@@ -114,12 +110,8 @@ def _residual_task(positions, classes, tilts, angles, pixel_size, model, volume_
     if model is None:
         ref = refine_positions(positions, classes, tilts, angles, pixel_size, iterations=0, device=device)
         model = (ref.heights, ref.b_factors)
-    projected = atom_model_projections(positions, classes, *model, angles, tilts.shape[1:], pixel_size, device)
-    diff = tilts - projected
-    sign = 1.0 if np.clip(diff, 0, None).sum(dtype=np.float64) >= -np.clip(diff, None, 0).sum(dtype=np.float64) else -1.0
-    data = tilts if sign > 0 else 2 * projected - tilts
-    return sign * residual_tomogram(positions, classes, *model, data, angles, pixel_size, volume_shape,
-                                    device=device, progress=progress, cancel=cancel)
+    return residual_tomogram(positions, classes, *model, tilts, angles, pixel_size, volume_shape, device=device,
+                             progress=progress, cancel=cancel)
 
 
 class CorrectionWidget(WorkerWidget):
