@@ -182,3 +182,17 @@ def test_run_names_the_support_option_only_where_a_support_may_be_missed(tmp_pat
     assert main(["run", str(sim / "tilts.mrc"), *common, "--support-normal", "0", "0", "-1", "-o",
                  str(tmp_path / "r2")]) == 0
     assert "--support-normal" not in capsys.readouterr().err
+
+
+def test_analyze_leaves_out_atoms_below_a_presence(tmp_path, small_sim):
+    table = small_sim.truth_table()
+    table = table[table["atom"] == 1][["x", "y", "z", "atom"]].reset_index(drop=True)
+    table["presence"] = 0.99
+    table.loc[:4, "presence"] = 0.1  # five atoms the data barely wants
+    io.write_atoms(tmp_path / "a.csv", table)
+    assert main(["analyze", str(tmp_path / "a.csv"), "--min-presence", "0.5", "-o", str(tmp_path / "b.csv")]) == 0
+    out, meta = io.read_atoms(tmp_path / "b.csv")
+    assert meta["settings"]["min_presence"] == 0.5 and meta["settings"]["n_left_out_low_presence"] == 5
+    assert len(out) == len(table) and (out["atom"].iloc[:5] == 1).all()  # rows and the atom flag kept as given
+    assert out["fcc"].iloc[:5].isna().all() or (out["fcc"].iloc[:5] != 1).all()  # not analysed
+    assert main(["analyze", str(tmp_path / "a.csv"), "--min-presence", "1.5", "-o", str(tmp_path / "c.csv")]) == 2

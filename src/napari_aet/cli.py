@@ -410,21 +410,21 @@ def cmd_trace(args) -> int:
 
 def cmd_analyze(args) -> int:
     from .core import io
-    from .core.analysis import analyze_atoms
+    from .core.correct import analyze_confident
 
     _check_output_file(args.output, args.overwrite, suffixes=(".csv",), inputs=(args.atoms,), sidecar=True)
     grid_path = args.output.with_name(args.output.stem + "_grid.npz")
     if args.grid_spacing is not None and grid_path.exists() and not args.overwrite:
         raise AETInputError(f"{grid_path} exists; choose another name or pass --overwrite")
     table, _ = io.read_atoms(args.atoms)
-    df, summary = analyze_atoms(table, lattice_constant=args.lattice_constant, tolerance=args.tolerance,
-                                sigma=args.sigma, layer_axis=args.layer_axis,
-                                surface_coordination=args.surface_coordination,
-                                strain_excludes_surface=args.strain_excludes_surface,
-                                support_normal=args.support_normal, grid_spacing=args.grid_spacing,
-                                lattice=args.lattice, strain_reference=args.strain_reference,
-                                surface_method=args.surface, alpha=args.alpha, grains=args.grains,
-                                progress=progress_bar("analyze"))
+    df, summary = analyze_confident(table, args.min_presence, lattice_constant=args.lattice_constant,
+                                    tolerance=args.tolerance, sigma=args.sigma, layer_axis=args.layer_axis,
+                                    surface_coordination=args.surface_coordination,
+                                    strain_excludes_surface=args.strain_excludes_surface,
+                                    support_normal=args.support_normal, grid_spacing=args.grid_spacing,
+                                    lattice=args.lattice, strain_reference=args.strain_reference,
+                                    surface_method=args.surface, alpha=args.alpha, grains=args.grains,
+                                    progress=progress_bar("analyze"))
     summary["atoms"] = str(args.atoms)
     grid = summary.pop("grid", None)
     if grid is not None:
@@ -936,6 +936,9 @@ def _add_analyze_command(sub) -> None:
     p.add_argument("atoms", type=Path, metavar="ATOMS.csv", help="atoms table (x, y, z in Å; rows with atom = 0 are kept but not analysed)")
     p.add_argument("--lattice-constant", type=float, default=None, metavar="Å", help="fix the lattice constant (default: fitted)")
     p.add_argument("--tolerance", type=float, default=0.7, metavar="Å", help="max distance to an fcc site (default 0.7)")
+    p.add_argument("--min-presence", type=float, default=0.0, metavar="P",
+                   help="leave out atoms whose presence (0-1, from run or trace with a tilt series) is below P: their "
+                   "rows stay, as non-atoms (default 0: keep all)")
     p.add_argument("--lattice", choices=("auto", "cubic", "affine"), default="auto",
                    help="cubic: one lattice constant; affine: three independent base vectors (what calibration, tilt "
                    "and scan errors make of a measured lattice); auto (default): affine when a base-vector length or "
