@@ -143,7 +143,7 @@ def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, 
         "r_work": round(r_work, 5), "r_free": None if r_free is None else round(r_free, 5),
         "free_projections": np.flatnonzero(free).tolist(), "n_free_projections": int(free.sum()),
         "r_factor_all_after_refit": round(final.r_factor_after, 5), "refit_iterations": REFIT_ITERATIONS if free.any() else 0,
-        "sigma_scale": SIGMA_SCALE, "presence_from": "held-out projections" if conf.used_free else "all projections",
+        "sigma_scale": list(SIGMA_SCALE), "presence_from": "held-out projections" if conf.used_free else "all projections",
         "median_sigma_pm": [round(float(v), 2) for v in np.median(sig, 0)],
         "n_atoms_presence_below_half": int((conf.presence[atoms] < 0.5).sum()),
     }
