@@ -55,7 +55,7 @@ def test_completion_drops_atoms_the_held_out_projections_do_not_want(refined_cas
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     radius = np.linalg.norm(truth - truth.mean(0), axis=1).max()
     false = truth.mean(0) + direction * (radius + rng.uniform(4, 6, (5, 1)))
-    res = _complete(refined_case, np.concatenate([ref.positions, false]), max_rounds=2)
+    res = _complete(refined_case, np.concatenate([ref.positions, false]), max_rounds=2, drop=True)
     dist_false = np.linalg.norm(res.positions[:, None] - false[None], axis=2).min(0)
     assert (dist_false > 1.0).all()  # all five gone
     dist = np.linalg.norm(res.positions[:, None] - truth[None], axis=2).min(1)
