@@ -179,13 +179,13 @@ def _add(cand, positions, classes, heights, b_factors, data, angles, pixel_size,
     return np.concatenate([positions, cand[wanted]]), np.r_[classes, new_cls[wanted]], int(wanted.sum())
 
 
-def _refine(positions, classes, data, angles, pixel_size, iterations, b_factors, device, cancel):
+def _refine(positions, classes, data, angles, pixel_size, iterations, b_factors, device, cancel, step_size=0.01):
     """Positions, heights and B-factors refined on the working projections."""
     from .refine import refine_positions
 
     b0 = float(np.median(list(b_factors.values())))
     return refine_positions(positions, classes, data, angles, pixel_size, iterations=iterations, initial_b=b0,
-                            device=device, cancel=cancel)
+                            step_size=step_size, device=device, cancel=cancel)
 
 
 def _check_inputs(positions, classes, tilts, angles, free, heights, b_factors):
@@ -213,7 +213,7 @@ def _check_inputs(positions, classes, tilts, angles, free, heights, b_factors):
 # R-free, the stop reasons); each step it calls is its own function.
 def complete_atoms(positions, classes, heights: dict, b_factors: dict, tilts, angles, pixel_size: float,
                    volume_shape, free=None, min_distance: float = 2.0, significance: float = 4.0,
-                   max_rounds: int = 5, refine_iterations: int = 50, residual_iterations: int = 10,
+                   max_rounds: int = 5, refine_iterations: int = 50, refine_step: float = 0.01, residual_iterations: int = 10,
                    extended_object: bool = False, drop: bool = False,
                    drop_significance: float = 2.0, device="cpu", progress=None,
                    cancel=None) -> CompletionResult:
@@ -249,6 +249,8 @@ def complete_atoms(positions, classes, heights: dict, b_factors: dict, tilts, an
     max_rounds : int
     refine_iterations : int
         Refinement iterations after each round's additions.
+    refine_step : float
+        Å, the refinement's initial step (:func:`~napari_aet.core.refine.refine_positions`).
     residual_iterations : int
         SIRT iterations of the residual tomogram.
     extended_object : bool
@@ -294,6 +296,7 @@ def complete_atoms(positions, classes, heights: dict, b_factors: dict, tilts, an
                               used_free=bool(free.any()))
     stopped = "no rounds" if max_rounds == 0 else f"{max_rounds} rounds"
     settings = dict(min_distance=min_distance, significance=significance, refine_iterations=refine_iterations,
+                    refine_step=refine_step,
                     residual_iterations=residual_iterations, extended_object=extended_object, drop=drop,
                     drop_significance=drop_significance)
     for k in range(max_rounds):
@@ -351,7 +354,8 @@ def _round(state, model, data, angles, free, pixel_size, volume_shape, settings,
     pos, cls, n_add = _add(cand, pos, cls, heights, b_factors, data[work], angles[work], pixel_size, device)
     iters = settings["refine_iterations"]
     if n_add:
-        ref = _refine(pos, cls, data[work], angles[work], pixel_size, iters, b_factors, device, cancel)
+        ref = _refine(pos, cls, data[work], angles[work], pixel_size, iters, b_factors, device, cancel,
+                      settings["refine_step"])
         pos, heights, b_factors = ref.positions, ref.heights, ref.b_factors
     n_drop = 0
     if settings["drop"]:
@@ -363,7 +367,7 @@ def _round(state, model, data, angles, free, pixel_size, volume_shape, settings,
         if n_drop and n_drop < len(pos):
             pos, cls = pos[~unwanted], cls[~unwanted]
             ref = _refine(pos, cls, data[work], angles[work], pixel_size, max(iters // 2, 1), b_factors, device,
-                          cancel)
+                          cancel, settings["refine_step"])
             pos, heights, b_factors = ref.positions, ref.heights, ref.b_factors
         else:
             n_drop = 0
