@@ -589,6 +589,10 @@ def _report_validation(rep: dict) -> None:
         return
     free = (f", R-free {v['r_free']:.4f} on {v['n_free_projections']} held-out projections" if v.get("r_free") is not None
             else " (no projections held out: no R-free)")
+    comp = rep.get("completion")
+    if comp:
+        _info(f"completion: {comp['n_added']} atoms added, {comp['n_removed']} removed in {comp['rounds']} rounds "
+              f"({comp['stopped']})")
     sig = v["median_sigma_pm"]
     _info(f"atom model: R-work {v['r_work']:.4f}{free}; median position uncertainty x/y/z {sig[0]:.1f}/{sig[1]:.1f}/"
           f"{sig[2]:.1f} pm; {v['n_atoms_presence_below_half']} atoms with presence below 0.5 (atoms.csv: sigma_*_pm, "
@@ -604,7 +608,8 @@ def cmd_run(args) -> int:
     rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
                        device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar,
                        resume=args.resume, trust_weights=args.trust_weights, extended_object=args.extended_object,
-                       layer_maps=args.layer_maps, support_normal=args.support_normal, r_free=args.r_free)
+                       layer_maps=args.layer_maps, support_normal=args.support_normal, r_free=args.r_free,
+                       complete=args.complete)
     _report_network(rep)
     _report_validation(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
@@ -874,6 +879,11 @@ def _add_run_command(sub) -> None:
                    help="share of projections held out of reconstruction, tracing and refinement to measure R-free and "
                    "judge the network on (default 0.1, spread over the tilt range; 0: none; series of fewer than 10 "
                    "projections hold none out); the atoms are refitted on every projection at the end")
+    p.add_argument("--complete", action="store_true",
+                   help="after refinement, add atoms where the residual (the tilt series minus the atom model, "
+                   "reconstructed) shows significant missing density, refining between rounds; the report counts "
+                   "them. Off by default: on abTEM particles it recovered half the missed atoms, on the measured "
+                   "Ta film it lowered recall (BENCHMARKS.md)")
     _add_layer_maps_option(p)
     _add_run_options(p, "OUT_DIR", overwrite_help="replace earlier results in OUT_DIR")
     p.set_defaults(func=cmd_run)

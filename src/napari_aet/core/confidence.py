@@ -271,7 +271,11 @@ def atom_confidence(positions, classes, heights: dict, b_factors: dict, tilts, a
     occ = num / np.maximum(den, 1e-30)
     err = np.sqrt(var) / np.maximum(den, 1e-30)
     z = np.clip((occ - 0.5) / np.maximum(err, 1e-12), -5, 5)
-    presence = ndtr(z if peak_contrast is None else 8 * (np.asarray(peak_contrast, float) - 0.5) + z / 2)
+    presence = ndtr(z)
+    if peak_contrast is not None:  # an atom without a traced peak (added by completion) keeps Phi(z)
+        contrast = np.asarray(peak_contrast, float)
+        known = np.isfinite(contrast)
+        presence[known] = ndtr(8 * (contrast[known] - 0.5) + z[known] / 2)
     return AtomConfidence(sigma, presence, occ, err, use)
 
 

@@ -21,7 +21,7 @@ RUN_OUTPUTS = ("tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json
 
 def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes=2, species=(), fit="gaussian",
                  upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None, cancel=None,
-                 free=None):
+                 free=None, complete=False, extended_object=False):
     """Trace atoms in a tomogram and refine them against its tilt series: the one tracing
     path of ``run``, ``trace`` and the workbench's Trace widget (same tomogram and tilt series,
     same atoms).
@@ -46,6 +46,12 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
         Projections the volume was reconstructed without (R-free,
         :func:`~napari_aet.core.confidence.split_free_projections`): the atoms are refined on the
         others, the model's R-factor is measured on both, then the atoms are refitted on all.
+    complete : bool
+        After refinement, add atoms where the residual tomogram shows significant missing
+        density (:func:`~napari_aet.core.completion.complete_atoms`); off by default: it is not
+        yet shown never to lower recall or precision (BENCHMARKS.md "Confidence").
+    extended_object : bool
+        The sample extends beyond the box (completion proposes nothing at its x/y faces).
 
     Returns
     -------
@@ -83,16 +89,56 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
             raise AETInputError(f"{free.size} held-out flags for {len(data)} projections; give one per projection")
         atoms = table["atom"].to_numpy() == 1
         if atoms.any():
+            from .projector import resolve_device
+
+            device = resolve_device(device) if isinstance(device, str) else device
             classes = np.unique(table.loc[atoms, "species"].astype(str).to_numpy(), return_inverse=True)[1]
             ref = refine_positions(table.loc[atoms, ["x", "y", "z"]].to_numpy(), classes, data[~free], angles[~free],
                                    vol.pixel_size, iterations=refine_iterations, device=device,
                                    progress=make("refine"), cancel=cancel)
             meta["refinement"] = ref.summary()
             meta["refinement"]["alignment_applied"] = alignment is not None
+            if complete:
+                table, atoms, classes, ref, meta["completion"] = _complete(
+                    table, atoms, classes, ref, data, angles, free, vol, min_distance, extended_object, device,
+                    make("complete"), cancel)
             table, meta["validation"] = _validate_atoms(table, atoms, classes, ref, data, angles, free, vol.pixel_size,
                                                         device, make("validate"), cancel,
                                                         meta["trace"].get("class_centres"))
     return table, meta
+
+
+def _complete(table, atoms, classes, ref, data, angles, free, vol, min_distance, extended_object, device, progress,
+              cancel) -> tuple:
+    """The traced table with the completed model's atoms (new ones with no intensity; a
+    non-atom peak where an atom was added is dropped), their mask, classes, the completed
+    model (positions, heights, B-factors) and the completion record."""
+    from types import SimpleNamespace
+
+    from scipy.spatial import cKDTree
+
+    from .completion import complete_atoms
+
+    res = complete_atoms(ref.positions, classes, ref.heights, ref.b_factors, data, angles, vol.pixel_size,
+                         vol.data.shape, free=free, min_distance=min_distance, extended_object=extended_object,
+                         device=device, progress=progress, cancel=cancel)
+    old = table[atoms].reset_index(drop=True)
+    names = np.unique(old["species"].astype(str).to_numpy())
+    dist, near = cKDTree(ref.positions).query(res.positions)
+    rows = old.iloc[near].reset_index(drop=True)
+    rows[["x", "y", "z"]] = res.positions
+    rows["species"] = names[res.classes]
+    rows.loc[dist > 0.5, "intensity"] = np.nan  # an added atom: no traced peak
+    others = table[~atoms]
+    if len(others) and len(res.positions):
+        others = others[cKDTree(res.positions).query(others[["x", "y", "z"]].to_numpy())[0] >= min_distance]
+    import pandas as pd
+
+    merged = pd.concat([rows, others], ignore_index=True)
+    model = SimpleNamespace(positions=res.positions, heights=res.heights, b_factors=res.b_factors,
+                            r_factor_after=res.r_work[-1])
+    return merged, np.r_[np.ones(len(rows), bool), np.zeros(len(others), bool)], np.asarray(res.classes), model, \
+        res.summary()
 
 
 def _peak_contrast(table, class_centres):
@@ -251,7 +297,7 @@ class _RunFolder:
 def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, device: str = "auto",
                  weights=None, refine: bool = True, figures: bool = True, progress_factory=None,
                  resume: bool = False, trust_weights: bool = False, extended_object: bool = False,
-                 layer_maps: bool = False, support_normal=None, r_free: float = 0.1) -> dict:
+                 layer_maps: bool = False, support_normal=None, r_free: float = 0.1, complete: bool = False) -> dict:
     """Align, reconstruct, enhance, trace, refine and analyse a tilt series into ``out``.
 
     The run is built in ``out/.napari-aet-partial`` and moved into place when it has
@@ -293,6 +339,8 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
         (:func:`~napari_aet.core.confidence.split_free_projections`; 0: none): the network is
         judged and the atom model's R-free measured on them, then the atoms are refitted on
         every projection.
+    complete : bool
+        Complete the atom model from the residual (:func:`trace_volume`'s ``complete``).
 
     Returns
     -------
@@ -305,11 +353,11 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     check_not_input([Path(out) / n for n in RUN_OUTPUTS], what="a result")  # found inputs too (angles beside)
     with output_lock(out, "results folder"):  # one writer a folder, from the first look to the last move
         return _run_locked(ts, Path(out), align_first, enhance, device, weights, refine, figures, progress_factory,
-                           resume, trust_weights, extended_object, layer_maps, support_normal, r_free)
+                           resume, trust_weights, extended_object, layer_maps, support_normal, r_free, complete)
 
 
 def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures, progress_factory, resume,
-                trust_weights, extended_object, layer_maps, support_normal, r_free) -> dict:
+                trust_weights, extended_object, layer_maps, support_normal, r_free, complete) -> dict:
     """:func:`run_pipeline` once its folder is locked."""
     import platform
 
@@ -330,7 +378,7 @@ def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures,
         network = load_weights(weights, device=resolve_device(device), trust=trust_weights)
     free = split_free_projections(ts.angles, r_free)
     settings = _run_settings(ts, align_first, enhance, refine, extended_object, support_normal, weights) | {
-        "r_free_fraction": r_free, "free_projections": np.flatnonzero(free).tolist()}
+        "r_free_fraction": r_free, "free_projections": np.flatnonzero(free).tolist(), "complete": complete}
     run = _RunFolder(Path(out), _fingerprint(ts, settings), resume)
     report = {"version": __version__, "python": platform.python_version(), "settings": settings | {"device": device}}
     aligned = ts
@@ -350,7 +398,8 @@ def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures,
     if not run.done("trace_refine"):
         def do_trace():
             table, meta = trace_volume(io.Volume(traced_volume, rec_volume.pixel_size), aligned, refine=refine,
-                                       device=device, progress_factory=progress_factory, free=free)
+                                       device=device, progress_factory=progress_factory, free=free,
+                                       complete=complete, extended_object=extended_object)
             io.write_atoms(run.work / "traced.csv", table, metadata=meta)
         _stage(run, "trace_refine", do_trace)
     if not run.done("analyze"):
@@ -476,6 +525,7 @@ def _results(analysed, meta, stages, resume, traced_enhanced: bool) -> dict:
         "crystal_rotation": found.crystal_rotation.tolist(), "facet_statistics": found.facet_statistics,
         "refinement": meta.get("refinement"), "r_work": (meta.get("validation") or {}).get("r_work"),
         "r_free": (meta.get("validation") or {}).get("r_free"), "validation": meta.get("validation"),
+        "completion": meta.get("completion"),
         "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
         "threads": _thread_plan(),
     }
