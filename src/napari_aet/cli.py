@@ -416,6 +416,9 @@ def cmd_analyze(args) -> int:
     grid_path = args.output.with_name(args.output.stem + "_grid.npz")
     if args.grid_spacing is not None and grid_path.exists() and not args.overwrite:
         raise AETInputError(f"{grid_path} exists; choose another name or pass --overwrite")
+    from .core.validate import check_number
+
+    check_number(args.min_presence, "minimum presence (--min-presence)", 0.0, 1.0)
     table, _ = io.read_atoms(args.atoms)
     df, summary = analyze_confident(table, args.min_presence, lattice_constant=args.lattice_constant,
                                     tolerance=args.tolerance, sigma=args.sigma, layer_axis=args.layer_axis,
@@ -439,6 +442,9 @@ def cmd_analyze(args) -> int:
         lengths = ", ".join(f"{v:.4f}" for v in lat["base_vector_lengths"])
         angles = ", ".join(f"{v:.2f}" for v in lat["base_vector_angles"])
         _info(f"affine lattice: base vectors {lengths} Å, angles {angles}°")
+    left_out = (summary.get("settings") or {}).get("n_left_out_low_presence")
+    if left_out:
+        _info(f"{left_out} atoms with presence below {args.min_presence:g} left out of the analysis")
     _info(f"a = {lat['lattice_constant']:.4f} Å, {summary['share_assigned']:.1%} of {summary['n_atoms']} atoms on fcc sites, "
           f"{summary['n_surface']} surface atoms ({st['100']['n_atoms']} on {{100}}, {st['111']['n_atoms']} on {{111}}) "
           f"in {summary['seconds']:.1f} s -> {args.output}")
@@ -578,7 +584,8 @@ def _report_network(rep: dict) -> None:
         _info(f"note: {enh['note']}")
     else:
         noise = f"; noise/signal {c['noise_ratio']:.3f}" if c.get("noise_ratio") is not None else ""
-        _info(f"network accepted: re-projection R {c['r_factor_reconstruction']:.4f} (reconstruction) -> "
+        where = " on the held-out projections" if str(c.get("measured_on", "")).startswith("held-out") else ""
+        _info(f"network accepted: re-projection R{where} {c['r_factor_reconstruction']:.4f} (reconstruction) -> "
               f"{c['r_factor_enhanced']:.4f} (network), within the +{c['tolerance']:g} tolerance{noise}")
 
 
@@ -587,12 +594,14 @@ def _report_validation(rep: dict) -> None:
     v = rep.get("validation")
     if not v:
         return
-    free = (f", R-free {v['r_free']:.4f} on {v['n_free_projections']} held-out projections" if v.get("r_free") is not None
-            else " (no projections held out: no R-free)")
+    n_free = v.get("n_free_projections", 0)
+    free = (f", R-free {v['r_free']:.4f} on {n_free} held-out projection{'s' * (n_free != 1)}"
+            if v.get("r_free") is not None else
+            " (no R-free: the tomogram saw every projection; run holds 10% out by default, --r-free)")
     comp = rep.get("completion")
     if comp:
-        _info(f"completion: {comp['n_added']} atoms added, {comp['n_removed']} removed in {comp['rounds']} rounds "
-              f"({comp['stopped']})")
+        _info(f"completion: {comp['n_added']} atoms added, {comp['n_removed']} removed; {comp['rounds']} round"
+              f"{'s' * (comp['rounds'] != 1)} kept, stopped because {comp['stopped']}")
     sig = v["median_sigma_pm"]
     _info(f"atom model: R-work {v['r_work']:.4f}{free}; median position uncertainty x/y/z {sig[0]:.1f}/{sig[1]:.1f}/"
           f"{sig[2]:.1f} pm; {v['n_atoms_presence_below_half']} atoms with presence below 0.5 (atoms.csv: sigma_*_pm, "
@@ -881,8 +890,8 @@ def _add_run_command(sub) -> None:
                    "projections hold none out); the atoms are refitted on every projection at the end")
     p.add_argument("--complete", action="store_true",
                    help="after refinement, add atoms where the residual (the tilt series minus the atom model, "
-                   "reconstructed) shows significant missing density, refining between rounds; the report counts "
-                   "them. Off by default: on abTEM particles it recovered half the missed atoms, on the measured "
+                   "reconstructed) shows significant missing density, refining between rounds, until a round changes "
+                   "nothing or R-free stops falling; the report counts atoms added and removed. Off by default: on abTEM particles it recovered half the missed atoms, on the measured "
                    "Ta film it lowered recall (BENCHMARKS.md)")
     _add_layer_maps_option(p)
     _add_run_options(p, "OUT_DIR", overwrite_help="replace earlier results in OUT_DIR")
@@ -947,8 +956,9 @@ def _add_analyze_command(sub) -> None:
     p.add_argument("--lattice-constant", type=float, default=None, metavar="Å", help="fix the lattice constant (default: fitted)")
     p.add_argument("--tolerance", type=float, default=0.7, metavar="Å", help="max distance to an fcc site (default 0.7)")
     p.add_argument("--min-presence", type=float, default=0.0, metavar="P",
-                   help="leave out atoms whose presence (0-1, from run or trace with a tilt series) is below P: their "
-                   "rows stay, as non-atoms (default 0: keep all)")
+                   help="leave out atoms whose presence (0-1, from run or trace with a tilt series) is below P from the "
+                   "lattice, surface, facets and strain: their rows stay with their atom flag, analysis columns blank "
+                   "(default 0: keep all)")
     p.add_argument("--lattice", choices=("auto", "cubic", "affine"), default="auto",
                    help="cubic: one lattice constant; affine: three independent base vectors (what calibration, tilt "
                    "and scan errors make of a measured lattice); auto (default): affine when a base-vector length or "

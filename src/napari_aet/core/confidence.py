@@ -142,6 +142,7 @@ class AtomConfidence:
     occupancy: np.ndarray  # (n,) share of one atom of the class the held-out data wants here
     occupancy_error: np.ndarray  # (n,) standard error of ``occupancy``
     used_free: bool  # occupancy measured on held-out projections (else on all)
+    misfit: Optional[np.ndarray] = None  # (n,) unexplained variance under the atom / noise variance
 
     def columns(self) -> dict:
         """The atoms table's confidence columns (:data:`CONFIDENCE_COLUMNS`)."""
@@ -244,6 +245,7 @@ def atom_confidence(positions, classes, heights: dict, b_factors: dict, tilts, a
     half = int(math.ceil(3 * s.max() / pixel_size)) + 1
     fisher, meat = np.zeros((n, 3, 3)), np.zeros((n, 3, 3))
     occ_sums = {k: np.zeros((3, n)) for k in (True, False)}  # numerator, denominator, variance
+    misfit = np.zeros(n)
     sp = s / pixel_size
     for a in range(na):
         uvw = pos @ rot[a].T
@@ -263,6 +265,7 @@ def atom_confidence(positions, classes, heights: dict, b_factors: dict, tilts, a
         local_var = _local_variance(r_occ + (keep * h)[:, None, None] * foot, h[:, None, None] * foot, foot,
                                     noise_floor)
         self_sq = h**2 * su * sv
+        misfit += local_var / noise_floor**2 / na
         for key in {bool(free[a]), None} - {None}:
             occ_sums[key] += [h * (foot * r_occ).sum((1, 2)) + keep * self_sq, self_sq, local_var * self_sq]
     sigma = np.asarray(sigma_scale, float) * _sandwich_sigma(fisher / pixel_size**2, meat / pixel_size**2, noise_floor, na)
@@ -276,7 +279,7 @@ def atom_confidence(positions, classes, heights: dict, b_factors: dict, tilts, a
         contrast = np.asarray(peak_contrast, float)
         known = np.isfinite(contrast)
         presence[known] = ndtr(8 * (contrast[known] - 0.5) + z[known] / 2)
-    return AtomConfidence(sigma, presence, occ, err, use)
+    return AtomConfidence(sigma, presence, occ, err, use, misfit)
 
 
 def _local_variance(data_here: np.ndarray, atom: np.ndarray, foot: np.ndarray, noise_floor: float) -> np.ndarray:

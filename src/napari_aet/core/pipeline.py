@@ -183,6 +183,8 @@ def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, 
                            peak_contrast=_peak_contrast(table, class_centres))
     for name, values in conf.columns().items():
         table[name] = values
+    # a non-atom peak has a presence (is it an atom after all?) but no position to be sure of
+    table.loc[~atoms, ["sigma_x_pm", "sigma_y_pm", "sigma_z_pm"]] = np.nan
     rep.step("confidence")
     sig = conf.sigma[atoms] * 100
     record = {
