@@ -27,7 +27,7 @@ import time
 import numpy as np
 from scipy.stats import rankdata
 
-from napari_aet.core.confidence import split_free_projections
+from napari_aet.core.confidence import least_certain_order, split_free_projections
 from napari_aet.core.enhance import data_consistency, enhance_tomogram, load_weights
 from napari_aet.core.io import Volume
 from napari_aet.core.metrics import match_atoms
@@ -85,8 +85,7 @@ def score(sim, table, meta) -> dict:
     good[every.found_index] = True
     presence = table["presence"].to_numpy()
     wrong = ~good[atom]
-    sig_atoms = table.loc[atom, CONFIDENCE].to_numpy()
-    order = np.lexsort((-np.linalg.norm(sig_atoms, axis=1), np.round(presence[atom], 3)))
+    order = least_certain_order(table[atom].reset_index(drop=True))
     k = max(1, int(0.05 * atom.sum()))
     v = meta["validation"]
     return {

@@ -60,9 +60,11 @@ def test_run_chain_reports_r_work_and_r_free(traced_noisy):
     assert v["n_free_projections"] == 2 and len(v["free_projections"]) == 2
     assert 0 < v["r_work"] < 0.6 and 0 < v["r_free"] < 0.6
     assert abs(v["r_free"] - v["r_work"]) < 0.1  # a model that fits the work set explains the held-out set too
+    atoms = table["atom"] == 1
     for col in C.CONFIDENCE_COLUMNS:
-        assert col in table and np.isfinite(table[col]).all()
-    assert table["presence"].between(0, 1).all()
+        assert col in table and np.isfinite(table.loc[atoms, col]).all()
+    assert table["presence"].between(0, 1).all()  # every peak: is it an atom after all?
+    assert table.loc[~atoms, "sigma_x_pm"].isna().all()  # a noise peak has no position to be sure of
 
 
 def test_position_uncertainty_is_calibrated_on_ground_truth(traced_noisy):

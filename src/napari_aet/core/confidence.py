@@ -150,12 +150,6 @@ class AtomConfidence:
         return {"sigma_x_pm": pm[:, 0], "sigma_y_pm": pm[:, 1], "sigma_z_pm": pm[:, 2],
                 "presence": np.round(self.presence, 4)}
 
-    def least_certain(self) -> np.ndarray:
-        """Atom indices from least to most certain: lowest presence first, then the largest
-        position uncertainty."""
-        z = (self.occupancy - 0.5) / np.maximum(self.occupancy_error, 1e-12)
-        return np.lexsort((-np.linalg.norm(self.sigma, axis=1), np.minimum(z, 8.0)))
-
 
 def _window_terms(centre: np.ndarray, sigma_px: np.ndarray, half: int, size: int):
     """Pixel indices (m, w), pixel integrals of unit 1D Gaussians (m, w) and their derivatives
@@ -361,8 +355,13 @@ def residual_tomogram(positions, classes, heights: dict, b_factors: dict, tilts,
 
 
 def least_certain_order(table) -> np.ndarray:
-    """Row order of an atoms table from the least to the most certain atom: lowest ``presence``
-    first, then the largest position uncertainty (rows without confidence columns last).
+    """Row order of an atoms table from the least to the most certain atom.
+
+    The score is the presence's significance (``-Phi^-1(presence)``) plus a physical test:
+    ``40 |d - d_med| / d_med`` with ``d`` the atom's nearest-neighbour distance and ``d_med``
+    its median over the atoms (an atom a bond length from where it belongs sits too close to
+    a neighbour; BENCHMARKS.md "Confidence"); ties go to the largest position uncertainty.
+    Rows without a presence (atoms added by hand) come last.
 
     Parameters
     ----------
@@ -374,10 +373,21 @@ def least_certain_order(table) -> np.ndarray:
     (n,) int array
         Row positions (``iloc``), least certain first.
     """
+    from scipy.special import ndtri
+    from scipy.spatial import cKDTree
+
     missing = [c for c in CONFIDENCE_COLUMNS if c not in table.columns]
     if missing:
         raise AETInputError(f"the atoms table has no {', '.join(missing)} column; trace or run with a tilt series "
                             "to get every atom's confidence")
-    presence = np.nan_to_num(table["presence"].to_numpy(float), nan=2.0)
+    presence = table["presence"].to_numpy(float)
+    score = -ndtri(np.clip(np.nan_to_num(presence, nan=1.0), 1e-6, 1 - 1e-6))
+    atoms = (table["atom"].to_numpy() == 1) if "atom" in table.columns else np.ones(len(table), bool)
+    xyz = table[["x", "y", "z"]].to_numpy(float)
+    if atoms.sum() >= 3:
+        nn = cKDTree(xyz[atoms]).query(xyz[atoms], k=2)[0][:, 1]
+        typical = float(np.median(nn))
+        score[atoms] += 40.0 * np.abs(nn - typical) / max(typical, 1e-6)
+    score[np.isnan(presence)] = -np.inf
     sigma = np.nan_to_num(table[["sigma_x_pm", "sigma_y_pm", "sigma_z_pm"]].to_numpy(float), nan=0.0)
-    return np.lexsort((-np.linalg.norm(sigma, axis=1), np.round(presence, 3)))
+    return np.lexsort((-np.linalg.norm(sigma, axis=1), -np.round(score, 3)))
