@@ -150,9 +150,9 @@ def propose_atoms(residual: np.ndarray, positions, pixel_size: float, threshold:
     return xyz[keep]
 
 
-def _best_classes(candidates, positions, classes, heights, b_factors, data, angles, pixel_size, device):
+def _best_classes(candidates, positions, classes, heights, b_factors, data, angles, pixel_size, device, model):
     """Each candidate's class (the one whose height its occupancy is nearest 1 for) and that
-    occupancy on ``data`` against the model of ``positions``."""
+    occupancy on ``data`` against the model of ``positions`` (``model``: its projections)."""
     from .confidence import atom_confidence
 
     labels = sorted(int(k) for k in heights)
@@ -162,19 +162,21 @@ def _best_classes(candidates, positions, classes, heights, b_factors, data, angl
     for c in labels:
         cls = np.r_[classes, np.full(len(candidates), c)]
         conf = atom_confidence(every, cls, heights, b_factors, data, angles, pixel_size, in_model=in_model,
-                               device=device)
+                               model=model, device=device)
         occ.append(conf.occupancy[len(positions):])
     occ = np.array(occ)  # (classes, m)
     pick = np.argmin(np.abs(np.log(np.clip(occ, 1e-6, None))), axis=0)
     return np.array(labels)[pick], occ[pick, np.arange(len(candidates))]
 
 
-def _add(cand, positions, classes, heights, b_factors, data, angles, pixel_size, device):
+def _add(cand, positions, classes, heights, b_factors, data, angles, pixel_size, device, model):
     """Candidates that lower the misfit of ``data`` (occupancy >= 1/2) appended, each with its
-    best class; returns positions, classes and how many were added."""
+    best class; returns positions, classes and how many were added. ``model``: the projections
+    of ``positions`` at ``angles``."""
     if len(cand) == 0:
         return positions, classes, 0
-    new_cls, occ = _best_classes(cand, positions, classes, heights, b_factors, data, angles, pixel_size, device)
+    new_cls, occ = _best_classes(cand, positions, classes, heights, b_factors, data, angles, pixel_size, device,
+                                 model)
     wanted = occ >= 0.5
     return np.concatenate([positions, cand[wanted]]), np.r_[classes, new_cls[wanted]], int(wanted.sum())
 
@@ -272,7 +274,7 @@ def complete_atoms(positions, classes, heights: dict, b_factors: dict, tilts, an
     -------
     CompletionResult
     """
-    from .confidence import atom_model_projections, r_factor
+    from .confidence import atom_model_projections, r_work_free
     from .validate import check_int, check_number
 
     t0 = time.perf_counter()
@@ -281,15 +283,13 @@ def complete_atoms(positions, classes, heights: dict, b_factors: dict, tilts, an
     check_number(significance, "completion significance", 0.0, 100.0)
     max_rounds = check_int(max_rounds, "completion rounds", 0, 100)
     angles = np.asarray(angles, np.float64)
-    work = ~free
     rep = Reporter(max(max_rounds, 1), progress, cancel)
     state = dict(positions=pos, classes=cls, heights=dict(heights), b_factors=dict(b_factors))
 
     def r_values(s):
         model = atom_model_projections(s["positions"], s["classes"], s["heights"], s["b_factors"], angles,
                                        data.shape[1:], pixel_size, device)
-        r_free = r_factor(model[free], data[free]) if free.any() else None
-        return model, r_factor(model[work], data[work]), r_free
+        return (model, *r_work_free(model, data, free))
 
     model, r_work, r_free = r_values(state)
     result = CompletionResult(pos, cls, dict(heights), dict(b_factors), r_work=[r_work], r_free=[r_free],
@@ -351,7 +351,8 @@ def _round(state, model, data, angles, free, pixel_size, volume_shape, settings,
     margin = settings["min_distance"] if settings["extended_object"] else 0.0
     cand = propose_atoms(residual, pos, pixel_size, settings["significance"] * noise, settings["min_distance"],
                          edge_margin=margin)
-    pos, cls, n_add = _add(cand, pos, cls, heights, b_factors, data[work], angles[work], pixel_size, device)
+    pos, cls, n_add = _add(cand, pos, cls, heights, b_factors, data[work], angles[work], pixel_size, device,
+                           model[work])
     iters = settings["refine_iterations"]
     if n_add:
         ref = _refine(pos, cls, data[work], angles[work], pixel_size, iters, b_factors, device, cancel,

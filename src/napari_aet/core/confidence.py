@@ -23,7 +23,7 @@ import numpy as np
 from . import geometry
 from .errors import AETInputError
 
-__all__ = ["split_free_projections", "atom_model_projections", "r_factor", "AtomConfidence", "atom_confidence",
+__all__ = ["split_free_projections", "atom_model_projections", "r_factor", "r_work_free", "AtomConfidence", "atom_confidence",
            "CONFIDENCE_COLUMNS", "SIGMA_SCALE", "MIN_PROJECTIONS_FOR_FREE"]
 
 CONFIDENCE_COLUMNS = ("sigma_x_pm", "sigma_y_pm", "sigma_z_pm", "presence")
@@ -133,6 +133,25 @@ def r_factor(model: np.ndarray, data: np.ndarray) -> float:
     return float(np.abs(data - np.asarray(model, np.float64)).sum() / max(np.abs(data).sum(), 1e-30))
 
 
+def r_work_free(model: np.ndarray, data: np.ndarray, free) -> tuple:
+    """R-work and R-free of projected model against the measured projections.
+
+    Parameters
+    ----------
+    model, data : (a, nv, nu) arrays
+    free : (a,) bool array
+        Held-out projections.
+
+    Returns
+    -------
+    (r_work, r_free)
+        Floats; ``r_free`` None without held-out projections.
+    """
+    free = np.asarray(free, bool)
+    r_free = r_factor(model[free], data[free]) if free.any() else None
+    return r_factor(model[~free], data[~free]), r_free
+
+
 @dataclass
 class AtomConfidence:
     """Per-atom confidence (arrays of length n)."""
@@ -142,7 +161,6 @@ class AtomConfidence:
     occupancy: np.ndarray  # (n,) share of one atom of the class the held-out data wants here
     occupancy_error: np.ndarray  # (n,) standard error of ``occupancy``
     used_free: bool  # occupancy measured on held-out projections (else on all)
-    misfit: Optional[np.ndarray] = None  # (n,) unexplained variance under the atom / noise variance
 
     def columns(self) -> dict:
         """The atoms table's confidence columns (:data:`CONFIDENCE_COLUMNS`)."""
@@ -238,8 +256,7 @@ def atom_confidence(positions, classes, heights: dict, b_factors: dict, tilts, a
     rot = geometry.euler_zyz_matrices(angles)
     half = int(math.ceil(3 * s.max() / pixel_size)) + 1
     fisher, meat = np.zeros((n, 3, 3)), np.zeros((n, 3, 3))
-    occ_sums = {k: np.zeros((3, n)) for k in (True, False)}  # numerator, denominator, variance
-    misfit = np.zeros(n)
+    occ_sums = {k: np.zeros((3, n)) for k in (True, False)}  # held out or not: numerator, denominator, variance
     sp = s / pixel_size
     for a in range(na):
         uvw = pos @ rot[a].T
@@ -259,12 +276,10 @@ def atom_confidence(positions, classes, heights: dict, b_factors: dict, tilts, a
         local_var = _local_variance(r_occ + (keep * h)[:, None, None] * foot, h[:, None, None] * foot, foot,
                                     noise_floor)
         self_sq = h**2 * su * sv
-        misfit += local_var / noise_floor**2 / na
-        for key in {bool(free[a]), None} - {None}:
-            occ_sums[key] += [h * (foot * r_occ).sum((1, 2)) + keep * self_sq, self_sq, local_var * self_sq]
+        occ_sums[bool(free[a])] += [h * (foot * r_occ).sum((1, 2)) + keep * self_sq, self_sq, local_var * self_sq]
     sigma = np.asarray(sigma_scale, float) * _sandwich_sigma(fisher / pixel_size**2, meat / pixel_size**2, noise_floor, na)
     use = bool(free.any())
-    num, den, var = occ_sums[use] if use else occ_sums[False]
+    num, den, var = occ_sums[use]
     occ = num / np.maximum(den, 1e-30)
     err = np.sqrt(var) / np.maximum(den, 1e-30)
     z = np.clip((occ - 0.5) / np.maximum(err, 1e-12), -5, 5)
@@ -273,7 +288,7 @@ def atom_confidence(positions, classes, heights: dict, b_factors: dict, tilts, a
         contrast = np.asarray(peak_contrast, float)
         known = np.isfinite(contrast)
         presence[known] = ndtr(8 * (contrast[known] - 0.5) + z[known] / 2)
-    return AtomConfidence(sigma, presence, occ, err, use, misfit)
+    return AtomConfidence(sigma, presence, occ, err, use)
 
 
 def _local_variance(data_here: np.ndarray, atom: np.ndarray, foot: np.ndarray, noise_floor: float) -> np.ndarray:

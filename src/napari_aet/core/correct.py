@@ -142,14 +142,13 @@ def model_r_factors(positions, classes, heights: dict, b_factors: dict, tilts, a
     (r_work, r_free)
         Floats; ``r_free`` None without held-out projections.
     """
-    from .confidence import atom_model_projections, r_factor
+    from .confidence import atom_model_projections, r_work_free
 
     data = np.asarray(tilts, np.float32)
-    free = np.zeros(len(data), bool) if free is None else np.asarray(free, bool)
+    free = np.zeros(len(data), bool) if free is None else free
     model = atom_model_projections(positions, classes, heights, b_factors, angles, data.shape[1:], pixel_size,
                                    device)
-    r_free = r_factor(model[free], data[free]) if free.any() else None
-    return r_factor(model[~free], data[~free]), r_free
+    return r_work_free(model, data, free)
 
 
 @dataclass

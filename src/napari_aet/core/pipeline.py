@@ -115,6 +115,7 @@ def _complete(table, atoms, classes, ref, data, angles, free, vol, min_distance,
     model (positions, heights, B-factors) and the completion record."""
     from types import SimpleNamespace
 
+    import pandas as pd
     from scipy.spatial import cKDTree
 
     from .completion import complete_atoms
@@ -132,8 +133,6 @@ def _complete(table, atoms, classes, ref, data, angles, free, vol, min_distance,
     others = table[~atoms]
     if len(others) and len(res.positions):
         others = others[cKDTree(res.positions).query(others[["x", "y", "z"]].to_numpy())[0] >= min_distance]
-    import pandas as pd
-
     merged = pd.concat([rows, others], ignore_index=True)
     model = SimpleNamespace(positions=res.positions, heights=res.heights, b_factors=res.b_factors,
                             r_factor_after=res.r_work[-1])
@@ -155,7 +154,7 @@ def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, 
     """R-work and R-free of the refined atom model, the refit on every projection, and each
     atom's confidence (:mod:`napari_aet.core.confidence`): the table with its confidence
     columns and the validation record."""
-    from .confidence import SIGMA_SCALE, atom_confidence, atom_model_projections, r_factor
+    from .confidence import SIGMA_SCALE, atom_confidence, atom_model_projections, r_work_free
     from .errors import Reporter
     from .refine import refine_positions
 
@@ -166,8 +165,7 @@ def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, 
     shape = data.shape[1:]
     fitted = atom_model_projections(ref.positions, classes, ref.heights, ref.b_factors, angles, shape, pixel_size,
                                     device)
-    r_work = r_factor(fitted[~free], data[~free])
-    r_free = r_factor(fitted[free], data[free]) if free.any() else None
+    r_work, r_free = r_work_free(fitted, data, free)
     rep.step(f"R-work {r_work:.4f}" + (f", R-free {r_free:.4f}" if r_free is not None else ""))
     final = ref
     if free.any():  # the choice is made: the model takes every projection's information
