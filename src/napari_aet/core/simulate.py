@@ -76,6 +76,8 @@ class SimulationConfig:
     offsite_fraction: float = 0.0  # share of atoms moved off their sites
     offsite_distance: float = 1.0  # Å, along a random <100> direction
     offsite_min_distance: float = 2.0  # Å, the nearest any other atom may be to a moved atom
+    alloy: Optional[dict] = None  # {element: fraction} substituted on random sites, e.g. {"Ni": 0.3}
+    surface_enrichment: float = 0.0  # alloying elements' surface share = fraction x (1 + this), -1..; 0 random
     substrate: bool = False  # amorphous light-element film under the particle
     substrate_element: str = "C"
     substrate_thickness: float = 6.0  # Å
@@ -412,7 +414,7 @@ def make_particle(cfg: SimulationConfig, rng: Optional[np.random.Generator] = No
     disp_out[nan_off] = np.nan
     strain_out = strain.copy()
     strain_out[nan_off] = np.nan
-    species = np.full(n, cfg.element, dtype=object)
+    species = _alloy_species(cfg, surface, rng)
     particle = Particle(
         positions=positions, species=species, on_site=on_site, surface=surface, facet=facet,
         layer=layer, displacement=disp_out, strain=strain_out, is_particle=np.ones(n, bool),
@@ -422,6 +424,32 @@ def make_particle(cfg: SimulationConfig, rng: Optional[np.random.Generator] = No
         particle = _add_substrate(particle, cfg, rng)
     _check_fits(particle, cfg)
     return particle
+
+
+def _alloy_species(cfg: SimulationConfig, surface: np.ndarray, rng) -> np.ndarray:
+    """Each site's element: ``cfg.element`` with ``cfg.alloy``'s elements substituted at random,
+    their surface share scaled by ``1 + surface_enrichment`` (the interior takes the rest)."""
+    species = np.full(len(surface), cfg.element, dtype=object)
+    if not cfg.alloy:
+        return species
+    total = sum(float(f) for f in cfg.alloy.values())
+    if not 0 < total < 1 or any(float(f) <= 0 for f in cfg.alloy.values()):
+        raise AETInputError(f"alloy fractions {cfg.alloy} must be positive and sum to less than 1 (the rest is "
+                            f"{cfg.element})")
+    n_surf, n = int(surface.sum()), len(surface)
+    share_surf = min(1.0, total * (1 + cfg.surface_enrichment))
+    want = int(round(total * n))
+    k_surf = min(n_surf, want, int(round(share_surf * n_surf)))
+    k_in = min(n - n_surf, want - k_surf)
+    chosen = np.r_[rng.choice(np.flatnonzero(surface), k_surf, replace=False),
+                   rng.choice(np.flatnonzero(~surface), k_in, replace=False)]
+    rng.shuffle(chosen)
+    start = 0
+    for element, fraction in cfg.alloy.items():
+        k = int(round(len(chosen) * float(fraction) / total))
+        species[chosen[start:start + k]] = element
+        start += k
+    return species
 
 
 def _add_substrate(p: Particle, cfg: SimulationConfig, rng) -> Particle:
