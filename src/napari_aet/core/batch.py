@@ -2,7 +2,9 @@
 
 A manifest (CSV with a header, or YAML: a list of jobs or ``{jobs: [...]}``) lists one tilt
 series per job: ``tilts`` (required), ``angles``, ``pixel_size``, ``output`` (default
-``OUT_ROOT/<stem of tilts>``), and options ``no_align``, ``no_enhance``, ``no_refine``. Input
+``OUT_ROOT/<stem of tilts>``), ``species`` (the atoms' names, lightest first, separated by spaces
+or commas, e.g. ``Ni Pt``: one intensity class each; empty, one species as before), and options
+``no_align``, ``no_enhance``, ``no_refine``. Input
 paths (``tilts``, ``angles``) are relative to the manifest's folder; ``OUT_ROOT`` is relative to
 the current folder, like every other command's ``-o``, and a relative ``output`` is relative to
 ``OUT_ROOT``. Each job runs :func:`run_pipeline` into its own folder, locked while the job
@@ -16,6 +18,7 @@ does not stop the others. A summary table (``batch_summary.csv``) ends the run.
 from __future__ import annotations
 
 import csv
+import re
 import time
 from pathlib import Path
 from typing import Optional
@@ -129,9 +132,48 @@ def _pixel_size(where: str, text: str) -> Optional[float]:
     return value
 
 
-FIELDS = ("tilts", "angles", "pixel_size", "output", "name", "no_align", "no_enhance", "no_refine")
+FIELDS = ("tilts", "angles", "pixel_size", "output", "name", "species", "no_align", "no_enhance", "no_refine")
 _YES_NO = {"": False, "0": False, "false": False, "no": False, "n": False,
            "1": True, "true": True, "yes": True, "y": True}
+
+
+_SPECIES_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,15}")
+
+
+def species_names(text: str, where: str = "species") -> tuple:
+    """Atom species from one text, lightest first (``"Ni Pt"``, ``"Ni, Pt"``); ``()`` when empty.
+
+    Each name is a chemical symbol or a class label (a letter, then letters, digits, ``_`` or
+    ``-``; at most 16 characters), given once; chemical symbols are written as such (``Ni``,
+    not ``ni``) and, when every name is one, lightest first (HAADF brightness grows with Z).
+    Errors are one line starting with ``where``.
+    """
+    from ase.data import atomic_numbers
+
+    from .trace import MAX_CLASSES
+
+    text = str(text).strip()
+    names = tuple(n for n in re.split(r"[\s,]+", text) if n) if text else ()
+    example = "give the names lightest first, separated by spaces or commas, e.g. 'Ni Pt'"
+    if len(names) > MAX_CLASSES - 1:
+        raise AETInputError(f"{where}: {len(names)} species, over the {MAX_CLASSES - 1} the tracer tells apart; "
+                            "give fewer names")
+    for n in names:
+        if not _SPECIES_NAME.fullmatch(n):
+            raise AETInputError(f"{where}: species name {n[:20]!r} is not a name; {example}")
+        symbol = next((s for s in atomic_numbers if s.lower() == n.lower()), None)
+        if symbol is not None and symbol != n and len(n) <= 2:
+            raise AETInputError(f"{where}: species {n!r} reads as the element {symbol}; write it {symbol!r} "
+                                "(or give a longer class label)")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise AETInputError(f"{where}: species {dup[0]!r} is given twice; give each species once, lightest first")
+    z = [atomic_numbers.get(n) for n in names]
+    if names and all(z) and any(a >= b for a, b in zip(z, z[1:])):
+        light = " ".join(sorted(names, key=atomic_numbers.get))
+        raise AETInputError(f"{where}: species {' '.join(names)} are not lightest first; give {light!r} (lowest "
+                            "atomic number, the faintest atoms, first)")
+    return names
 
 
 def _check_fields(where: str, row: dict) -> None:
@@ -188,6 +230,12 @@ def read_manifest(path, out_root) -> list:
     jobs, names, outputs = [], set(), set()
     for k, raw in enumerate(rows, 1):
         where = f"manifest {path} job {k}"
+        if None in raw:  # a CSV row with more cells than the header: csv files the rest under None
+            raise AETInputError(f"{where} has more cells than the header has columns; put a value holding commas in "
+                                "quotes (\"Ni,Pt\") or separate species names with spaces (Ni Pt)")
+        if isinstance(raw.get("species"), (bool, list)):  # YAML's 'no'/'yes', or a list of names
+            raise AETInputError(f"{where}: species is not one text; write the names in quotes, lightest first, "
+                                "e.g. species: \"Ni Pt\"")
         row = {_field_text(where, "a column name", key): _field_text(where, str(key)[:40], v)
                for key, v in dict(raw).items()}
         _check_fields(where, row)
@@ -206,6 +254,7 @@ def read_manifest(path, out_root) -> list:
             "name": name, "tilts": str(tilts),
             "angles": str((path.parent / row["angles"]).resolve()) if row.get("angles") else None,
             "pixel_size": _pixel_size(where, row.get("pixel_size", "")),
+            "species": species_names(row.get("species", ""), where),
             "output": out,
             "align": not _YES_NO[row.get("no_align", "").lower()],
             "enhance": not _YES_NO[row.get("no_enhance", "").lower()],
@@ -242,8 +291,9 @@ def _run_job_locked(job: dict, out: Path, device: str, overwrite: bool, t0: floa
         return {"name": job["name"], "status": "failed", "seconds": 0.0, "output": str(out),
                 "reason": f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them"}
     ts = read_tilt_series(job["tilts"], angles=job["angles"], pixel_size=job["pixel_size"])
+    species = {"species": tuple(job["species"])} if job.get("species") else {}  # none: as before
     rep = run_pipeline(ts, out, align_first=job["align"], enhance=job["enhance"], device=device, refine=job["refine"],
-                       resume=resume)
+                       resume=resume, **species)
     return {"name": job["name"], "status": "done", "reason": "", "seconds": round(time.perf_counter() - t0, 1),
             "output": str(out), "n_atoms": rep["n_atoms"], "share_assigned_fcc": round(rep["share_assigned_fcc"], 4),
             "lattice_constant": round(rep["lattice_constant"], 4)}
