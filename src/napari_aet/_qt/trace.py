@@ -1,16 +1,49 @@
-"""Trace atoms: sub-voxel positions in a tomogram, atoms told from noise, refined against the
-tilt series the tomogram came from (as ``run`` does)."""
+"""Trace atoms: sub-voxel positions in a tomogram, atoms told from noise (and, given the
+species, from each other by their intensity), refined against the tilt series the tomogram came
+from (as ``run`` does)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from magicgui import widgets as mg
+
 from .base import WorkerWidget, aet_meta, number
 
 NO_REFINEMENT = "none (trace only)"
+UNKNOWN_SPECIES_COLOUR = "#808080"
+LABEL_PALETTE = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377"]  # class labels, in order
 
 
-def _trace_task(volume, pixel_size, tilts, min_distance, device, free_projections=(), progress=None, cancel=None):
+def species_colours(species) -> list:
+    """One colour per atom from its species, fixed per name (so Ni and Pt keep their colours in
+    every layer and session): chemical symbols in the Jmol colours, other labels from a palette
+    in sorted order, unknown ('') grey."""
+    from ase.data import atomic_numbers
+    from ase.data.colors import jmol_colors
+
+    labels = ["" if v is None or str(v) in ("nan", "<NA>", "None") else str(v).strip() for v in species]
+    others = sorted({v for v in labels if v and v not in atomic_numbers})
+    table = {v: LABEL_PALETTE[k % len(LABEL_PALETTE)] for k, v in enumerate(others)}
+    for v in set(labels) - set(others) - {""}:
+        table[v] = "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in jmol_colors[atomic_numbers[v]]))
+    return [table.get(v, UNKNOWN_SPECIES_COLOUR) for v in labels]
+
+
+def colour_by_species(layer) -> None:
+    """Colour an atoms layer by its ``species``: the shared colouring (Analyze's choice, kept
+    through edits) where it offers species, else :func:`species_colours` directly."""
+    from .._layers import colour_options
+    from .base import recolour
+
+    if "species" in colour_options(layer.features):
+        recolour(layer, "species")
+    else:
+        layer.face_color = species_colours(layer.features["species"])
+
+
+def _trace_task(volume, pixel_size, tilts, min_distance, device, free_projections=(), species=(), progress=None,
+                cancel=None):
     from ..core.io import TiltSeries, Volume
     from ..core.pipeline import trace_volume
 
@@ -19,8 +52,9 @@ def _trace_task(volume, pixel_size, tilts, min_distance, device, free_projection
     if ts is not None and free_projections and max(free_projections) < len(ts.data):
         free = np.zeros(len(ts.data), bool)
         free[list(free_projections)] = True
+    classes = {"species": tuple(species), "n_classes": len(species) + 1} if species else {}  # none: one species
     return trace_volume(Volume(volume, pixel_size), ts, min_distance=min_distance, refine=ts is not None,
-                        device=device, progress_factory=lambda name: progress, cancel=cancel, free=free)
+                        device=device, progress_factory=lambda name: progress, cancel=cancel, free=free, **classes)
 
 
 class TraceWidget(WorkerWidget):
@@ -33,13 +67,20 @@ class TraceWidget(WorkerWidget):
     def build_form(self, form):
         self.layer_box.label = "tomogram"
         self.min_distance = number("min. distance", 0.5, 10.0, 2.0, decimals=2, suffix=" Å")
+        self.species = mg.LineEdit(label="species", value="",
+                                   tooltip="the atoms' species, lightest (faintest) first, e.g. Ni Pt: one intensity "
+                                           "class each; empty: one species")
+        self.species.native.setPlaceholderText("one species (or e.g. Ni Pt, lightest first)")
         # the newest tilt series first (the aligned one, as run refines), trace-only last
         self.refine_against = self.layer_choice("refine against", ("tilt_series",), after=(NO_REFINEMENT,),
                                                 tooltip="the aligned tilt series this tomogram was reconstructed from")
-        form.extend([self.layer_box, self.min_distance, self.refine_against])
-        self.settings.update(min_distance=self.min_distance)
+        form.extend([self.layer_box, self.min_distance, self.species, self.refine_against])
+        self.settings.update(min_distance=self.min_distance, species=self.species)
 
     def start(self):
+        from ..core.batch import species_names
+
+        species = species_names(self.species.value, "species")  # a bad entry: one line, before any work
         layer = self.selected_layer()
         px = aet_meta(layer).get("pixel_size")
         if layer is None or not px:
@@ -55,9 +96,9 @@ class TraceWidget(WorkerWidget):
             tilts = (np.asarray(ts_layer.data, np.float32), np.asarray(meta["angles"], float),
                      float(meta.get("pixel_size") or px))
         self.status.setText("tracing..." + (" and refining" if tilts else ""))
-        self._source = layer.name
+        self._source, self._species = layer.name, species
         self.launch(_trace_task, np.asarray(layer.data), float(px), tilts, self.min_distance.value,
-                    self.device.value, tuple(aet_meta(layer).get("free_projections") or ()))
+                    self.device.value, tuple(aet_meta(layer).get("free_projections") or ()), species)
 
     def on_result(self, result):
         from .._layers import atoms_layer
@@ -67,6 +108,9 @@ class TraceWidget(WorkerWidget):
         data, kwargs, kind = atoms_layer(atoms, name="traced atoms", metadata=meta)
         kwargs["metadata"]["napari_aet"]["tomogram"] = self._source
         self.add_layer((data, kwargs, kind))
+        counts = _species_counts(atoms, getattr(self, "_species", ()))
+        if len(counts) >= 2:
+            colour_by_species(self.viewer.layers["traced atoms"])
         refined = meta.get("refinement")
         extra = (f"; refined against the tilt series (R {refined['r_factor_before']:.4f} -> "
                  f"{refined['r_factor_after']:.4f})" if refined else "")
@@ -76,4 +120,15 @@ class TraceWidget(WorkerWidget):
                     else "; no R-free (the tomogram saw every projection: run holds some out)")
             extra += (f"; R-work {valid['r_work']:.4f}{free}; {valid['n_atoms_presence_below_half']} atoms with "
                       "presence < 0.5 (colour by presence, or Correct atoms: next least certain)")
-        self.status.setText(f"{len(atoms)} atoms, {len(table) - len(atoms)} non-atom peaks{extra}")
+        mix = f" ({', '.join(f'{n} {c}' for n, c in counts.items())})" if len(counts) >= 2 else ""
+        self.status.setText(f"{len(atoms)} atoms{mix}, {len(table) - len(atoms)} non-atom peaks{extra}")
+
+
+def _species_counts(atoms, order=()) -> dict:
+    """Atoms per named species, in the order given (lightest first), others after."""
+    if "species" not in atoms:
+        return {}
+    labels = atoms["species"].fillna("").astype(str).str.strip()
+    counts = labels[labels != ""].value_counts()
+    names = [n for n in order if n in counts.index] + sorted(n for n in counts.index if n not in order)
+    return {name: int(counts[name]) for name in names}
