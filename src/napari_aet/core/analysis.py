@@ -5,7 +5,8 @@ frame, plain fractions), adds ``facet_id``, the facet normal ``facet_nx, facet_n
 (crystal frame) and ``interior`` (two or more layers below the surface), and returns a summary: the lattice (constant, rotation, origin), the
 share of atoms assigned to sites, facet statistics ({100} and {111}: mean and spread of each
 strain component and of the strain normal to the facet; near a support plane when given) and
-per-layer means of displacement and strain.
+per-layer means of displacement and strain; for alloys (two or more species) also ``shell`` and
+the summary's ``alloy`` block (:mod:`napari_aet.core.alloy`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import geometry
+from .alloy import alloy_analysis
 from .errors import AETInputError, Reporter
 from .lattice import (
     DEFAULT_SIGMA, alpha_shape_surface, assign_sites, coordination, displacements, facets, fit_fcc_lattice, interior_atoms, strain_on_grid, strain_tensor,
@@ -169,7 +171,10 @@ def analyze_atoms(
         ``exx ... eyz`` (fractions) filled, plus ``facet_id``, facet normals and ``interior``.
     summary : dict
         ``lattice`` (constant, rotation to the sample frame, origin, base vectors),
-        ``share_assigned``, ``facet_statistics``, ``layers`` and the ``settings`` used.
+        ``share_assigned``, ``facet_statistics``, ``layers`` and the ``settings`` used; when
+        the atoms hold two or more species, ``alloy`` (composition overall, per layer and per
+        facet, segregation by shell from the surface, chemical order:
+        :func:`~napari_aet.core.alloy.alloy_analysis`) and the table gains ``shell``.
     """
     t0 = time.perf_counter()
     lattice_constant, tolerance, sigma, surface_coordination, support_normal, alpha = _check_settings(
@@ -227,6 +232,10 @@ def analyze_atoms(
     }
     if grid is not None:
         summary["grid"] = grid
+    shell, alloy = alloy_analysis(df)
+    if alloy is not None:  # two or more species: composition, segregation, chemical order
+        df["shell"] = shell
+        summary["alloy"] = alloy
     return df, summary
 
 

@@ -13,11 +13,18 @@ import numpy as np
 
 FCC_COLOURS = {1: "#1f4fd1", 0: "#000000"}  # the reference's blue (on an f.c.c. site) / black (not)
 FACET_COLOURS = {"100": "#d62728", "111": "#1f77b4", "110": "#2ca02c", "other": "#ff7f0e", "": "#bbbbbb"}  # edges, corners, interior: grey
+# one colour an element, whatever else the particle holds (Ni and Pt look the same in every figure and layer)
+SPECIES_COLOURS = {"Pt": "#607d8b", "Ni": "#43a047", "Co": "#e53935", "Fe": "#fb8c00", "Cu": "#a0522d",
+                   "Pd": "#00acc1", "Au": "#fdd835", "Ag": "#9575cd", "Ir": "#8e24aa", "Rh": "#d81b60",
+                   "Ru": "#00897b", "Ta": "#6d4c41", "Mo": "#c0ca33", "W": "#1a237e", "Al": "#ce93d8",
+                   "C": "#424242", "": "#bbbbbb"}
+SPECIES_FALLBACK = ("#332288", "#88ccee", "#44aa99", "#117733", "#999933", "#ddcc77", "#cc6677", "#882255", "#aa4499")
 
 __all__ = ["orthoslices", "fourier_intensity", "layer_maps", "particle_on_support", "facets", "fcc_layers",
            "layer_displacements", "layer_strain", "density_maps", "fourier_density_maps", "tilt_axis_basis",
            "density_images", "fourier_images", "reference_jobs",
-           "REFERENCE_FIGURES", "write_figures", "render", "save"]
+           "REFERENCE_FIGURES", "ALLOY_FIGURES", "write_figures", "render", "save", "species_colour",
+           "particle_species"]
 
 
 class _AggFigures:
@@ -298,6 +305,38 @@ def _support_side(atoms, rest, summary: Optional[dict]) -> np.ndarray:
     return (rest[["x", "y", "z"]].to_numpy(float) @ n) > contact - 0.5 * a
 
 
+def species_colour(label) -> str:
+    """The fixed colour of a species: :data:`SPECIES_COLOURS` for the elements listed there,
+    else one of :data:`SPECIES_FALLBACK` chosen by the label's CRC-32 (the same every run).
+
+    Parameters
+    ----------
+    label : str
+        Element symbol or class label ('' unknown: grey).
+
+    Returns
+    -------
+    str
+        Hex colour.
+    """
+    import zlib
+
+    label = "" if label is None else str(label).strip()
+    if label in SPECIES_COLOURS:
+        return SPECIES_COLOURS[label]
+    return SPECIES_FALLBACK[zlib.crc32(label.encode()) % len(SPECIES_FALLBACK)]
+
+
+def _scene(table, summary: Optional[dict]) -> tuple:
+    """Figure (a)'s scene: the atoms and the non-atoms on the support's side, their centres
+    and drawn radii."""
+    atoms, rest = _particle_and_rest(table)
+    support = rest[_support_side(atoms, rest, summary)]
+    xyz = np.concatenate([atoms[["x", "y", "z"]].to_numpy(float), support[["x", "y", "z"]].to_numpy(float)])
+    radii = np.r_[np.full(len(atoms), ATOM_RADIUS), np.full(len(support), SUPPORT_RADIUS)]
+    return atoms, rest, support, xyz, radii
+
+
 def particle_on_support(table, summary: Optional[dict] = None, view: tuple = DEFAULT_VIEW, size: int = 900):
     """(a) The particle on its support: atoms on f.c.c. sites blue, off them black, and, when
     the analysis knows the support's direction, the non-atoms on that side small and grey;
@@ -320,12 +359,9 @@ def particle_on_support(table, summary: Optional[dict] = None, view: tuple = DEF
     """
     from .render import render_spheres
 
-    atoms, rest = _particle_and_rest(table)
-    support = rest[_support_side(atoms, rest, summary)]
-    xyz = np.concatenate([atoms[["x", "y", "z"]].to_numpy(float), support[["x", "y", "z"]].to_numpy(float)])
+    atoms, rest, support, xyz, radii = _scene(table, summary)
     on_site = (atoms["fcc"] == 1).to_numpy() if "fcc" in atoms else np.ones(len(atoms), bool)
     colours = [FCC_COLOURS[1] if s else FCC_COLOURS[0] for s in on_site] + [SUPPORT_COLOUR] * len(support)
-    radii = np.r_[np.full(len(atoms), ATOM_RADIUS), np.full(len(support), SUPPORT_RADIUS)]
     img, scale = render_spheres(xyz, radii, colours, _basis(view), (size, size))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.6, 3.8), layout="constrained")
@@ -334,6 +370,46 @@ def particle_on_support(table, summary: Optional[dict] = None, view: tuple = DEF
     _sphere_panel(ax, img, scale, f"(a) {len(atoms)} atoms; {where}")
     _legend(ax, [(f"on an f.c.c. site ({int(on_site.sum())})", FCC_COLOURS[1]),
                  (f"not assigned ({int((~on_site).sum())})", FCC_COLOURS[0])]
+            + ([(f"support ({len(support)})", SUPPORT_COLOUR)] if len(support) else []))
+    return fig
+
+
+def particle_species(table, summary: Optional[dict] = None, view: tuple = DEFAULT_VIEW, size: int = 900):
+    """(a, species) Figure (a)'s particle in the same view and style, its atoms coloured by
+    species (:func:`species_colour`) with a legend of counts and shares; None when the atoms
+    hold fewer than two species.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Analysed atoms table (contract columns, ``species``).
+    summary : dict, optional
+        The analysis summary (its support normal draws the support).
+    view : (elevation, azimuth)
+        Degrees.
+    size : int
+        Rendering edge, pixels.
+
+    Returns
+    -------
+    matplotlib Figure or None
+    """
+    from .alloy import alloy_species, species_labels
+    from .render import render_spheres
+
+    atoms, rest, support, xyz, radii = _scene(table, summary)
+    species = alloy_species(atoms)
+    if len(species) < 2:
+        return None
+    labels = species_labels(atoms)
+    colours = [species_colour(v) for v in labels] + [SUPPORT_COLOUR] * len(support)
+    img, scale = render_spheres(xyz, radii, colours, _basis(view), (size, size))
+    fig, ax = _plt().subplots(figsize=(3.6, 3.8), layout="constrained")
+    known = int((labels != "").sum())
+    counts = {s: int((labels == s).sum()) for s in species}
+    _sphere_panel(ax, img, scale, "(a) species: " + ", ".join(f"{s} {100 * c / known:.1f}%" for s, c in counts.items()))
+    _legend(ax, [(f"{s} ({c})", species_colour(s)) for s, c in counts.items()]
+            + ([(f"unknown ({len(labels) - known})", species_colour(""))] if known < len(labels) else [])
             + ([(f"support ({len(support)})", SUPPORT_COLOUR)] if len(support) else []))
     return fig
 
@@ -787,6 +863,8 @@ REFERENCE_FIGURES = {
     "tomograms_3d": "tomograms before and after the network as 3D density maps",
     "fourier_3d": "3D Fourier intensity with the missing wedge",
 }
+# written beside the reference figures when the atoms hold two or more species
+ALLOY_FIGURES = {"a_species": "the particle of (a) in the same view, atoms coloured by species"}
 
 
 def reference_jobs(table, summary: dict, volumes: Optional[dict] = None, pixel_size: float = 1.0,
@@ -795,7 +873,8 @@ def reference_jobs(table, summary: dict, volumes: Optional[dict] = None, pixel_s
 
     ``summary`` is the analysis summary (``lattice``, ``settings.layer_axis``); ``volumes``
     maps a label to a tomogram ``[z, y, x]`` (the density and Fourier figures need it);
-    ``names`` picks some of :data:`REFERENCE_FIGURES` (default: all that the inputs allow).
+    ``names`` picks some of :data:`REFERENCE_FIGURES` and :data:`ALLOY_FIGURES` (default: all
+    that the inputs allow; ``a_species`` only for two or more species).
 
     Parameters
     ----------
@@ -819,6 +898,10 @@ def reference_jobs(table, summary: dict, volumes: Optional[dict] = None, pixel_s
     found = AnalysisSummary.of(summary)
     lattice, axis = found.lattice, found.layer_axis
     jobs = [("a_particle_on_support", particle_on_support, (table, summary)), ("bcd_facets", facets, (table,))]
+    from .alloy import alloy_species
+
+    if len(alloy_species(table)) >= 2:
+        jobs.append(("a_species", particle_species, (table, summary)))
     if lattice is not None:
         jobs += [("e_fcc_layers", fcc_layers, (table, lattice, axis)),
                  ("f_layer_displacements", layer_displacements, (table, lattice, axis, layer)),
@@ -847,7 +930,7 @@ def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Option
     pixel_size : voxel size of the volumes, Å.
     tilt_range : largest tilt, degrees (marks the missing wedge); None: not marked.
     layer : layer index for the (f) and (g) figures (default: the layer with most atoms).
-    names : only these figures (:data:`REFERENCE_FIGURES` keys, ``tomogram_slices``,
+    names : only these figures (:data:`REFERENCE_FIGURES` and :data:`ALLOY_FIGURES` keys, ``tomogram_slices``,
         ``fourier_intensity``, ``layers_<component>``); default: all but the layer maps.
     with_layer_maps : also every layer's map of each displacement and strain component
         (``layers_ux`` ... ``layers_eyz``; nine more figures).
@@ -884,10 +967,10 @@ def write_figures(out_dir: Path, table, summary: Optional[dict], volumes: Option
         if unknown:
             raise AETInputError(f"cannot make figure(s) {sorted(unknown)} from these inputs; known: "
                                 f"{sorted(j[0] for j in jobs)} (the Fourier and density figures need tomograms, "
-                                "the layer figures an analysed table)")
+                                "the layer figures an analysed table, a_species two or more species)")
         jobs = [j for j in jobs if j[0] in names]
     # the heaviest first, alternating between the two processes of render()
-    weight = {"bcd_facets": 3, "e_fcc_layers": 3, "g_layer_strain": 3, "a_particle_on_support": 2.5,
+    weight = {"bcd_facets": 3, "e_fcc_layers": 3, "g_layer_strain": 3, "a_particle_on_support": 2.5, "a_species": 2.5,
               "tomograms_3d": 2.5, "fourier_3d": 2.5, "f_layer_displacements": 1.5}
     jobs.sort(key=lambda j: -weight.get(j[0], 1))
     existing = [f"{j[0]}.{fmt}" for j in jobs for fmt in FORMATS if (Path(out_dir) / f"{j[0]}.{fmt}").exists()]
