@@ -152,6 +152,7 @@ def test_single_species_has_no_alloy_block_or_shell_column():
     assert "alloy" not in summary and "shell" not in df
     t = table.copy()
     t["species"] = ""  # unknown species: not an alloy either
+    t["shell"] = 0  # an earlier analysis's shells go
     df, summary = analyze_atoms(t)
     assert "alloy" not in summary and "shell" not in df
 

@@ -13,7 +13,7 @@ import numpy as np
 from .core import geometry
 from .core.io import TiltSeries, Volume
 
-from .core.figures import FACET_COLOURS, FCC_COLOURS  # one palette for napari and the paper figures
+from .core.figures import FACET_COLOURS, FCC_COLOURS, species_colour  # one palette for napari and the paper figures
 from .core._layer_maps import component_label, nice_limit  # one naming of components and their units
 
 
@@ -112,7 +112,10 @@ def points_to_table(data, meta: dict):
 
 
 LAYER_PALETTE = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb"]
-CATEGORICAL = ("fcc", "facet", "layer")
+CATEGORICAL = ("fcc", "facet", "layer", "species", "shell")
+# shells from the surface inward (core.alloy): viridis from the surface (dark) to the core
+# (light), fixed per shell so one shell keeps its colour in every particle; non-atoms grey
+SHELL_PALETTE = ["#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#fde725"]
 STRAIN = ("exx", "eyy", "ezz", "exy", "exz", "eyz")
 DISPLACEMENT = ("ux", "uy", "uz")
 CONFIDENCE = ("sigma_x_pm", "sigma_y_pm", "sigma_z_pm", "presence")  # core.confidence.CONFIDENCE_COLUMNS
@@ -123,7 +126,15 @@ CONFIDENCE_LABELS = {"sigma_x_pm": "σ_x (pm)", "sigma_y_pm": "σ_y (pm)", "sigm
 def colour_options(features) -> list:
     """What an atoms layer can be coloured by, given its features."""
     cols = set(getattr(features, "columns", []))
+    if "species" in cols and not _has_species(features["species"]):
+        cols.discard("species")  # no species known: nothing to colour by
     return [c for c in CATEGORICAL + STRAIN + DISPLACEMENT + CONFIDENCE if c in cols]
+
+
+def _has_species(values) -> bool:
+    from .core.alloy import species_labels
+
+    return bool((species_labels({"species": values}) != "").any())
 
 
 def colour_label(by: str) -> str:
@@ -153,8 +164,9 @@ def atom_colours(features, by: str) -> dict:
     """Points-layer colour settings for colouring atoms by ``by``.
 
     Categorical (``fcc``: blue assigned / black not, as in the reference; ``facet``: {100}
-    red, {111} blue, {110} green, others grey; ``layer``: a repeating palette) give explicit
-    colours; a strain or displacement component gives the feature name with a diverging
+    red, {111} blue, {110} green, others grey; ``layer``: a repeating palette; ``species``:
+    one fixed colour per name, :func:`~napari_aet.core.figures.species_colour`; ``shell``:
+    surface to core dark to light, :data:`SHELL_PALETTE`) give explicit colours; a strain or displacement component gives the feature name with a diverging
     colormap and limits symmetric about zero (99th percentile of |value|).
     """
     if by not in getattr(features, "columns", []):
@@ -171,6 +183,16 @@ def atom_colours(features, by: str) -> dict:
                                else LAYER_PALETTE[-1] for v in numbers]}
     if by == "facet":
         return {"face_color": [FACET_COLOURS.get(str(v), "#bbbbbb") for v in values.fillna("")]}
+    if by == "species":  # one fixed colour per name, as in the paper figures
+        from .core.alloy import species_labels
+
+        return {"face_color": [species_colour(v) for v in species_labels({"species": values})]}
+    if by == "shell":
+        import pandas as pd
+
+        numbers = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
+        return {"face_color": [SHELL_PALETTE[min(int(v), len(SHELL_PALETTE) - 1)] if np.isfinite(v) and v >= 0
+                               else "#bbbbbb" for v in numbers]}
     if by in CONFIDENCE:
         return _confidence_colours(values, by)
     v = np.asarray(values, float)

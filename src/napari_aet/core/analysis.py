@@ -236,6 +236,8 @@ def analyze_atoms(
     if alloy is not None:  # two or more species: composition, segregation, chemical order
         df["shell"] = shell
         summary["alloy"] = alloy
+    elif "shell" in df:  # an earlier analysis's shells no longer hold
+        df = df.drop(columns=["shell"])
     return df, summary
 
 
