@@ -19,7 +19,10 @@ per-atom ``shell`` column and the summary's ``alloy`` block.
   unlike neighbours are preferred (ordering: L1_2 Pt3Ni gives ``alpha_Ni = -1/3``), positive
   when like ones are (clustering, phase separation). A random permutation of the same labels
   over the same bonds gives ``P(unlike | A) = (N - N_A) / (N - 1)`` exactly (in expectation),
-  i.e. ``alpha_A = -1 / (N - 1)``.
+  i.e. ``alpha_A = -1 / (N - 1)``. On a finite particle the surface atoms have fewer
+  neighbours, so a species depleted at the surface (segregation) shows a small positive
+  ``alpha`` even when placed at random within each shell, and ``alpha_AB`` and ``alpha_BA``
+  differ slightly; read ``alpha`` beside the segregation profile.
 
 Atoms with an empty species are kept in the bond graph (for the shells) but counted in no
 composition and in no bond of the chemical order.

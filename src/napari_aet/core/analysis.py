@@ -232,13 +232,18 @@ def analyze_atoms(
     }
     if grid is not None:
         summary["grid"] = grid
+    return _with_alloy(df, summary), summary
+
+
+def _with_alloy(df, summary: dict):
+    """Two or more species: the ``shell`` column and ``summary['alloy']`` (composition,
+    segregation, chemical order); else no ``shell`` (an earlier analysis's no longer holds)."""
     shell, alloy = alloy_analysis(df)
-    if alloy is not None:  # two or more species: composition, segregation, chemical order
-        df["shell"] = shell
-        summary["alloy"] = alloy
-    elif "shell" in df:  # an earlier analysis's shells no longer hold
-        df = df.drop(columns=["shell"])
-    return df, summary
+    if alloy is None:
+        return df.drop(columns=["shell"]) if "shell" in df else df
+    df["shell"] = shell
+    summary["alloy"] = alloy
+    return df
 
 
 def _check_settings(layer_axis, lattice_constant, tolerance, sigma, surface_coordination, support_normal,
