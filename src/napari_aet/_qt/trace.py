@@ -8,38 +8,9 @@ import numpy as np
 
 from magicgui import widgets as mg
 
-from .base import WorkerWidget, aet_meta, number
+from .base import WorkerWidget, aet_meta, number, recolour
 
 NO_REFINEMENT = "none (trace only)"
-UNKNOWN_SPECIES_COLOUR = "#808080"
-LABEL_PALETTE = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377"]  # class labels, in order
-
-
-def species_colours(species) -> list:
-    """One colour per atom from its species, fixed per name (so Ni and Pt keep their colours in
-    every layer and session): chemical symbols in the Jmol colours, other labels from a palette
-    in sorted order, unknown ('') grey."""
-    from ase.data import atomic_numbers
-    from ase.data.colors import jmol_colors
-
-    labels = ["" if v is None or str(v) in ("nan", "<NA>", "None") else str(v).strip() for v in species]
-    others = sorted({v for v in labels if v and v not in atomic_numbers})
-    table = {v: LABEL_PALETTE[k % len(LABEL_PALETTE)] for k, v in enumerate(others)}
-    for v in set(labels) - set(others) - {""}:
-        table[v] = "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in jmol_colors[atomic_numbers[v]]))
-    return [table.get(v, UNKNOWN_SPECIES_COLOUR) for v in labels]
-
-
-def colour_by_species(layer) -> None:
-    """Colour an atoms layer by its ``species``: the shared colouring (Analyze's choice, kept
-    through edits) where it offers species, else :func:`species_colours` directly."""
-    from .._layers import colour_options
-    from .base import recolour
-
-    if "species" in colour_options(layer.features):
-        recolour(layer, "species")
-    else:
-        layer.face_color = species_colours(layer.features["species"])
 
 
 def _trace_task(volume, pixel_size, tilts, min_distance, device, free_projections=(), species=(), progress=None,
@@ -109,8 +80,8 @@ class TraceWidget(WorkerWidget):
         kwargs["metadata"]["napari_aet"]["tomogram"] = self._source
         self.add_layer((data, kwargs, kind))
         counts = _species_counts(atoms, getattr(self, "_species", ()))
-        if len(counts) >= 2:
-            colour_by_species(self.viewer.layers["traced atoms"])
+        if len(counts) >= 2:  # an alloy: each species in its fixed colour (the figures' and Analyze's)
+            recolour(self.viewer.layers["traced atoms"], "species")
         refined = meta.get("refinement")
         extra = (f"; refined against the tilt series (R {refined['r_factor_before']:.4f} -> "
                  f"{refined['r_factor_after']:.4f})" if refined else "")
