@@ -608,18 +608,40 @@ def _report_validation(rep: dict) -> None:
           "presence)")
 
 
+def _report_species(rep: dict) -> None:
+    """One line on the species: counts, how sure, what the light-atom rounds found; or the
+    hint when the projections want a second population and no species were given."""
+    sp, second = rep.get("species"), rep.get("second_population")
+    if second:
+        _info(f"second population: {second['n_faint']} faint atoms at {second['ratio']:.2f} of the bright ones' "
+              f"intensity; {second['hint']}")
+    if sp:
+        counts = ", ".join(f"{n} {c}" for n, c in sp["counts"].items())
+        added = sum(r.get("added", 0) for r in sp["rounds"] if not r.get("undone"))
+        _info(f"species: {counts}; {added} light atoms found at empty lattice sites and in the residual over {len(sp['rounds'])} round"
+              f"{'s' * (len(sp['rounds']) != 1)}; median species confidence {sp['median_species_confidence']}, "
+              f"{sp['n_species_confidence_below_0.9']} atoms below 0.9 (atoms.csv: species, species_confidence)")
+    alloy = rep.get("alloy")
+    if alloy and alloy.get("text"):
+        _info(f"alloy: {alloy['text']}")
+
+
 def cmd_run(args) -> int:
     _lock_output(args.output)  # before looking at what the folder holds: one writer at a time
     if not args.resume:
         _prepare_out_dir(args.output, RUN_OUTPUTS, args.overwrite)
     _check_inputs_outside(args.output, RUN_OUTPUTS, (args.tilts, args.angles, args.weights))
+    from .core.batch import species_names
+
+    species = species_names(" ".join(args.species), "--species")
     ts = _read_tilts_args(args)
     rep = run_pipeline(ts, args.output, align_first=not args.no_align, enhance=not args.no_enhance,
                        device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar,
                        resume=args.resume, trust_weights=args.trust_weights, extended_object=args.extended_object,
                        layer_maps=args.layer_maps, support_normal=args.support_normal, r_free=args.r_free,
-                       complete=args.complete)
+                       complete=args.complete, species=species)
     _report_network(rep)
+    _report_species(rep)
     _report_validation(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
           f"in {rep['total_seconds']:.0f} s with {_threads_line()} -> {args.output}")
@@ -888,6 +910,11 @@ def _add_run_command(sub) -> None:
                    help="share of projections held out of reconstruction, tracing and refinement to measure R-free and "
                    "judge the network on (default 0.1, spread over the tilt range; 0: none; series of fewer than 10 "
                    "projections hold none out); the atoms are refitted on every projection at the end")
+    p.add_argument("--species", nargs="+", default=[], metavar="NAME",
+                   help="the atoms' species, lightest first (e.g. --species Ni Pt): light atoms hidden by heavy "
+                   "neighbours are found in the residual and every atom's species is decided from the projections, "
+                   "with a species_confidence column; default one species (the report says when the data holds a "
+                   "second, fainter population)")
     p.add_argument("--complete", action="store_true",
                    help="after refinement, add atoms where the residual (the tilt series minus the atom model, "
                    "reconstructed) shows significant missing density, refining between rounds, until a round changes "

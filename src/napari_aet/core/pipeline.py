@@ -34,7 +34,13 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
         The tilt series the volume was reconstructed from; None traces without refinement.
     alignment : AlignmentResult, optional
         Applied to ``tilts_ts`` first (None: it is already aligned).
-    min_distance, n_classes, species, fit, upsample : as :func:`~napari_aet.core.trace.trace_atoms`.
+    min_distance, n_classes, fit, upsample : as :func:`~napari_aet.core.trace.trace_atoms`.
+    species : sequence of str
+        With two or more (lightest first), the tracer's two-class split starts the species from
+        the tomogram, and after refinement light atoms are found in the residual and every
+        atom's species decided from the projections (:mod:`~napari_aet.core.species`; one
+        B-factor for all species). With none or one, a second, fainter population the
+        projections want is kept and reported (``metadata["second_population"]``).
     refine : bool
         Refine positions, heights and B-factors against the tilt series.
     refine_iterations : int
@@ -57,7 +63,8 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
     -------
     table : DataFrame
         Contract columns ``x, y, z`` (Å), ``intensity``, ``atom``, ``species``; when refined,
-        the confidence columns ``sigma_x_pm, sigma_y_pm, sigma_z_pm`` and ``presence``.
+        the confidence columns ``sigma_x_pm, sigma_y_pm, sigma_z_pm`` and ``presence``, and for
+        two or more species ``species_confidence``.
     metadata : dict
         ``trace`` (settings, counts) and, when refined, ``refinement`` (R-factors before and
         after, heights, B-factors) and ``validation`` (``r_work``, ``r_free``, confidence).
@@ -66,46 +73,140 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
     from .trace import trace_atoms
 
     make = progress_factory or (lambda name: None)
-    res = trace_atoms(vol.data, vol.pixel_size, min_distance=min_distance, n_classes=n_classes,
-                      species_names=species, fit=fit, upsample=upsample, progress=make("trace"), cancel=cancel)
+    species = tuple(str(n) for n in species)
+    alloy = len(species) >= 2
+    res = trace_atoms(vol.data, vol.pixel_size, min_distance=min_distance, n_classes=2 if alloy else n_classes,
+                      species_names=() if alloy else species, fit=fit, upsample=upsample, progress=make("trace"),
+                      cancel=cancel)
     table, meta = res.table, {"trace": res.metadata}
+    if alloy:
+        table = _first_species(table, res.metadata, species)
     if tilts_ts is not None and refine:
-        nz, ny, nx = vol.data.shape
-        _, nv, nu = tilts_ts.data.shape
-        if (nv, nu) != (ny, nx):
-            raise AETInputError(
-                f"tilt series projections are {nv}x{nu} but the volume is {ny}x{nx} in y, x; "
-                "give the tilt series this volume was reconstructed from"
-            )
-        if abs(tilts_ts.pixel_size - vol.pixel_size) > 1e-3 * vol.pixel_size:
-            raise AETInputError(
-                f"tilt series pixel size {tilts_ts.pixel_size:g} Å differs from the volume's voxel size "
-                f"{vol.pixel_size:g} Å; give matching files or --pixel-size"
-            )
-        aligned = alignment.apply(tilts_ts) if alignment is not None else tilts_ts
-        data, angles = aligned.data, np.asarray(aligned.angles)
-        free = np.zeros(len(data), bool) if free is None else np.asarray(free, bool)
-        if free.shape != (len(data),):
-            raise AETInputError(f"{free.size} held-out flags for {len(data)} projections; give one per projection")
+        data, angles, free = _refinement_data(vol, tilts_ts, alignment, free)
         atoms = table["atom"].to_numpy() == 1
         if atoms.any():
             from .projector import resolve_device
 
             device = resolve_device(device) if isinstance(device, str) else device
-            classes = np.unique(table.loc[atoms, "species"].astype(str).to_numpy(), return_inverse=True)[1]
+            names = list(species) if alloy else list(np.unique(table.loc[atoms, "species"].astype(str)))
+            classes = np.array([names.index(n) for n in table.loc[atoms, "species"].astype(str)], int)
             ref = refine_positions(table.loc[atoms, ["x", "y", "z"]].to_numpy(), classes, data[~free], angles[~free],
                                    vol.pixel_size, iterations=refine_iterations, device=device,
-                                   progress=make("refine"), cancel=cancel)
+                                   progress=make("refine"), cancel=cancel, share_b_factor=alloy)
             meta["refinement"] = ref.summary()
             meta["refinement"]["alignment_applied"] = alignment is not None
+            if not alloy:
+                found = _faint_population(table, atoms, classes, ref, data[~free], angles[~free], vol.pixel_size,
+                                          res.metadata, device)
+                if found:
+                    meta["second_population"] = found
+                    alloy, names = True, ["light", "heavy"]
+                    classes = np.ones(int(atoms.sum()), int)  # the traced atoms are the heavy ones
+                    ref.heights, ref.b_factors = {1: ref.heights[0]}, {1: ref.b_factors[0]}
+            if alloy:
+                table, atoms, classes, ref, meta["species"] = _resolve_species(
+                    table, atoms, classes, ref, data[~free], angles[~free], vol, names, min_distance, device,
+                    make("species"), cancel)
             if complete:
                 table, atoms, classes, ref, meta["completion"] = _complete(
                     table, atoms, classes, ref, data, angles, free, vol, min_distance, extended_object, device,
                     make("complete"), cancel)
             table, meta["validation"] = _validate_atoms(table, atoms, classes, ref, data, angles, free, vol.pixel_size,
                                                         device, make("validate"), cancel,
-                                                        meta["trace"].get("class_centres"))
+                                                        None if alloy else meta["trace"].get("class_centres"),
+                                                        share_b_factor=alloy)
     return table, meta
+
+
+def _refinement_data(vol, tilts_ts, alignment, free) -> tuple:
+    """The aligned projections, angles and held-out flags that match the volume; one-line
+    errors otherwise."""
+    nz, ny, nx = vol.data.shape
+    _, nv, nu = tilts_ts.data.shape
+    if (nv, nu) != (ny, nx):
+        raise AETInputError(
+            f"tilt series projections are {nv}x{nu} but the volume is {ny}x{nx} in y, x; "
+            "give the tilt series this volume was reconstructed from"
+        )
+    if abs(tilts_ts.pixel_size - vol.pixel_size) > 1e-3 * vol.pixel_size:
+        raise AETInputError(
+            f"tilt series pixel size {tilts_ts.pixel_size:g} Å differs from the volume's voxel size "
+            f"{vol.pixel_size:g} Å; give matching files or --pixel-size"
+        )
+    aligned = alignment.apply(tilts_ts) if alignment is not None else tilts_ts
+    data, angles = aligned.data, np.asarray(aligned.angles)
+    free = np.zeros(len(data), bool) if free is None else np.asarray(free, bool)
+    if free.shape != (len(data),):
+        raise AETInputError(f"{free.size} held-out flags for {len(data)} projections; give one per projection")
+    return data, angles, free
+
+
+def _first_species(table, trace_meta, species):
+    """The traced table with a first guess of every peak's species from the tomogram
+    (:func:`~napari_aet.core.species.tomogram_species`)."""
+    from .species import tomogram_species
+
+    atom = table["atom"].to_numpy() == 1
+    centres = trace_meta.get("class_centres") or []
+    bright = float(centres[-1]) if len(centres) >= 2 else float(np.median(table.loc[atom, "intensity"]))
+    labels = tomogram_species(table["intensity"].to_numpy(float), atom, bright, species)
+    table = table.copy()
+    table["atom"] = (labels >= 0).astype(int)
+    table["species"] = [species[k] if k >= 0 else "" for k in labels]
+    return table
+
+
+def _faint_population(table, atoms, classes, ref, data, angles, pixel_size, trace_meta, device):
+    """With one species given: whether the projections want a second, fainter population of
+    atoms among the tracer's non-atom peaks (:func:`~napari_aet.core.species.second_population`);
+    None when not."""
+    from .species import implied_heights, second_population
+
+    centres = trace_meta.get("class_centres") or []
+    if len(centres) < 2:
+        return None
+    other = (~atoms) & (table["intensity"].to_numpy(float) > 0.05 * float(centres[-1]))
+    every = np.r_[atoms.nonzero()[0], other.nonzero()[0]]
+    pos = np.r_[ref.positions, table.loc[other, ["x", "y", "z"]].to_numpy()]
+    cls = np.r_[classes, np.zeros(int(other.sum()), int)]
+    height, err = implied_heights(pos, cls, ref.heights, ref.b_factors, data, angles, pixel_size,
+                                  in_model=np.arange(len(every)) < int(atoms.sum()), device=device)
+    found = second_population(height, err)
+    if found:
+        found["hint"] = ("the projections want a second, fainter population of atoms: traced as species 'light' and "
+                         "'heavy'; give --species LIGHT HEAVY (lightest first, e.g. --species Ni Pt) to name them")
+    return found
+
+
+def _resolve_species(table, atoms, classes, ref, data, angles, vol, names, min_distance, device, progress,
+                     cancel) -> tuple:
+    """Light atoms found and species decided on the working projections
+    (:func:`~napari_aet.core.species.resolve_species`): the table (atoms first, then the
+    other peaks; ``species_confidence`` added), the atom mask, classes, model and record."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from .species import resolve_species
+
+    sp = resolve_species(ref.positions, classes, ref.heights, ref.b_factors, data, angles, vol.pixel_size,
+                         vol.data.shape, names, min_distance=min_distance, device=device, progress=progress,
+                         cancel=cancel)
+    old = table[atoms].reset_index(drop=True)
+    rows = old.iloc[np.clip(sp.origin, 0, None)].reset_index(drop=True)
+    rows[["x", "y", "z"]] = sp.positions
+    rows["species"] = np.asarray(names, dtype=object)[sp.classes]
+    rows.loc[sp.origin < 0, "intensity"] = np.nan  # found in the residual: no traced peak
+    rows["atom"] = 1
+    rows["species_confidence"] = np.round(sp.species_confidence, 4)
+    dropped = old.iloc[np.setdiff1d(np.arange(len(old)), sp.origin[sp.origin >= 0])].copy()
+    others = pd.concat([dropped.assign(atom=0, species=""), table[~atoms]], ignore_index=True)
+    others["species_confidence"] = np.nan
+    merged = pd.concat([rows, others], ignore_index=True)
+    model = SimpleNamespace(positions=sp.positions, heights=sp.heights, b_factors=sp.b_factors,
+                            r_factor_after=sp.r_factor_after)
+    mask = np.r_[np.ones(len(rows), bool), np.zeros(len(others), bool)]
+    return merged, mask, sp.classes, model, sp.summary()
 
 
 def _complete(table, atoms, classes, ref, data, angles, free, vol, min_distance, extended_object, device, progress,
@@ -150,7 +251,7 @@ def _peak_contrast(table, class_centres):
 
 
 def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, device, progress, cancel,
-                    class_centres=None) -> tuple:
+                    class_centres=None, share_b_factor=False) -> tuple:
     """R-work and R-free of the refined atom model, the refit on every projection, and each
     atom's confidence (:mod:`napari_aet.core.confidence`): the table with its confidence
     columns and the validation record."""
@@ -170,8 +271,11 @@ def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, 
     final = ref
     if free.any():  # the choice is made: the model takes every projection's information
         final = refine_positions(ref.positions, classes, data, angles, pixel_size, iterations=REFIT_ITERATIONS,
-                                 step_size=0.003, device=device, cancel=cancel)
+                                 step_size=0.003, device=device, cancel=cancel, share_b_factor=share_b_factor)
     rep.step("refitted on every projection")
+    for key in ref.heights:  # a class with no atoms left keeps its height for the non-atom peaks' scores
+        final.heights.setdefault(key, ref.heights[key])
+        final.b_factors.setdefault(key, ref.b_factors[key])
     table = table.copy()
     table.loc[atoms, ["x", "y", "z"]] = final.positions
     every_class = np.zeros(len(table), int)  # non-atom peaks are scored as candidates of the faintest class
@@ -297,7 +401,8 @@ class _RunFolder:
 def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, device: str = "auto",
                  weights=None, refine: bool = True, figures: bool = True, progress_factory=None,
                  resume: bool = False, trust_weights: bool = False, extended_object: bool = False,
-                 layer_maps: bool = False, support_normal=None, r_free: float = 0.1, complete: bool = False) -> dict:
+                 layer_maps: bool = False, support_normal=None, r_free: float = 0.1, complete: bool = False,
+                 species=()) -> dict:
     """Align, reconstruct, enhance, trace, refine and analyse a tilt series into ``out``.
 
     The run is built in ``out/.napari-aet-partial`` and moved into place when it has
@@ -341,6 +446,11 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
         every projection.
     complete : bool
         Complete the atom model from the residual (:func:`trace_volume`'s ``complete``).
+    species : sequence of str
+        The atoms' species, lightest first (e.g. ``("Ni", "Pt")``): light atoms are found in the
+        residual and every atom's species is decided from the projections
+        (:mod:`~napari_aet.core.species`). Empty: one species, and the report says when the
+        projections want a second, fainter population (traced as ``light`` and ``heavy``).
 
     Returns
     -------
@@ -353,11 +463,12 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     check_not_input([Path(out) / n for n in RUN_OUTPUTS], what="a result")  # found inputs too (angles beside)
     with output_lock(out, "results folder"):  # one writer a folder, from the first look to the last move
         return _run_locked(ts, Path(out), align_first, enhance, device, weights, refine, figures, progress_factory,
-                           resume, trust_weights, extended_object, layer_maps, support_normal, r_free, complete)
+                           resume, trust_weights, extended_object, layer_maps, support_normal, r_free, complete,
+                           tuple(str(n) for n in species))
 
 
 def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures, progress_factory, resume,
-                trust_weights, extended_object, layer_maps, support_normal, r_free, complete) -> dict:
+                trust_weights, extended_object, layer_maps, support_normal, r_free, complete, species) -> dict:
     """:func:`run_pipeline` once its folder is locked."""
     import platform
 
@@ -378,7 +489,8 @@ def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures,
         network = load_weights(weights, device=resolve_device(device), trust=trust_weights)
     free = split_free_projections(ts.angles, r_free)
     settings = _run_settings(ts, align_first, enhance, refine, extended_object, support_normal, weights) | {
-        "r_free_fraction": r_free, "free_projections": np.flatnonzero(free).tolist(), "complete": complete}
+        "r_free_fraction": r_free, "free_projections": np.flatnonzero(free).tolist(), "complete": complete,
+        "species": list(species)}
     run = _RunFolder(Path(out), _fingerprint(ts, settings), resume)
     report = {"version": __version__, "python": platform.python_version(), "settings": settings | {"device": device}}
     aligned = ts
@@ -399,7 +511,7 @@ def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures,
         def do_trace():
             table, meta = trace_volume(io.Volume(traced_volume, rec_volume.pixel_size), aligned, refine=refine,
                                        device=device, progress_factory=progress_factory, free=free,
-                                       complete=complete, extended_object=extended_object)
+                                       complete=complete, extended_object=extended_object, species=species)
             io.write_atoms(run.work / "traced.csv", table, metadata=meta)
         _stage(run, "trace_refine", do_trace)
     if not run.done("analyze"):
@@ -525,7 +637,9 @@ def _results(analysed, meta, stages, resume, traced_enhanced: bool) -> dict:
         "crystal_rotation": found.crystal_rotation.tolist(), "facet_statistics": found.facet_statistics,
         "refinement": meta.get("refinement"), "r_work": (meta.get("validation") or {}).get("r_work"),
         "r_free": (meta.get("validation") or {}).get("r_free"), "validation": meta.get("validation"),
-        "completion": meta.get("completion"),
+        "completion": meta.get("completion"), "species": meta.get("species"),
+        "second_population": meta.get("second_population"),
+        "alloy": (meta.get("analysis") or {}).get("alloy"),
         "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
         "threads": _thread_plan(),
     }

@@ -58,6 +58,8 @@ def refine_positions(
     progress=None,
     cancel=None,
     model=None,
+    share_b_factor: bool = False,
+    fit_b_factor: bool = True,
 ) -> RefinementResult:
     """Refine atom positions (Å), per-class heights and B-factors against a tilt series.
 
@@ -69,6 +71,9 @@ def refine_positions(
     iterations : Adam iterations; step_size : Å, the positions' initial learning rate.
     max_step : Å; an atom that moves further is reset to its start (it was not an atom the
         model can explain, e.g. two overlapping peaks).
+    share_b_factor : one B-factor for every class (heights stay per class): for alloys, where
+        a free width lets a faint class absorb its bright neighbours' misfit.
+    fit_b_factor : False keeps the B-factor at ``initial_b`` (heights and positions are fitted).
     model : forward model with a differentiable twin (default
         :class:`~napari_aet.core.forward.GaussianAtoms`; heights and B-factors are fitted).
 
@@ -101,12 +106,13 @@ def refine_positions(
     t0 = time.perf_counter()
     proj = (model or GaussianAtoms()).torch_projector(angles, data.shape[1:], pixel_size, device=dev)
     inv = torch.as_tensor(inverse, device=dev)
+    inv_b = torch.zeros_like(inv) if share_b_factor else inv
     pos = torch.tensor(pos0, dtype=torch.float32, device=dev)
     rep = Reporter(iterations + 1, progress, cancel)
 
     # Start: per-class width by a scan, heights by linear least squares.
     def design(sigma_by_class):
-        sig = torch.as_tensor(sigma_by_class, dtype=torch.float32, device=dev)[inv]
+        sig = torch.as_tensor(sigma_by_class, dtype=torch.float32, device=dev)[inv_b]
         cols = []
         for k in range(len(labels)):
             h = (inv == k).float()
@@ -116,7 +122,7 @@ def refine_positions(
     b_data = data.reshape(-1)
     sigma0 = np.sqrt((initial_b or 5.0) / (8 * np.pi**2))
     best = None
-    for scale in (0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.0):
+    for scale in (0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.0) if fit_b_factor else (1.0,):
         sig = np.full(len(labels), sigma0 * scale)
         a_mat = design(sig)
         h, *_ = torch.linalg.lstsq(a_mat, b_data[:, None])
@@ -127,12 +133,12 @@ def refine_positions(
         rep.check()
     _, sig_start, h_start = best
     log_h = torch.log(h_start.detach().clone()).requires_grad_(True)
-    log_s = torch.log(torch.as_tensor(sig_start, dtype=torch.float32, device=dev)).requires_grad_(True)
+    log_s = torch.log(torch.as_tensor(sig_start, dtype=torch.float32, device=dev)).requires_grad_(fit_b_factor)
     shift = torch.zeros_like(pos, requires_grad=True)
     b_abs = float(data.abs().sum())
 
     def model():
-        return proj.project(pos + shift, torch.exp(log_h)[inv], torch.exp(log_s)[inv])
+        return proj.project(pos + shift, torch.exp(log_h)[inv], torch.exp(log_s)[inv_b])
 
     with torch.no_grad():
         r_before = float((model() - data).abs().sum() / b_abs)
@@ -142,7 +148,7 @@ def refine_positions(
     # the positions' gradients are orders of magnitude below the heights'.)
     opt = torch.optim.Adam([
         {"params": [shift], "lr": step_size},
-        {"params": [log_h, log_s], "lr": 0.01},
+        {"params": [log_h, log_s] if fit_b_factor else [log_h], "lr": 0.01},
     ])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iterations, 1), eta_min=step_size * 0.02)
     history = []
@@ -161,5 +167,6 @@ def refine_positions(
         r_after = float((model() - data).abs().sum() / b_abs)
         final = (pos + shift).cpu().numpy().astype(np.float64)
         heights = {int(labels[k]): float(torch.exp(log_h[k])) for k in range(len(labels))}
-        b_factors = {int(labels[k]): float(8 * np.pi**2 * torch.exp(log_s[k]) ** 2) for k in range(len(labels))}
+        b_factors = {int(labels[k]): float(8 * np.pi**2 * torch.exp(log_s[0 if share_b_factor else k]) ** 2)
+                     for k in range(len(labels))}
     return RefinementResult(final, heights, b_factors, r_before, r_after, iterations, time.perf_counter() - t0, history)

@@ -1,0 +1,107 @@
+"""Species through the chain (issue 24): light atoms found, species decided from the projections,
+a second population reported when no species are given. Figures of merit against the
+simulator's truth (the project's Gaussian atoms; abTEM and the published Pt-Ni particles are in
+BENCHMARKS.md)."""
+
+import numpy as np
+import pytest
+
+from napari_aet.core.species import assign_species, second_population, tomogram_species, z_contrast
+
+
+def test_z_contrast_follows_z_to_the_1_7():
+    ni, pt = z_contrast(["Ni", "Pt"])
+    assert pt == 1.0
+    assert ni == pytest.approx((28 / 78) ** 1.7, rel=1e-6)  # a sixth of Pt
+    assert z_contrast(["light", "heavy"]) is None
+
+
+def test_mixture_separates_noise_light_and_heavy_atoms_with_calibrated_confidence():
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.zeros(300, int), np.ones(200, int), np.full(500, 2)]
+    centre = np.array([0.0, 0.175, 1.0])[truth]
+    err = np.full(len(truth), 0.03)
+    height = centre + rng.normal(0, 0.03, len(truth))
+    labels, conf, fit = assign_species(height, err, [0.2, 0.9])
+    assert np.mean(labels == truth) > 0.97
+    assert fit["centres"][1] == pytest.approx(0.175, abs=0.01)
+    assert fit["centres"][2] == pytest.approx(1.0, abs=0.01)
+    # species confidence: light and heavy are 27 sigma apart, so every atom is sure
+    assert np.all(conf[truth > 0] > 0.99)
+    # with overlapping classes the confidence tracks how often the call is right
+    height = np.r_[rng.normal(0.4, 0.1, 2000), rng.normal(0.6, 0.1, 2000)]
+    truth = np.r_[np.ones(2000, int), np.full(2000, 2)]
+    labels, conf, _ = assign_species(height, np.full(4000, 0.1), [0.4, 0.6], fixed_centres=True)
+    sure = conf > 0.8
+    assert np.mean(labels[sure] == truth[sure]) > 0.8
+    assert np.mean(labels[~sure] == truth[~sure]) < np.mean(labels[sure] == truth[sure])
+
+
+def test_second_population_is_found_only_when_it_is_there():
+    rng = np.random.default_rng(1)
+    heavy = rng.normal(1.0, 0.03, 500)
+    light = rng.normal(0.18, 0.02, 150)
+    assert second_population(np.r_[heavy, light], np.full(650, 0.01))["n_faint"] == pytest.approx(150, abs=3)
+    assert second_population(heavy, np.full(500, 0.01)) is None
+    noise = rng.normal(0.0, 0.01, 150)  # peaks the data does not want are noise, not a population
+    assert second_population(np.r_[heavy, noise], np.full(650, 0.01)) is None
+
+
+def test_tomogram_species_gives_faint_peaks_the_light_species():
+    labels = tomogram_species([0.0005, 0.05, 0.12, 0.42, 0.38], [False, False, False, True, True], 0.41,
+                              ["Ni", "Pt"])
+    assert labels.tolist() == [-1, 0, 0, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def small_alloy():
+    from napari_aet.core.confidence import split_free_projections
+    from napari_aet.core.reconstruct import reconstruct
+    from napari_aet.core.simulate import reference_config, simulate
+
+    sim = simulate(reference_config(seed=3, alloy={"Ni": 0.3}, size=2.2, n_voxels=80, dose=1e5))
+    ts = sim.tilt_series
+    free = split_free_projections(ts.angles, 0.1)
+    rec = reconstruct(ts.data[~free], np.asarray(ts.angles)[~free], ts.pixel_size, device="cpu").volume
+    return sim, free, rec
+
+
+def _score(table, sim):
+    from napari_aet.core.metrics import match_atoms
+
+    atoms = table[table["atom"] == 1]
+    truth, kind = sim.particle.positions, np.asarray(sim.particle.species).astype(str)
+    m = match_atoms(atoms[["x", "y", "z"]].to_numpy(), truth, 1.0)
+    named = atoms["species"].astype(str).to_numpy()[m.found_index]
+    ni = kind[m.true_index] == "Ni"
+    return m, ni.sum() / (kind == "Ni").sum(), np.mean(named == kind[m.true_index])
+
+
+def test_species_given_finds_every_light_atom_and_names_it(small_alloy):
+    from napari_aet.core.io import Volume
+    from napari_aet.core.pipeline import trace_volume
+
+    sim, free, rec = small_alloy
+    table, meta = trace_volume(Volume(rec, sim.tilt_series.pixel_size), sim.tilt_series, species=("Ni", "Pt"),
+                               free=free, device="cpu")
+    m, ni_recall, accuracy = _score(table, sim)
+    assert m.recall >= 0.98 and m.precision >= 0.98
+    assert ni_recall >= 0.95
+    assert accuracy >= 0.97
+    assert m.rmsd_pm < 10
+    assert meta["species"]["counts"]["Ni"] == pytest.approx((np.asarray(sim.particle.species) == "Ni").sum(), abs=3)
+    sure = table.loc[table["atom"] == 1, "species_confidence"]
+    assert sure.between(0, 1).all() and sure.median() > 0.9
+
+
+def test_without_species_a_faint_population_is_kept_and_reported(small_alloy):
+    from napari_aet.core.io import Volume
+    from napari_aet.core.pipeline import trace_volume
+
+    sim, free, rec = small_alloy
+    table, meta = trace_volume(Volume(rec, sim.tilt_series.pixel_size), sim.tilt_series, free=free, device="cpu")
+    m, ni_recall, _ = _score(table, sim)
+    assert "--species" in meta["second_population"]["hint"]
+    assert ni_recall >= 0.95 and m.precision >= 0.98
+    light = table.loc[table["atom"] == 1, "species"].eq("light").sum()
+    assert light == pytest.approx((np.asarray(sim.particle.species) == "Ni").sum(), abs=3)
