@@ -17,8 +17,9 @@ the tails of their heavy neighbours. So species are not decided on the tomogram 
 3. :func:`light_atom_candidates`: where the model of the atoms found so far leaves density in
    the residual tomogram (the tilt series minus the model, reconstructed), at physical
    distances from the atoms: the light atoms hidden by their neighbours.
-4. :func:`resolve_species` runs rounds of 3, refinement with per-species heights and
-   B-factors, and 1-2, until the assignment stops changing.
+4. :func:`resolve_species`: one round of 3 and 1-2, refinement (per-species heights, one
+   B-factor), then rounds of 1-2 and refinement until the assignment stops changing; a round
+   that raises the working R-factor is undone.
 
 Lengths in Å, sample frame; heights in the tilt series' intensity units.
 """
@@ -117,7 +118,9 @@ def assign_species(height, error, centres, iterations: int = 50, fixed_centres: 
         Keep the species' heights at ``centres`` (only their scatter and shares are fitted).
     scatter : float, optional
         One intrinsic scatter for every class, noise included, kept fixed (the model's misfit
-        measured elsewhere, e.g. on the heavy atoms); default fitted per class.
+        measured elsewhere, e.g. on the heavy atoms), and equal shares: every atom is decided
+        by its own likelihoods (with overlapping classes, fitted shares run away to the larger
+        class: measured on abTEM Pt-Ni, where the noise class emptied); default fitted per class.
 
     Returns
     -------
@@ -144,6 +147,7 @@ def assign_species(height, error, centres, iterations: int = 50, fixed_centres: 
         resp /= resp.sum(1, keepdims=True)
         share = np.maximum(resp.mean(0), 1e-6)
         if scatter is not None:
+            share = np.full(k, 1.0 / k)
             if fixed_centres:
                 continue
             for j in range(1, k):
@@ -338,7 +342,9 @@ def resolve_species(positions, classes, heights: dict, b_factors: dict, tilts, a
     min_distance : float
         Å between atoms.
     rounds : int
-        Rounds of residual candidates, species assignment and refinement.
+        Rounds of species assignment and refinement; the first also proposes light atoms
+        (empty lattice sites and residual peaks), later ones decide again with them in the
+        model (an atom the data no longer wants is dropped).
     refine_iterations : int
         Refinement iterations after each round.
     significance : float
@@ -374,11 +380,13 @@ def resolve_species(positions, classes, heights: dict, b_factors: dict, tilts, a
         if rnd == 0:
             r_after = float(np.abs(model - data).sum() / np.abs(data).sum())
         before = (pos, cls, conf, origin, heights, r_after)
-        cand = light_atom_candidates(pos, cls, h_all, b_all, data, angles, pixel_size, volume_shape,
-                                     min_distance=min_distance, significance=significance, device=device,
-                                     model=model, cancel=cancel)
-        heavy = cls == len(names) - 1
-        sites = lattice_site_candidates(pos, heavy if rnd == 0 else np.ones(len(pos), bool))
+        # the first round proposes light atoms; later ones, with them in the model, only decide again
+        cand, sites = np.zeros((0, 3)), np.zeros((0, 3))
+        if rnd == 0:
+            cand = light_atom_candidates(pos, cls, h_all, b_all, data, angles, pixel_size, volume_shape,
+                                         min_distance=min_distance, significance=significance, device=device,
+                                         model=model, cancel=cancel)
+            sites = lattice_site_candidates(pos, cls == len(names) - 1)
         if len(sites):
             from scipy.spatial import cKDTree
 
