@@ -38,7 +38,8 @@ __all__ = ["SpeciesResult", "z_contrast", "implied_heights", "assign_species", "
            "resolve_species", "second_population", "tomogram_species", "lattice_site_candidates"]
 
 Z_EXPONENT = 1.7
-R_TOLERANCE = 1.01  # a round that raises the working R-factor by more than 1% is undone
+R_TOLERANCE = 1.01  # a round that raises the working R-factor by more than 1% (and R_SLACK) is undone
+R_SLACK = 1e-3  # noise-free data: R near zero, where 1% is no change
 
 
 def z_contrast(names: Sequence[str], z_exponent: float = Z_EXPONENT) -> Optional[np.ndarray]:
@@ -415,7 +416,7 @@ def resolve_species(positions, classes, heights: dict, b_factors: dict, tilts, a
         pos, heights, r_after = ref.positions, ref.heights, ref.r_factor_after
         shared_b = float(ref.b_factors[max(ref.b_factors)])
         rep.step(f"round {rnd + 1}: R {r_after:.4f}")
-        if r_after > R_TOLERANCE * before[-1]:  # the round made the model explain the data worse: undone
+        if r_after > R_TOLERANCE * before[-1] + R_SLACK:  # the model explains the data worse: undone
             record.append({"candidates": int(len(cand)), "undone": True, "r_factor": round(r_after, 5)})
             pos, cls, conf, origin, heights, r_after = before
             break
@@ -426,8 +427,29 @@ def resolve_species(positions, classes, heights: dict, b_factors: dict, tilts, a
             break
     every_class = _class_centres(heights, names, contrast)  # a class the rounds emptied keeps a height
     heights = {j: float(heights.get(j, every_class[j])) for j in range(len(names))}
+    conf = _final_confidence(pos, cls, heights, shared_b, data, angles, pixel_size, names, contrast, device)
     return SpeciesResult(pos, cls, names, heights, {k: shared_b for k in heights}, conf, origin, record, r_after,
                          time.perf_counter() - t0)
+
+
+def _final_confidence(pos, cls, heights, b_factor, data, angles, pixel_size, names, contrast, device) -> np.ndarray:
+    """Each atom's probability of its named species among the species, on the final model:
+    the likelihoods of its implied height under each species' height (the elements' Z-contrast
+    scaled to the heaviest, else the refined heights), with the heavy atoms' misfit as scatter."""
+    if len(pos) == 0:
+        return np.zeros(0)
+    b_all = {j: b_factor for j in range(len(names))}
+    height, err = implied_heights(pos, cls, heights, b_all, data, angles, pixel_size, device=device)
+    centres = _class_centres(heights, names, contrast) if contrast is not None else \
+        np.array([heights[j] for j in range(len(names))])
+    heavy = height[cls == len(names) - 1]
+    scatter = 1.4826 * float(np.median(np.abs(heavy - np.median(heavy)))) if len(heavy) >= 10 else 0.0
+    var = err[:, None] ** 2 + scatter**2
+    logp = -0.5 * np.log(var) - 0.5 * (height[:, None] - centres[None]) ** 2 / var
+    logp -= logp.max(1, keepdims=True)
+    post = np.exp(logp)
+    post /= post.sum(1, keepdims=True)
+    return post[np.arange(len(cls)), cls]
 
 
 def second_population(height, error, min_share: float = 0.02) -> Optional[dict]:
