@@ -400,6 +400,7 @@ def cmd_trace(args) -> int:
         r = meta["refinement"]
         msg += f"; refined against the tilt series: R {r['r_factor_before']:.4f} -> {r['r_factor_after']:.4f}"
     _info(msg + f" -> {args.output}")
+    _report_species({"species": meta.get("species"), "second_population": meta.get("second_population")})
     if "validation" in meta:
         _report_validation({"validation": meta["validation"]})
     return 0
@@ -928,7 +929,9 @@ def _add_run_command(sub) -> None:
 def _add_batch_command(sub) -> None:
     p = sub.add_parser("batch", help="run the pipeline on many tilt series on a Dask cluster",
                        description="MANIFEST (CSV with a header, or YAML) lists jobs: tilts, angles, pixel_size, output, "
-                       "no_align, no_enhance, no_refine. Finished jobs (report.json present) are skipped; a failing job is "
+                       "no_align, no_enhance, no_refine, species (the atoms' species, lightest first, separated by spaces or commas, e.g. "
+                       "'Ni Pt'; in a CSV write \"Ni,Pt\" in quotes or Ni Pt; chemical symbols as such, lightest first; empty: "
+                       "one species). Finished jobs (report.json present) are skipped; a failing job is "
                        "reported and the others go on. Exit status 1 when any job failed.")
     p.add_argument("manifest", type=Path, metavar="MANIFEST")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_ROOT", help="folder for the jobs' folders")
@@ -966,7 +969,9 @@ def _add_trace_command(sub) -> None:
                    help="with --angle-convention tilt-axis (default: as reconstruct read --tilts, else 0)")
     p.add_argument("--min-distance", type=float, default=2.0, metavar="Å", help="minimum distance between atoms, Å (default 2.0)")
     p.add_argument("--classes", type=int, default=2, metavar="N", help="intensity classes incl. noise (default 2)")
-    p.add_argument("--species", nargs="*", default=[], metavar="NAME", help="names of the atom classes, faint to bright (e.g. Pt)")
+    p.add_argument("--species", nargs="*", default=[], metavar="NAME",
+                   help="names of the atom classes, faint to bright (e.g. Pt); two or more (e.g. Ni Pt) with --tilts: "
+                   "light atoms are found and every atom's species decided from the projections, as run --species")
     p.add_argument("--fit", choices=("gaussian", "parabola"), default="gaussian", help="sub-voxel fit (default gaussian)")
     p.add_argument("--upsample", type=int, default=1, metavar="F", help="trace on a volume upsampled F times (default 1)")
     p.add_argument("--no-refine", action="store_true", help="skip refinement against the tilt series")
