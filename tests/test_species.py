@@ -105,3 +105,18 @@ def test_without_species_a_faint_population_is_kept_and_reported(small_alloy):
     assert ni_recall >= 0.95 and m.precision >= 0.98
     light = table.loc[table["atom"] == 1, "species"].eq("light").sum()
     assert light == pytest.approx((np.asarray(sim.particle.species) == "Ni").sum(), abs=3)
+
+
+def test_a_support_film_under_the_particle_is_not_a_second_population():
+    rng = np.random.default_rng(2)
+    g = np.stack(np.meshgrid(*[np.arange(8)] * 3, indexing="ij"), -1).reshape(-1, 3).astype(float)
+    fcc = np.concatenate([g, g + [0.5, 0.5, 0], g + [0.5, 0, 0.5], g + [0, 0.5, 0.5]]) * 3.92
+    film = np.c_[rng.uniform(0, 30, (300, 2)), rng.uniform(-8, -3, 300)]  # below the crystal
+    err = np.full(len(fcc) + 300, 0.01)
+    heavy = rng.normal(1.0, 0.03, len(fcc))
+    assert second_population(np.r_[heavy, rng.normal(0.07, 0.01, 300)], err, np.r_[fcc, film]) is None
+    # the same heights on a share of the crystal's own sites are an alloy's light atoms
+    light = rng.random(len(fcc)) < 0.3
+    mixed = np.where(light, rng.normal(0.18, 0.02, len(fcc)), heavy)
+    found = second_population(mixed, err[:len(fcc)], fcc)
+    assert found["n_faint"] == pytest.approx(light.sum(), rel=0.05)

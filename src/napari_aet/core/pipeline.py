@@ -171,7 +171,7 @@ def _faint_population(table, atoms, classes, ref, data, angles, pixel_size, trac
     cls = np.r_[classes, np.zeros(int(other.sum()), int)]
     height, err = implied_heights(pos, cls, ref.heights, ref.b_factors, data, angles, pixel_size,
                                   in_model=np.arange(len(every)) < int(atoms.sum()), device=device)
-    found = second_population(height, err)
+    found = second_population(height, err, positions=pos)
     if found:
         found["hint"] = ("the projections want a second, fainter population of atoms: traced as species 'light' and "
                          "'heavy'; give --species LIGHT HEAVY (lightest first, e.g. --species Ni Pt) to name them")

@@ -452,32 +452,48 @@ def _final_confidence(pos, cls, heights, b_factor, data, angles, pixel_size, nam
     return post[np.arange(len(cls)), cls]
 
 
-def second_population(height, error, min_share: float = 0.02) -> Optional[dict]:
+def second_population(height, error, positions=None, min_share: float = 0.02) -> Optional[dict]:
     """Whether the atoms' implied heights hold a second, fainter population of atoms (not
-    noise): a two-species mixture beats one by a clear margin and its faint class holds at
-    least ``min_share`` of the atoms, well above zero.
+    noise, not a support): a two-species mixture separates it clearly, its atoms are well above
+    zero, at least ``min_share`` of the atoms, and (with ``positions``) mostly intermixed with
+    the bright ones (two or more bright atoms within 1.2 times their nearest-neighbour
+    distance: an alloy's light atoms are, a support film's atoms under the particle are not).
 
     Parameters
     ----------
     height, error : (n,) arrays
         Implied heights of the atoms and of the residual's candidates.
+    positions : (n, 3) array, optional
+        Å.
     min_share : float
 
     Returns
     -------
     dict or None
-        ``n_faint``, ``ratio`` (faint / bright height) when found.
+        ``n_faint`` (intermixed faint atoms), ``n_bright``, ``ratio`` (faint / bright height).
     """
     y = np.asarray(height, float)
     if len(y) < 20:
         return None
     bright = float(np.median(y[y > np.percentile(y, 50)]))
     labels, _, fit = assign_species(y, error, [0.25 * bright, bright])
-    n_faint = int((labels == 1).sum())
-    faint, bright = fit["centres"][1], fit["centres"][2]
-    sep = (bright - faint) / max(np.hypot(fit["scatter"][1], fit["scatter"][2]), 1e-12)
-    if n_faint >= min_share * (labels > 0).sum() and faint > 3 * np.median(error) and sep > 3 and faint < 0.7 * bright:
-        return {"n_faint": n_faint, "n_bright": int((labels == 2).sum()), "ratio": round(faint / bright, 3)}
+    faint_h, bright_h = fit["centres"][1], fit["centres"][2]
+    sep = (bright_h - faint_h) / max(np.hypot(fit["scatter"][1], fit["scatter"][2]), 1e-12)
+    faint = labels == 1
+    if positions is not None and faint.any() and (labels == 2).sum() >= 4:
+        from scipy.spatial import cKDTree
+
+        pos = np.asarray(positions, float).reshape(-1, 3)
+        tree = cKDTree(pos[labels == 2])
+        d_nn = float(np.median(tree.query(pos[labels == 2], k=2)[0][:, 1]))
+        near = np.array([len(v) for v in tree.query_ball_point(pos[faint], 1.2 * d_nn)])
+        if np.mean(near >= 2) < 0.5:
+            return None  # the faint atoms lie apart from the bright ones: a support, not an alloy
+        faint[np.flatnonzero(faint)[near < 2]] = False
+    n_faint = int(faint.sum())
+    if n_faint >= min_share * (labels > 0).sum() and faint_h > 3 * np.median(error) and sep > 3 \
+            and faint_h < 0.7 * bright_h:
+        return {"n_faint": n_faint, "n_bright": int((labels == 2).sum()), "ratio": round(faint_h / bright_h, 3)}
     return None
 
 
