@@ -104,9 +104,10 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
                     classes = np.ones(int(atoms.sum()), int)  # the traced atoms are the heavy ones
                     ref.heights, ref.b_factors = {1: ref.heights[0]}, {1: ref.b_factors[0]}
             if alloy:
+                ratio = (meta.get("second_population") or {}).get("ratio")
                 table, atoms, classes, ref, meta["species"] = _resolve_species(
                     table, atoms, classes, ref, data[~free], angles[~free], vol, names, min_distance, device,
-                    make("species"), cancel)
+                    make("species"), cancel, None if ratio is None else [ratio, 1.0])
             if complete:
                 table, atoms, classes, ref, meta["completion"] = _complete(
                     table, atoms, classes, ref, data, angles, free, vol, min_distance, extended_object, device,
@@ -179,7 +180,7 @@ def _faint_population(table, atoms, classes, ref, data, angles, pixel_size, trac
 
 
 def _resolve_species(table, atoms, classes, ref, data, angles, vol, names, min_distance, device, progress,
-                     cancel) -> tuple:
+                     cancel, contrast=None) -> tuple:
     """Light atoms found and species decided on the working projections
     (:func:`~napari_aet.core.species.resolve_species`): the table (atoms first, then the
     other peaks; ``species_confidence`` added), the atom mask, classes, model and record."""
@@ -191,7 +192,7 @@ def _resolve_species(table, atoms, classes, ref, data, angles, vol, names, min_d
 
     sp = resolve_species(ref.positions, classes, ref.heights, ref.b_factors, data, angles, vol.pixel_size,
                          vol.data.shape, names, min_distance=min_distance, device=device, progress=progress,
-                         cancel=cancel)
+                         cancel=cancel, contrast=contrast)
     old = table[atoms].reset_index(drop=True)
     rows = old.iloc[np.clip(sp.origin, 0, None)].reset_index(drop=True)
     rows[["x", "y", "z"]] = sp.positions

@@ -319,7 +319,7 @@ def _class_centres(heights, names, contrast) -> np.ndarray:
 def resolve_species(positions, classes, heights: dict, b_factors: dict, tilts, angles, pixel_size: float,
                     volume_shape, names: Sequence[str], min_distance: float = 2.0, rounds: int = 3,
                     refine_iterations: int = 60, significance: float = 3.0, device="cpu", progress=None,
-                    cancel=None) -> SpeciesResult:
+                    cancel=None, contrast=None) -> SpeciesResult:
     """Light atoms found and every atom's species decided from the tilt series.
 
     Parameters
@@ -352,6 +352,10 @@ def resolve_species(positions, classes, heights: dict, b_factors: dict, tilts, a
         Of a residual peak (:func:`light_atom_candidates`).
     device : str
     progress, cancel : progress callback and ``threading.Event``
+    contrast : (k,) array, optional
+        Each species' height relative to the heaviest (default :func:`z_contrast` of the
+        names; for unnamed populations, the measured ratio); None for names that are not
+        elements leaves the heights free.
 
     Returns
     -------
@@ -368,7 +372,7 @@ def resolve_species(positions, classes, heights: dict, b_factors: dict, tilts, a
     cls = np.asarray(classes, int).reshape(-1)
     origin = np.arange(len(pos))
     data = np.asarray(tilts, np.float32)
-    contrast = z_contrast(names)
+    contrast = z_contrast(names) if contrast is None else np.asarray(contrast, float)
     heights, b_factors = dict(heights), dict(b_factors)
     shared_b = float(b_factors[max(b_factors)])  # the heaviest class's: the best determined
     rep = Reporter(rounds * 3, progress, cancel)
