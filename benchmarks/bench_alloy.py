@@ -212,7 +212,8 @@ def run_variant(variant: str, ts, case: Path, runs_dir: Path, device: str, enhan
         t = time.perf_counter()
         vol = astra_sirt(ts.data[~free], angles[~free], gpu=gpu)
         rec["reconstruct_seconds"] = round(time.perf_counter() - t, 1)
-        table, meta = trace_volume(io.Volume(vol, ts.pixel_size), ts, species=SPECIES, free=free, device=device)
+        table, meta = trace_volume(io.Volume(vol, ts.pixel_size), ts, species=SPECIES, n_classes=len(SPECIES) + 1,
+                                   free=free, device=device)
         val = meta.get("validation") or {}
         rec |= {"r_work": val.get("r_work"), "r_free": val.get("r_free"), "species_record": meta.get("species"),
                 "second_population": meta.get("second_population"), "species_mapped": None,

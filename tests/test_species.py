@@ -82,7 +82,7 @@ def test_species_given_finds_every_light_atom_and_names_it(small_alloy):
     from napari_aet.core.pipeline import trace_volume
 
     sim, free, rec = small_alloy
-    table, meta = trace_volume(Volume(rec, sim.tilt_series.pixel_size), sim.tilt_series, species=("Ni", "Pt"),
+    table, meta = trace_volume(Volume(rec, sim.tilt_series.pixel_size), sim.tilt_series, species=("Ni", "Pt"), n_classes=3,
                                free=free, device="cpu")
     m, ni_recall, accuracy = _score(table, sim)
     assert m.recall >= 0.98 and m.precision >= 0.98

@@ -970,7 +970,7 @@ def _add_trace_command(sub) -> None:
     p.add_argument("--min-distance", type=float, default=2.0, metavar="Å", help="minimum distance between atoms, Å (default 2.0)")
     p.add_argument("--classes", type=int, default=2, metavar="N", help="intensity classes incl. noise (default 2)")
     p.add_argument("--species", nargs="*", default=[], metavar="NAME",
-                   help="names of the atom classes, faint to bright (e.g. Pt); two or more (e.g. Ni Pt) with --tilts: "
+                   help="names of the atom classes, faint to bright (e.g. Pt); two or more (e.g. --classes 3 --species Ni Pt) with --tilts: "
                    "light atoms are found and every atom's species decided from the projections, as run --species")
     p.add_argument("--fit", choices=("gaussian", "parabola"), default="gaussian", help="sub-voxel fit (default gaussian)")
     p.add_argument("--upsample", type=int, default=1, metavar="F", help="trace on a volume upsampled F times (default 1)")

@@ -75,6 +75,10 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
     make = progress_factory or (lambda name: None)
     species = tuple(str(n) for n in species)
     alloy = len(species) >= 2
+    if alloy and n_classes != len(species) + 1:
+        raise AETInputError(
+            f"{len(species)} species names ({' '.join(species)}) for {n_classes - 1} atom classes: the lowest of the "
+            f"{n_classes} classes is noise; give --classes {len(species) + 1} or {n_classes - 1} names, faint to bright")
     res = trace_atoms(vol.data, vol.pixel_size, min_distance=min_distance, n_classes=2 if alloy else n_classes,
                       species_names=() if alloy else species, fit=fit, upsample=upsample, progress=make("trace"),
                       cancel=cancel)
@@ -512,7 +516,8 @@ def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures,
         def do_trace():
             table, meta = trace_volume(io.Volume(traced_volume, rec_volume.pixel_size), aligned, refine=refine,
                                        device=device, progress_factory=progress_factory, free=free,
-                                       complete=complete, extended_object=extended_object, species=species)
+                                       complete=complete, extended_object=extended_object, species=species,
+                                       n_classes=max(2, len(species) + 1))
             io.write_atoms(run.work / "traced.csv", table, metadata=meta)
         _stage(run, "trace_refine", do_trace)
     if not run.done("analyze"):
