@@ -390,7 +390,8 @@ def cmd_trace(args) -> int:
     _refuse_inputs_as_outputs(args.output)  # the angles, mdoc and sidecars found beside the inputs too
     t0 = time.perf_counter()
     table, meta = trace_volume(vol, tilts_ts, alignment, args.min_distance, args.classes, args.species, args.fit,
-                               args.upsample, not args.no_refine, args.refine_iterations, args.device, progress_bar)
+                               args.upsample, not args.no_refine, args.refine_iterations, args.device, progress_bar,
+                               probe_tail=not args.no_probe_tail)
     meta.update(volume=str(args.volume), tilts=str(args.tilts) if args.tilts else None,
                 seconds=round(time.perf_counter() - t0, 3))
     io.write_atoms(args.output, table, metadata=meta)
@@ -400,6 +401,7 @@ def cmd_trace(args) -> int:
         r = meta["refinement"]
         msg += f"; refined against the tilt series: R {r['r_factor_before']:.4f} -> {r['r_factor_after']:.4f}"
     _info(msg + f" -> {args.output}")
+    _report_probe_tail(meta.get("refinement"))
     _report_species({"species": meta.get("species"), "second_population": meta.get("second_population")})
     if "validation" in meta:
         _report_validation({"validation": meta["validation"]})
@@ -590,6 +592,17 @@ def _report_network(rep: dict) -> None:
               f"{c['r_factor_enhanced']:.4f} (network), within the +{c['tolerance']:g} tolerance{noise}")
 
 
+def _report_probe_tail(refinement) -> None:
+    """One line on the probe tail the refinement fitted, and whether it was taken off."""
+    tail = (refinement or {}).get("probe_tail")
+    if not tail:
+        return
+    what = ("taken off the tilt series for species, refits and confidence" if tail.get("removed") else
+            f"below {tail.get('min_fraction', 0.05):.0%}: the tilt series is used as measured")
+    _info(f"probe tail: {tail['fraction']:.1%} of each atom's intensity in a {tail['sigma_A']:.2f} Å Gaussian tail, "
+          f"{what} (--no-probe-tail: Gaussian atoms alone)")
+
+
 def _report_validation(rep: dict) -> None:
     """One line on how far to trust the atoms: R-work, R-free and the least certain atoms."""
     v = rep.get("validation")
@@ -640,8 +653,9 @@ def cmd_run(args) -> int:
                        device=args.device, weights=args.weights, refine=not args.no_refine, progress_factory=progress_bar,
                        resume=args.resume, trust_weights=args.trust_weights, extended_object=args.extended_object,
                        layer_maps=args.layer_maps, support_normal=args.support_normal, r_free=args.r_free,
-                       complete=args.complete, species=species)
+                       complete=args.complete, species=species, probe_tail=not args.no_probe_tail)
     _report_network(rep)
+    _report_probe_tail(rep.get("refinement"))
     _report_species(rep)
     _report_validation(rep)
     _info(f"{rep['n_atoms']} atoms, {rep['share_assigned_fcc']:.1%} on fcc sites, a = {rep['lattice_constant']:.4f} Å, "
@@ -911,6 +925,10 @@ def _add_run_command(sub) -> None:
                    help="share of projections held out of reconstruction, tracing and refinement to measure R-free and "
                    "judge the network on (default 0.1, spread over the tilt range; 0: none; series of fewer than 10 "
                    "projections hold none out); the atoms are refitted on every projection at the end")
+    p.add_argument("--no-probe-tail", action="store_true",
+                   help="fit Gaussian atoms alone, with no probe tail (default: the probe's tail is fitted with the atoms "
+                   "and, when it holds 5%% or more of the intensity, as real probes and abTEM's do, taken off the tilt "
+                   "series before species, refits and confidence; the refinement record says what was fitted)")
     p.add_argument("--species", nargs="+", default=[], metavar="NAME",
                    help="the atoms' species, lightest first (e.g. --species Ni Pt): light atoms hidden by heavy "
                    "neighbours are found in the residual and every atom's species is decided from the projections, "
@@ -976,6 +994,10 @@ def _add_trace_command(sub) -> None:
     p.add_argument("--upsample", type=int, default=1, metavar="F", help="trace on a volume upsampled F times (default 1)")
     p.add_argument("--no-refine", action="store_true", help="skip refinement against the tilt series")
     p.add_argument("--refine-iterations", type=int, default=150, metavar="N", help="refinement iterations (default 150)")
+    p.add_argument("--no-probe-tail", action="store_true",
+                   help="fit Gaussian atoms alone, with no probe tail (default: the probe's tail is fitted with the atoms "
+                   "and, when it holds 5%% or more of the intensity, as real probes and abTEM's do, taken off the tilt "
+                   "series before species, refits and confidence; the refinement record says what was fitted)")
     _add_run_options(p, "ATOMS.csv", "atoms table")
     p.set_defaults(func=cmd_trace)
 

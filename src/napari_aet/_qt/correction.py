@@ -438,7 +438,12 @@ class CorrectionWidget(WorkerWidget):
         meta = aet_meta(layer)
         if not meta.get("angles") or not meta.get("pixel_size"):
             raise AETInputError(f"{name} has no tilt angles or pixel size: load it with its angles and pixel size")
-        return np.asarray(layer.data, np.float32), np.asarray(meta["angles"], float), float(meta["pixel_size"])
+        from ..core.correct import fitted_tilts
+
+        atoms_meta = aet_meta(self._layer).get("atoms_metadata") if self._layer is not None else None
+        pixel_size = float(meta["pixel_size"])
+        return (fitted_tilts(atoms_meta, np.asarray(layer.data, np.float32), pixel_size),
+                np.asarray(meta["angles"], float), pixel_size)
 
     def _model(self, table, n_projections: int) -> tuple:
         """The atom model of a table: its rows (``atom`` 1), classes as the refinement numbered

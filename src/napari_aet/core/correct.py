@@ -59,6 +59,32 @@ def model_parameters(metadata: Optional[dict]) -> Optional[tuple]:
     return h, b
 
 
+def fitted_tilts(metadata: Optional[dict], tilts, pixel_size: float) -> np.ndarray:
+    """The tilt series as the refined model was fitted to it: with the probe tail the
+    refinement took off (``refinement.probe_tail`` with ``removed``) taken off again, so a
+    local refit sees what the Gaussian atoms were fitted to.
+
+    Parameters
+    ----------
+    metadata : dict or None
+        The atoms metadata.
+    tilts : (a, nv, nu) array
+        The measured tilt series.
+    pixel_size : float
+        Å.
+
+    Returns
+    -------
+    (a, nv, nu) float32 array
+    """
+    from .probe_tail import ProbeTail, remove_probe_tail
+
+    record = ((metadata or {}).get("refinement") or {}).get("probe_tail") or {}
+    if not record.get("removed"):
+        return np.asarray(tilts, np.float32)
+    return remove_probe_tail(tilts, ProbeTail.from_summary(record), pixel_size)
+
+
 def free_projections(metadata: Optional[dict], n_projections: int) -> np.ndarray:
     """The projections held out of the refinement (R-free), from the ``validation`` record.
 

@@ -21,7 +21,7 @@ RUN_OUTPUTS = ("tomogram.mrc", "tomogram_enhanced.mrc", "atoms.csv", "atoms.json
 
 def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes=2, species=(), fit="gaussian",
                  upsample=1, refine=True, refine_iterations=150, device="auto", progress_factory=None, cancel=None,
-                 free=None, complete=False, extended_object=False):
+                 free=None, complete=False, extended_object=False, probe_tail=True):
     """Trace atoms in a tomogram and refine them against its tilt series: the one tracing
     path of ``run``, ``trace`` and the workbench's Trace widget (same tomogram and tilt series,
     same atoms).
@@ -58,6 +58,11 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
         yet shown never to lower recall or precision (BENCHMARKS.md "Confidence").
     extended_object : bool
         The sample extends beyond the box (completion proposes nothing at its x/y faces).
+    probe_tail : bool
+        Fit the probe's tail with the atoms (:mod:`~napari_aet.core.probe_tail`); when it
+        holds at least ``MIN_TAIL_FRACTION`` of the intensity it is taken off the tilt series
+        for every later step (species, completion, refit, confidence). R-factors stay those of
+        the measured projections.
 
     Returns
     -------
@@ -96,9 +101,11 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
             classes = np.array([names.index(n) for n in table.loc[atoms, "species"].astype(str)], int)
             ref = refine_positions(table.loc[atoms, ["x", "y", "z"]].to_numpy(), classes, data[~free], angles[~free],
                                    vol.pixel_size, iterations=refine_iterations, device=device,
-                                   progress=make("refine"), cancel=cancel, share_b_factor=alloy)
+                                   progress=make("refine"), cancel=cancel, share_b_factor=alloy,
+                                   fit_probe_tail=probe_tail)
             meta["refinement"] = ref.summary()
             meta["refinement"]["alignment_applied"] = alignment is not None
+            measured, data, tail = data, *_without_probe_tail(data, ref, vol.pixel_size, meta["refinement"])
             if not alloy:
                 found = _faint_population(table, atoms, classes, ref, data[~free], angles[~free], vol.pixel_size,
                                           res.metadata, device)
@@ -119,8 +126,24 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
             table, meta["validation"] = _validate_atoms(table, atoms, classes, ref, data, angles, free, vol.pixel_size,
                                                         device, make("validate"), cancel,
                                                         None if alloy else meta["trace"].get("class_centres"),
-                                                        share_b_factor=alloy)
+                                                        share_b_factor=alloy, measured=(measured, tail))
     return table, meta
+
+
+def _without_probe_tail(data, ref, pixel_size, record) -> tuple:
+    """The tilt series every later step fits Gaussian atoms to: with the refinement's probe
+    tail taken off when it is large enough to matter (recorded in ``record``), else as measured;
+    and the tail removed (or None)."""
+    from .probe_tail import MIN_TAIL_FRACTION, remove_probe_tail
+
+    tail = ref.probe_tail
+    if tail is None:
+        return data, None
+    removed = tail.fraction >= MIN_TAIL_FRACTION
+    record["probe_tail"] = dict(tail.summary(), removed=removed, min_fraction=MIN_TAIL_FRACTION)
+    if not removed:
+        return data, None
+    return remove_probe_tail(data, tail, pixel_size), tail
 
 
 def _refinement_data(vol, tilts_ts, alignment, free) -> tuple:
@@ -256,10 +279,11 @@ def _peak_contrast(table, class_centres):
 
 
 def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, device, progress, cancel,
-                    class_centres=None, share_b_factor=False) -> tuple:
+                    class_centres=None, share_b_factor=False, measured=None) -> tuple:
     """R-work and R-free of the refined atom model, the refit on every projection, and each
     atom's confidence (:mod:`napari_aet.core.confidence`): the table with its confidence
-    columns and the validation record."""
+    columns and the validation record. ``measured``: (the measured series, the probe tail
+    taken off ``data``), so that the R-factors are those of the measured projections."""
     from .confidence import SIGMA_SCALE, atom_confidence, atom_model_projections, r_work_free
     from .errors import Reporter
     from .refine import refine_positions
@@ -271,7 +295,7 @@ def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, 
     shape = data.shape[1:]
     fitted = atom_model_projections(ref.positions, classes, ref.heights, ref.b_factors, angles, shape, pixel_size,
                                     device)
-    r_work, r_free = r_work_free(fitted, data, free)
+    r_work, r_free = r_work_free(*_as_measured(fitted, data, measured, pixel_size), free)
     rep.step(f"R-work {r_work:.4f}" + (f", R-free {r_free:.4f}" if r_free is not None else ""))
     final = ref
     if free.any():  # the choice is made: the model takes every projection's information
@@ -297,7 +321,8 @@ def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, 
     record = {
         "r_work": round(r_work, 5), "r_free": None if r_free is None else round(r_free, 5),
         "free_projections": np.flatnonzero(free).tolist(), "n_free_projections": int(free.sum()),
-        "r_factor_all_after_refit": round(final.r_factor_after, 5), "refit_iterations": REFIT_ITERATIONS if free.any() else 0,
+        "r_factor_all_after_refit": round(_refit_r(final, classes, angles, data, pixel_size, device, measured), 5),
+        "refit_iterations": REFIT_ITERATIONS if free.any() else 0,
         "sigma_scale": list(SIGMA_SCALE), "presence_from": "held-out projections" if conf.used_free else "all projections",
         "median_sigma_pm": [round(float(v), 2) for v in np.median(sig, 0)],
         "n_atoms_presence_below_half": int((conf.presence[atoms] < 0.5).sum()),
@@ -306,6 +331,32 @@ def _validate_atoms(table, atoms, classes, ref, data, angles, free, pixel_size, 
 
 
 REFIT_ITERATIONS = 30  # the refit on every projection starts at the refined positions
+
+
+def _as_measured(model, data, measured, pixel_size) -> tuple:
+    """(model, data) as the measured projections see them: with ``measured`` = (series, tail)
+    and a tail, the model gets the probe tail back and is compared with the measured series."""
+    if measured is None or measured[1] is None:
+        return model, data
+    import torch
+
+    from .probe_tail import apply_probe_tail
+
+    series, tail = measured
+    with torch.no_grad():
+        seen = apply_probe_tail(torch.as_tensor(model), tail.fraction, tail.sigma, pixel_size).numpy()
+    return seen, series
+
+
+def _refit_r(final, classes, angles, data, pixel_size, device, measured) -> float:
+    """The refitted model's R-factor on every measured projection."""
+    if measured is None or measured[1] is None:
+        return float(final.r_factor_after)
+    from .confidence import atom_model_projections, r_factor
+
+    model = atom_model_projections(final.positions, classes, final.heights, final.b_factors, angles, data.shape[1:],
+                                   pixel_size, device)
+    return r_factor(*_as_measured(model, data, measured, pixel_size))
 
 
 
@@ -407,7 +458,7 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
                  weights=None, refine: bool = True, figures: bool = True, progress_factory=None,
                  resume: bool = False, trust_weights: bool = False, extended_object: bool = False,
                  layer_maps: bool = False, support_normal=None, r_free: float = 0.1, complete: bool = False,
-                 species=()) -> dict:
+                 species=(), probe_tail: bool = True) -> dict:
     """Align, reconstruct, enhance, trace, refine and analyse a tilt series into ``out``.
 
     The run is built in ``out/.napari-aet-partial`` and moved into place when it has
@@ -456,6 +507,9 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
         residual and every atom's species is decided from the projections
         (:mod:`~napari_aet.core.species`). Empty: one species, and the report says when the
         projections want a second, fainter population (traced as ``light`` and ``heavy``).
+    probe_tail : bool
+        Fit the probe's tail with the atoms and take it off the tilt series for every later
+        step when it matters (:func:`trace_volume`'s ``probe_tail``).
 
     Returns
     -------
@@ -469,11 +523,12 @@ def run_pipeline(ts, out: Path, align_first: bool = True, enhance: bool = True, 
     with output_lock(out, "results folder"):  # one writer a folder, from the first look to the last move
         return _run_locked(ts, Path(out), align_first, enhance, device, weights, refine, figures, progress_factory,
                            resume, trust_weights, extended_object, layer_maps, support_normal, r_free, complete,
-                           tuple(str(n) for n in species))
+                           tuple(str(n) for n in species), bool(probe_tail))
 
 
 def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures, progress_factory, resume,
-                trust_weights, extended_object, layer_maps, support_normal, r_free, complete, species) -> dict:
+                trust_weights, extended_object, layer_maps, support_normal, r_free, complete, species,
+                probe_tail) -> dict:
     """:func:`run_pipeline` once its folder is locked."""
     import platform
 
@@ -495,7 +550,7 @@ def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures,
     free = split_free_projections(ts.angles, r_free)
     settings = _run_settings(ts, align_first, enhance, refine, extended_object, support_normal, weights) | {
         "r_free_fraction": r_free, "free_projections": np.flatnonzero(free).tolist(), "complete": complete,
-        "species": list(species)}
+        "species": list(species), "probe_tail": probe_tail}
     run = _RunFolder(Path(out), _fingerprint(ts, settings), resume)
     report = {"version": __version__, "python": platform.python_version(), "settings": settings | {"device": device}}
     aligned = ts
@@ -517,7 +572,7 @@ def _run_locked(ts, out, align_first, enhance, device, weights, refine, figures,
             table, meta = trace_volume(io.Volume(traced_volume, rec_volume.pixel_size), aligned, refine=refine,
                                        device=device, progress_factory=progress_factory, free=free,
                                        complete=complete, extended_object=extended_object, species=species,
-                                       n_classes=max(2, len(species) + 1))
+                                       n_classes=max(2, len(species) + 1), probe_tail=probe_tail)
             io.write_atoms(run.work / "traced.csv", table, metadata=meta)
         _stage(run, "trace_refine", do_trace)
     if not run.done("analyze"):

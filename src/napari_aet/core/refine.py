@@ -19,6 +19,7 @@ from . import geometry
 from .errors import AETInputError, Reporter
 
 from .forward import AtomProjector, GaussianAtoms  # noqa: E402,F401  (AtomProjector kept importable from here)
+from .probe_tail import MAX_TAIL_FRACTION, ProbeTail, apply_probe_tail
 
 __all__ = ["AtomProjector", "RefinementResult", "refine_positions"]
 
@@ -33,13 +34,41 @@ class RefinementResult:
     iterations: int
     seconds: float
     history: list = field(default_factory=list)
+    probe_tail: Optional[ProbeTail] = None  # the detector-plane tail the model was fitted with
 
     def summary(self) -> dict:
         return {
             "r_factor_before": self.r_factor_before, "r_factor_after": self.r_factor_after,
             "heights": self.heights, "b_factors_A2": self.b_factors, "iterations": self.iterations,
             "seconds": round(self.seconds, 3), "loss_history": self.history,
+            "probe_tail": None if self.probe_tail is None else self.probe_tail.summary(),
         }
+
+
+TAIL_START_SIGMA = 1.0  # Å; the scan's tail width (abTEM's 300 kV, 25 mrad probe fits 0.97 Å)
+TAIL_SCAN = (0.0, 0.15, 0.3, 0.45)  # tail fractions tried at the start
+MIN_TAIL_SIGMA = 0.6  # Å; on tail-free projections a narrower "tail" fitted 10% (a second core width)
+
+
+def _start_scan(design, b_data, sigma0, n_classes, fit_b_factor, tail_fractions, tail_sigma, pixel_size, check):
+    """Per-class width scale, tail fraction and heights with the least squared misfit (heights by
+    linear least squares for each width; the tail, linear in the columns, costs only FFTs)."""
+    import torch
+
+    best = None
+    for scale in (0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.0) if fit_b_factor else (1.0,):
+        sig = np.full(n_classes, sigma0 * scale)
+        cols = design(sig)
+        for f in tail_fractions:
+            a_mat = cols if f == 0 else apply_probe_tail(cols, f, tail_sigma, pixel_size)
+            a_mat = a_mat.reshape(n_classes, -1).T
+            h, *_ = torch.linalg.lstsq(a_mat, b_data[:, None])
+            h = h[:, 0].clamp(min=1e-6)
+            loss = float(((a_mat @ h - b_data) ** 2).sum())
+            if best is None or loss < best[0]:
+                best = (loss, sig, h, f)
+        check()
+    return best[1:]
 
 
 # Long: one gradient loop over positions, heights and B-factors with its step-size control and
@@ -60,6 +89,8 @@ def refine_positions(
     model=None,
     share_b_factor: bool = False,
     fit_b_factor: bool = True,
+    fit_probe_tail: bool = False,
+    probe_tail: Optional[ProbeTail] = None,
 ) -> RefinementResult:
     """Refine atom positions (Å), per-class heights and B-factors against a tilt series.
 
@@ -74,6 +105,9 @@ def refine_positions(
     share_b_factor : one B-factor for every class (heights stay per class): for alloys, where
         a free width lets a faint class absorb its bright neighbours' misfit.
     fit_b_factor : False keeps the B-factor at ``initial_b`` (heights and positions are fitted).
+    fit_probe_tail : fit the probe's tail (:mod:`napari_aet.core.probe_tail`: a fraction of
+        every atom's intensity spread by a Gaussian of its own width) with the atoms.
+    probe_tail : a fixed tail to see the atoms through (ignored when ``fit_probe_tail``).
     model : forward model with a differentiable twin (default
         :class:`~napari_aet.core.forward.GaussianAtoms`; heights and B-factors are fitted).
 
@@ -81,7 +115,7 @@ def refine_positions(
     -------
     RefinementResult
         Refined ``positions`` (n, 3) Å, per-class ``heights`` and ``b_factors`` (Å²), the
-        re-projection R-factor before and after, iterations and seconds.
+        re-projection R-factor before and after, iterations, seconds and the ``probe_tail``.
     """
     import time
 
@@ -110,35 +144,35 @@ def refine_positions(
     pos = torch.tensor(pos0, dtype=torch.float32, device=dev)
     rep = Reporter(iterations + 1, progress, cancel)
 
-    # Start: per-class width by a scan, heights by linear least squares.
+    # Start: per-class width (and tail) by a scan, heights by linear least squares.
     def design(sigma_by_class):
         sig = torch.as_tensor(sigma_by_class, dtype=torch.float32, device=dev)[inv_b]
-        cols = []
-        for k in range(len(labels)):
-            h = (inv == k).float()
-            cols.append(proj.project(pos, h, sig).reshape(-1))
-        return torch.stack(cols, 1)
+        return torch.stack([proj.project(pos, (inv == k).float(), sig) for k in range(len(labels))])
 
-    b_data = data.reshape(-1)
     sigma0 = np.sqrt((initial_b or 5.0) / (8 * np.pi**2))
-    best = None
-    for scale in (0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.0) if fit_b_factor else (1.0,):
-        sig = np.full(len(labels), sigma0 * scale)
-        a_mat = design(sig)
-        h, *_ = torch.linalg.lstsq(a_mat, b_data[:, None])
-        h = h[:, 0].clamp(min=1e-6)
-        loss = float(((a_mat @ h - b_data) ** 2).sum())
-        if best is None or loss < best[0]:
-            best = (loss, sig, h)
-        rep.check()
-    _, sig_start, h_start = best
+    fixed_tail = None if fit_probe_tail else probe_tail
+    tail_sigma = fixed_tail.sigma if fixed_tail else TAIL_START_SIGMA
+    scan = TAIL_SCAN if fit_probe_tail else ((fixed_tail.fraction,) if fixed_tail else (0.0,))
+    sig_start, h_start, f_start = _start_scan(design, data.reshape(-1), sigma0, len(labels), fit_b_factor, scan,
+                                              tail_sigma, pixel_size, rep.check)
     log_h = torch.log(h_start.detach().clone()).requires_grad_(True)
     log_s = torch.log(torch.as_tensor(sig_start, dtype=torch.float32, device=dev)).requires_grad_(fit_b_factor)
+    # the tail as a logit fraction (kept off 0 so it can grow back) and a log width
+    logit_f = torch.logit(torch.tensor(max(f_start, 0.02), device=dev)).requires_grad_(fit_probe_tail)
+    log_t = torch.log(torch.tensor(tail_sigma, device=dev)).requires_grad_(fit_probe_tail)
+    with_tail = fit_probe_tail or (fixed_tail is not None and fixed_tail.fraction > 0)
+
+    def tail_fraction():
+        return torch.sigmoid(logit_f).clamp(max=MAX_TAIL_FRACTION)
+
+    def tail_width():  # Å; a narrower tail trades with the atoms' own width (the B-factor)
+        return torch.exp(log_t).clamp(MIN_TAIL_SIGMA, 4.0)
     shift = torch.zeros_like(pos, requires_grad=True)
     b_abs = float(data.abs().sum())
 
     def model():
-        return proj.project(pos + shift, torch.exp(log_h)[inv], torch.exp(log_s)[inv_b])
+        img = proj.project(pos + shift, torch.exp(log_h)[inv], torch.exp(log_s)[inv_b])
+        return apply_probe_tail(img, tail_fraction(), tail_width(), pixel_size) if with_tail else img
 
     with torch.no_grad():
         r_before = float((model() - data).abs().sum() / b_abs)
@@ -149,6 +183,7 @@ def refine_positions(
     opt = torch.optim.Adam([
         {"params": [shift], "lr": step_size},
         {"params": [log_h, log_s] if fit_b_factor else [log_h], "lr": 0.01},
+        {"params": [logit_f, log_t] if fit_probe_tail else [], "lr": 0.05},
     ])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iterations, 1), eta_min=step_size * 0.02)
     history = []
@@ -169,4 +204,6 @@ def refine_positions(
         heights = {int(labels[k]): float(torch.exp(log_h[k])) for k in range(len(labels))}
         b_factors = {int(labels[k]): float(8 * np.pi**2 * torch.exp(log_s[0 if share_b_factor else k]) ** 2)
                      for k in range(len(labels))}
-    return RefinementResult(final, heights, b_factors, r_before, r_after, iterations, time.perf_counter() - t0, history)
+        tail = ProbeTail(float(tail_fraction()), float(tail_width())) if with_tail else None
+    return RefinementResult(final, heights, b_factors, r_before, r_after, iterations, time.perf_counter() - t0, history,
+                            tail)
