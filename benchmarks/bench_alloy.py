@@ -4,7 +4,8 @@ and without the species given, and against an outside reconstruction (ASTRA SIRT
 
 Run:  python benchmarks/bench_alloy.py [REPO] [--particles S1 S2 S6] [--geometries 65/21 50/11]
           [--variants plain species astra] [--dose 1e5] [--cases-dir /tmp/aet-bench/alloy]
-          [--runs-dir DIR] [--device auto] [--threads N] [--no-enhance] [--out results.json]
+          [--runs-dir DIR] [--device auto] [--threads N] [--no-enhance] [--no-probe-tail]
+          [--species-after-tail] [--out results.json]
 
 REPO is the Pt-Alloy checkout or the bare mirror ``fetch`` brings (default
 ``/work/.mirror/AET-nanocatalysts+Pt-Alloy/repo``). Each case (particle, geometry, dose; Poisson
@@ -183,7 +184,8 @@ def _species_column(table, mapping=None):
     return table
 
 
-def run_variant(variant: str, ts, case: Path, runs_dir: Path, device: str, enhance: bool, gpu=None) -> dict:
+def run_variant(variant: str, ts, case: Path, runs_dir: Path, device: str, enhance: bool, gpu=None,
+                probe_tail: bool = True) -> dict:
     """One chain on one case: the found atoms' table and what the row records."""
     from napari_aet.core import io
     from napari_aet.core.confidence import split_free_projections
@@ -194,12 +196,14 @@ def run_variant(variant: str, ts, case: Path, runs_dir: Path, device: str, enhan
     if variant in ("plain", "species"):
         out = runs_dir / f"{case.name}_{variant}"
         report = run_pipeline(ts, out, align_first=False, enhance=enhance, device=device, figures=False,
-                              species=SPECIES if variant == "species" else ())
+                              species=SPECIES if variant == "species" else (), probe_tail=probe_tail)
         table, _ = io.read_atoms(out / "atoms.csv")
         second = report.get("second_population")
         mapping = SECOND_POPULATION_NAMES if (variant == "plain" and second) else None
         rec |= {"results_dir": str(out), "r_work": report.get("r_work"), "r_free": report.get("r_free"),
                 "species_record": report.get("species"), "second_population": second,
+                "probe_tail": (report.get("refinement") or {}).get("probe_tail"),
+                "species_after_tail": (report.get("species_after_tail") or {}).get("counts"),
                 "species_mapped": mapping, "traced_tomogram": report.get("traced_tomogram"),
                 "stages_seconds": {k: v.get("seconds") for k, v in (report.get("stages") or {}).items()}}
     elif variant == "astra":
@@ -213,6 +217,7 @@ def run_variant(variant: str, ts, case: Path, runs_dir: Path, device: str, enhan
         vol = astra_sirt(ts.data[~free], angles[~free], gpu=gpu)
         rec["reconstruct_seconds"] = round(time.perf_counter() - t, 1)
         table, meta = trace_volume(io.Volume(vol, ts.pixel_size), ts, species=SPECIES, n_classes=len(SPECIES) + 1,
+                                   probe_tail=probe_tail,
                                    free=free, device=device)
         val = meta.get("validation") or {}
         rec |= {"r_work": val.get("r_work"), "r_free": val.get("r_free"), "species_record": meta.get("species"),
@@ -268,8 +273,15 @@ def main():
     ap.add_argument("--no-enhance", action="store_true", help="run without the U-Net (plain, species)")
     ap.add_argument("--check-astra", action="store_true",
                     help="only the ASTRA orientation check on a small simulated particle")
+    ap.add_argument("--no-probe-tail", action="store_true", help="Gaussian atoms alone (run --no-probe-tail)")
+    ap.add_argument("--species-after-tail", action="store_true",
+                    help="decide species again on the tail-free series (pipeline.SPECIES_AFTER_TAIL)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.species_after_tail:
+        from napari_aet.core import pipeline
+
+        pipeline.SPECIES_AFTER_TAIL = True
 
     from napari_aet.core.threads import configure_threads
 
@@ -302,7 +314,8 @@ def main():
                        "n_projections": int(len(ts.angles)), "shape": list(ts.data.shape),
                        "truth_by_species": info.get("n_by_species"), "machine": machine, "date": date}
                 try:
-                    table, rec = run_variant(variant, ts, case, runs_dir, args.device, not args.no_enhance, gpu)
+                    table, rec = run_variant(variant, ts, case, runs_dir, args.device, not args.no_enhance, gpu,
+                                             probe_tail=not args.no_probe_tail)
                 except Exception as exc:  # one failed variant does not lose the others' rows
                     row["error"] = f"{type(exc).__name__}: {exc}"
                     print(f"{name} {geo} {variant}: {row['error']}", file=sys.stderr, flush=True)

@@ -13,8 +13,8 @@ from .base import WorkerWidget, aet_meta, number, recolour
 NO_REFINEMENT = "none (trace only)"
 
 
-def _trace_task(volume, pixel_size, tilts, min_distance, device, free_projections=(), species=(), progress=None,
-                cancel=None):
+def _trace_task(volume, pixel_size, tilts, min_distance, device, free_projections=(), species=(), probe_tail=True,
+                progress=None, cancel=None):
     from ..core.io import TiltSeries, Volume
     from ..core.pipeline import trace_volume
 
@@ -25,7 +25,8 @@ def _trace_task(volume, pixel_size, tilts, min_distance, device, free_projection
         free[list(free_projections)] = True
     classes = {"species": tuple(species), "n_classes": len(species) + 1} if species else {}  # none: one species
     return trace_volume(Volume(volume, pixel_size), ts, min_distance=min_distance, refine=ts is not None,
-                        device=device, progress_factory=lambda name: progress, cancel=cancel, free=free, **classes)
+                        device=device, progress_factory=lambda name: progress, cancel=cancel, free=free,
+                        probe_tail=probe_tail, **classes)
 
 
 class TraceWidget(WorkerWidget):
@@ -45,8 +46,12 @@ class TraceWidget(WorkerWidget):
         # the newest tilt series first (the aligned one, as run refines), trace-only last
         self.refine_against = self.layer_choice("refine against", ("tilt_series",), after=(NO_REFINEMENT,),
                                                 tooltip="the aligned tilt series this tomogram was reconstructed from")
-        form.extend([self.layer_box, self.min_distance, self.species, self.refine_against])
-        self.settings.update(min_distance=self.min_distance, species=self.species)
+        self.probe_tail = mg.CheckBox(label="fit the probe tail", value=True,
+                                      tooltip="fit the probe's tail with the atoms and, when it holds 5% or more of "
+                                              "the intensity, take it off the tilt series for the refit and confidence "
+                                              "(as run; off: Gaussian atoms alone, run --no-probe-tail)")
+        form.extend([self.layer_box, self.min_distance, self.species, self.refine_against, self.probe_tail])
+        self.settings.update(min_distance=self.min_distance, species=self.species, probe_tail=self.probe_tail)
 
     def start(self):
         from ..core.batch import species_names
@@ -69,7 +74,8 @@ class TraceWidget(WorkerWidget):
         self.status.setText("tracing..." + (" and refining" if tilts else ""))
         self._source, self._species = layer.name, species
         self.launch(_trace_task, np.asarray(layer.data), float(px), tilts, self.min_distance.value,
-                    self.device.value, tuple(aet_meta(layer).get("free_projections") or ()), species)
+                    self.device.value, tuple(aet_meta(layer).get("free_projections") or ()), species,
+                    self.probe_tail.value)
 
     def on_result(self, result):
         from .._layers import atoms_layer
@@ -85,6 +91,10 @@ class TraceWidget(WorkerWidget):
         refined = meta.get("refinement")
         extra = (f"; refined against the tilt series (R {refined['r_factor_before']:.4f} -> "
                  f"{refined['r_factor_after']:.4f})" if refined else "")
+        tail = (refined or {}).get("probe_tail")
+        if tail and tail.get("removed"):
+            extra += (f"; probe tail {tail['fraction']:.0%} in {tail['sigma_A']:.2f} Å fitted and taken off "
+                      f"(R {tail['r_factor_after']:.4f})")
         valid = meta.get("validation")
         if valid:
             free = (f", R-free {valid['r_free']:.4f}" if valid.get("r_free") is not None

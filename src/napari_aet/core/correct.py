@@ -32,7 +32,8 @@ NEAR_RADIUS = 3.0  # Å: the edited atoms' nearest neighbours (Pt: 2.77 Å) move
 
 def model_parameters(metadata: Optional[dict]) -> Optional[tuple]:
     """The refined model's per-class heights and B-factors from an atoms layer's or sidecar's
-    metadata (``refinement``: ``heights``, ``b_factors_A2``).
+    metadata (``refinement``: ``heights``, ``b_factors_A2``; those of its ``probe_tail`` when the
+    tail was taken off the tilt series, :func:`fitted_tilts`).
 
     Parameters
     ----------
@@ -46,6 +47,9 @@ def model_parameters(metadata: Optional[dict]) -> Optional[tuple]:
         the atoms were never refined against a tilt series.
     """
     ref = (metadata or {}).get("refinement") or {}
+    tail = ref.get("probe_tail") or {}
+    if tail.get("removed"):  # the model refitted with the tail: what the tail-free series wants (fitted_tilts)
+        ref = tail
     heights, b_factors = ref.get("heights"), ref.get("b_factors_A2")
     if not heights or not b_factors:
         return None

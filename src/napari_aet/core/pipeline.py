@@ -101,11 +101,9 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
             classes = np.array([names.index(n) for n in table.loc[atoms, "species"].astype(str)], int)
             ref = refine_positions(table.loc[atoms, ["x", "y", "z"]].to_numpy(), classes, data[~free], angles[~free],
                                    vol.pixel_size, iterations=refine_iterations, device=device,
-                                   progress=make("refine"), cancel=cancel, share_b_factor=alloy,
-                                   fit_probe_tail=probe_tail)
+                                   progress=make("refine"), cancel=cancel, share_b_factor=alloy)
             meta["refinement"] = ref.summary()
             meta["refinement"]["alignment_applied"] = alignment is not None
-            measured, data, tail = data, *_without_probe_tail(data, ref, vol.pixel_size, meta["refinement"])
             if not alloy:
                 found = _faint_population(table, atoms, classes, ref, data[~free], angles[~free], vol.pixel_size,
                                           res.metadata, device)
@@ -123,6 +121,14 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
                 table, atoms, classes, ref, meta["completion"] = _complete(
                     table, atoms, classes, ref, data, angles, free, vol, min_distance, extended_object, device,
                     make("complete"), cancel)
+            measured, tail = data, None
+            if probe_tail:
+                ref, data, tail = _probe_tail_step(ref, classes, data, angles, free, vol.pixel_size, device,
+                                                   make("probe tail"), cancel, alloy, meta["refinement"])
+                if alloy and tail is not None and SPECIES_AFTER_TAIL:
+                    table, atoms, classes, ref, meta["species_after_tail"] = _resolve_species(
+                        table, atoms, classes, ref, data[~free], angles[~free], vol, names, min_distance, device,
+                        make("species"), cancel, None if ratio is None else [ratio, 1.0])
             table, meta["validation"] = _validate_atoms(table, atoms, classes, ref, data, angles, free, vol.pixel_size,
                                                         device, make("validate"), cancel,
                                                         None if alloy else meta["trace"].get("class_centres"),
@@ -130,20 +136,36 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
     return table, meta
 
 
-def _without_probe_tail(data, ref, pixel_size, record) -> tuple:
-    """The tilt series every later step fits Gaussian atoms to: with the refinement's probe
-    tail taken off when it is large enough to matter (recorded in ``record``), else as measured;
-    and the tail removed (or None)."""
-    from .probe_tail import MIN_TAIL_FRACTION, remove_probe_tail
+def _probe_tail_step(ref, classes, data, angles, free, pixel_size, device, progress, cancel, alloy, record) -> tuple:
+    """Fit the probe's tail with the complete atom model (on the working projections) and take it
+    off the tilt series when it holds ``MIN_TAIL_FRACTION`` or more of the intensity: the model
+    (refitted through the tail, or as it was), the series every later step fits, the tail taken
+    off (or None); recorded in ``record["probe_tail"]``.
 
-    tail = ref.probe_tail
-    if tail is None:
-        return data, None
+    Fitted after species and completion, not before: with light atoms still missing, the tail
+    widens to reach them (abTEM Pt-Ni S1: 0.40 / 1.39 Å against 0.36 / 0.97 Å with every atom)
+    and taking it off erases them."""
+    from .probe_tail import MIN_TAIL_FRACTION, remove_probe_tail
+    from .refine import refine_positions
+
+    fit = refine_positions(ref.positions, classes, data[~free], angles[~free], pixel_size, iterations=TAIL_ITERATIONS,
+                           step_size=0.003, device=device, progress=progress, cancel=cancel, share_b_factor=alloy,
+                           fit_probe_tail=True)
+    tail = fit.probe_tail
     removed = tail.fraction >= MIN_TAIL_FRACTION
-    record["probe_tail"] = dict(tail.summary(), removed=removed, min_fraction=MIN_TAIL_FRACTION)
+    record["probe_tail"] = dict(tail.summary(), removed=removed, min_fraction=MIN_TAIL_FRACTION,
+                                heights=fit.heights, b_factors_A2=fit.b_factors,
+                                r_factor_before=round(fit.r_factor_before, 5), r_factor_after=round(fit.r_factor_after, 5))
     if not removed:
-        return data, None
-    return remove_probe_tail(data, tail, pixel_size), tail
+        return ref, data, None
+    for key in ref.heights:  # a class with no atoms left keeps its height for the non-atom peaks' scores
+        fit.heights.setdefault(key, ref.heights[key])
+        fit.b_factors.setdefault(key, ref.b_factors[key])
+    return fit, remove_probe_tail(data, tail, pixel_size), tail
+
+
+TAIL_ITERATIONS = 60  # the tail's fit starts at the refined model
+SPECIES_AFTER_TAIL = False  # decide species again on the tail-free series (benchmarked: BENCHMARKS.md "Probe tail")
 
 
 def _refinement_data(vol, tilts_ts, alignment, free) -> tuple:
@@ -699,7 +721,7 @@ def _results(analysed, meta, stages, resume, traced_enhanced: bool) -> dict:
         "refinement": meta.get("refinement"), "r_work": (meta.get("validation") or {}).get("r_work"),
         "r_free": (meta.get("validation") or {}).get("r_free"), "validation": meta.get("validation"),
         "completion": meta.get("completion"), "species": meta.get("species"),
-        "second_population": meta.get("second_population"),
+        "species_after_tail": meta.get("species_after_tail"), "second_population": meta.get("second_population"),
         "alloy": (meta.get("analysis") or {}).get("alloy"),
         "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
         "threads": _thread_plan(),
