@@ -120,3 +120,29 @@ def test_a_support_film_under_the_particle_is_not_a_second_population():
     mixed = np.where(light, rng.normal(0.18, 0.02, len(fcc)), heavy)
     found = second_population(mixed, err[:len(fcc)], fcc)
     assert found["n_faint"] == pytest.approx(light.sum(), rel=0.05)
+
+
+def test_joint_heights_tell_light_atoms_from_empty_sites(small_alloy):
+    from scipy.spatial import cKDTree
+
+    from napari_aet.core.species import joint_heights, lattice_site_candidates
+
+    sim, free, _ = small_alloy
+    ts = sim.tilt_series
+    truth, kind = sim.particle.positions, np.asarray(sim.particle.species).astype(str)
+    pt = kind == "Pt"
+    sites = lattice_site_candidates(truth[pt], np.ones(int(pt.sum()), bool))
+    empty = sites[cKDTree(truth).query(sites)[0] > 1.2]
+    assert len(empty) >= 20
+    # the heavy atoms known, every Ni atom and empty site a candidate starting at half a Ni atom
+    every = np.r_[truth, empty]
+    light = (28 / 78) ** 1.7
+    start = np.r_[np.where(pt, 1.0, 0.5 * light), np.full(len(empty), 0.5 * light)]
+    height, moved = joint_heights(every, start, 5.0, ts.data[~free], np.asarray(ts.angles)[~free], ts.pixel_size,
+                                  iterations=100)
+    h_ni, h_empty = height[:len(truth)][~pt], height[len(truth):]
+    assert np.median(h_ni) == pytest.approx(light, abs=0.03)
+    assert abs(np.median(h_empty)) < 0.03
+    assert np.mean(h_ni > light / 2) >= 0.98 and np.mean(h_empty < light / 2) >= 0.98
+    assert np.median(height[:len(truth)][pt]) == pytest.approx(1.0, abs=0.05)
+    assert np.sqrt(np.mean(np.sum((moved[:len(truth)] - truth) ** 2, 1))) < 0.1  # Å: true atoms stay put
