@@ -146,3 +146,11 @@ def test_joint_heights_tell_light_atoms_from_empty_sites(small_alloy):
     assert np.mean(h_ni > light / 2) >= 0.98 and np.mean(h_empty < light / 2) >= 0.98
     assert np.median(height[:len(truth)][pt]) == pytest.approx(1.0, abs=0.05)
     assert np.sqrt(np.mean(np.sum((moved[:len(truth)] - truth) ** 2, 1))) < 0.1  # Å: true atoms stay put
+
+
+def test_candidates_brought_together_by_the_joint_fit_leave_the_brighter_one():
+    from napari_aet.core.species import _apart
+
+    pos = np.array([[0.0, 0, 0], [0.4, 0, 0], [2.8, 0, 0], [3.5, 0, 0]])
+    keep = _apart(pos, np.array([0.2, 1.0, 0.15, 0.17]), 2.0)
+    assert keep.tolist() == [False, True, False, True]

@@ -367,6 +367,20 @@ class SpeciesResult:
                 "seconds": round(self.seconds, 1)}
 
 
+def _apart(positions, height, min_distance: float) -> np.ndarray:
+    """Positions to keep so that none is within ``min_distance`` of a brighter one (the joint
+    fit's moves can bring a candidate onto an atom or onto another candidate)."""
+    from scipy.spatial import cKDTree
+
+    keep = np.ones(len(positions), bool)
+    tree = cKDTree(positions)
+    for i in np.argsort(-np.asarray(height), kind="stable"):
+        if keep[i]:
+            near = np.asarray(tree.query_ball_point(positions[i], min_distance), int)
+            keep[near[near != i]] = False
+    return keep
+
+
 def _class_centres(heights, names, contrast) -> np.ndarray:
     """Heights of each species: with element names, the heaviest refined class's height times
     each element's Z-contrast (the mixture keeps them: a light class left free drifts into the
@@ -475,7 +489,7 @@ def resolve_species(positions, classes, heights: dict, b_factors: dict, tilts, a
         heavy_h = height[:len(pos)][cls == len(names) - 1]
         misfit = 1.4826 * float(np.median(np.abs(heavy_h - np.median(heavy_h)))) if len(heavy_h) >= 10 else None
         labels, conf, fit = assign_species(height, err, centres, fixed_centres=contrast is not None, scatter=misfit)
-        keep = labels > 0
+        keep = (labels > 0) & _apart(every, height, min_distance)
         n_old = len(pos)
         added, dropped = int(keep[n_old:].sum()), int((~keep[:n_old]).sum())
         changed = int((labels[:n_old] - 1 != cls).sum()) + added
