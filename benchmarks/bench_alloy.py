@@ -5,7 +5,7 @@ and without the species given, and against an outside reconstruction (ASTRA SIRT
 Run:  python benchmarks/bench_alloy.py [REPO] [--particles S1 S2 S6] [--geometries 65/21 50/11]
           [--variants plain species astra] [--dose 1e5] [--cases-dir /tmp/aet-bench/alloy]
           [--runs-dir DIR] [--device auto] [--threads N] [--no-enhance] [--no-probe-tail]
-          [--species-after-tail] [--out results.json]
+          [--out results.json]
 
 REPO is the Pt-Alloy checkout or the bare mirror ``fetch`` brings (default
 ``/work/.mirror/AET-nanocatalysts+Pt-Alloy/repo``). Each case (particle, geometry, dose; Poisson
@@ -203,7 +203,6 @@ def run_variant(variant: str, ts, case: Path, runs_dir: Path, device: str, enhan
         rec |= {"results_dir": str(out), "r_work": report.get("r_work"), "r_free": report.get("r_free"),
                 "species_record": report.get("species"), "second_population": second,
                 "probe_tail": (report.get("refinement") or {}).get("probe_tail"),
-                "species_after_tail": (report.get("species_after_tail") or {}).get("counts"),
                 "species_mapped": mapping, "traced_tomogram": report.get("traced_tomogram"),
                 "stages_seconds": {k: v.get("seconds") for k, v in (report.get("stages") or {}).items()}}
     elif variant == "astra":
@@ -274,14 +273,8 @@ def main():
     ap.add_argument("--check-astra", action="store_true",
                     help="only the ASTRA orientation check on a small simulated particle")
     ap.add_argument("--no-probe-tail", action="store_true", help="Gaussian atoms alone (run --no-probe-tail)")
-    ap.add_argument("--species-after-tail", action="store_true",
-                    help="decide species again on the tail-free series (pipeline.SPECIES_AFTER_TAIL)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    if args.species_after_tail:
-        from napari_aet.core import pipeline
-
-        pipeline.SPECIES_AFTER_TAIL = True
 
     from napari_aet.core.threads import configure_threads
 

@@ -125,10 +125,6 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
             if probe_tail:
                 ref, data, tail = _probe_tail_step(ref, classes, data, angles, free, vol.pixel_size, device,
                                                    make("probe tail"), cancel, alloy, meta["refinement"])
-                if alloy and tail is not None and SPECIES_AFTER_TAIL:
-                    table, atoms, classes, ref, meta["species_after_tail"] = _resolve_species(
-                        table, atoms, classes, ref, data[~free], angles[~free], vol, names, min_distance, device,
-                        make("species"), cancel, None if ratio is None else [ratio, 1.0])
             table, meta["validation"] = _validate_atoms(table, atoms, classes, ref, data, angles, free, vol.pixel_size,
                                                         device, make("validate"), cancel,
                                                         None if alloy else meta["trace"].get("class_centres"),
@@ -165,7 +161,6 @@ def _probe_tail_step(ref, classes, data, angles, free, pixel_size, device, progr
 
 
 TAIL_ITERATIONS = 60  # the tail's fit starts at the refined model
-SPECIES_AFTER_TAIL = False  # decide species again on the tail-free series (benchmarked: BENCHMARKS.md "Probe tail")
 
 
 def _refinement_data(vol, tilts_ts, alignment, free) -> tuple:
@@ -721,7 +716,7 @@ def _results(analysed, meta, stages, resume, traced_enhanced: bool) -> dict:
         "refinement": meta.get("refinement"), "r_work": (meta.get("validation") or {}).get("r_work"),
         "r_free": (meta.get("validation") or {}).get("r_free"), "validation": meta.get("validation"),
         "completion": meta.get("completion"), "species": meta.get("species"),
-        "species_after_tail": meta.get("species_after_tail"), "second_population": meta.get("second_population"),
+        "second_population": meta.get("second_population"),
         "alloy": (meta.get("analysis") or {}).get("alloy"),
         "total_seconds": round(sum(s["seconds"] for s in stages.values()), 3),
         "threads": _thread_plan(),
