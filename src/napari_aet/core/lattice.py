@@ -273,7 +273,7 @@ def _polar_rotation(basis: np.ndarray) -> np.ndarray:
 
 
 def fit_fcc_lattice(xyz, lattice_constant: Optional[float] = None, tolerance: float = 0.7, iterations: int = 50,
-                    kind: str = "cubic") -> Lattice:
+                    kind: str = "cubic", start: int = 0) -> Lattice:
     """Fit the f.c.c. lattice best matching the atoms.
 
     The fit alternates with the site assignment, growing outwards from the atom nearest the
@@ -294,6 +294,9 @@ def fit_fcc_lattice(xyz, lattice_constant: Optional[float] = None, tolerance: fl
         three independent base vectors and the origin (what pixel-size, tilt and scan errors
         make of a measured lattice); 'auto': affine when its anisotropy is significant
         (:data:`AFFINE_SIGNIFICANCE`).
+    start : int
+        Grow from the ``start``-th atom nearest the centroid (0: the nearest); another start
+        helps when the nearest is not on a site (an interstitial or a noise peak).
 
     Returns
     -------
@@ -308,7 +311,7 @@ def fit_fcc_lattice(xyz, lattice_constant: Optional[float] = None, tolerance: fl
     pos = _check_positions(xyz)
     r, a = _orientation(pos, lattice_constant)
     # origin: the atom nearest the centroid sits on a site to start
-    centre = pos[np.argmin(np.linalg.norm(pos - pos.mean(0), axis=1))].copy()
+    centre = pos[np.argsort(np.linalg.norm(pos - pos.mean(0), axis=1), kind="stable")[min(int(start), len(pos) - 1)]].copy()
     lat = Lattice(a, r, centre)
     dist_centre = np.linalg.norm(pos - centre, axis=1)
     radius, extent = 4.0 * a, float(dist_centre.max()) + a
