@@ -597,7 +597,7 @@ def _report_probe_tail(refinement) -> None:
     tail = (refinement or {}).get("probe_tail")
     if not tail:
         return
-    what = ("taken off the tilt series for species, refits and confidence" if tail.get("removed") else
+    what = ("taken off the tilt series for the refit and confidence" if tail.get("removed") else
             f"below {tail.get('min_fraction', 0.05):.0%}: the tilt series is used as measured")
     _info(f"probe tail: {tail['fraction']:.1%} of each atom's intensity in a {tail['sigma_A']:.2f} Å Gaussian tail, "
           f"{what} (--no-probe-tail: Gaussian atoms alone)")
@@ -928,7 +928,7 @@ def _add_run_command(sub) -> None:
     p.add_argument("--no-probe-tail", action="store_true",
                    help="fit Gaussian atoms alone, with no probe tail (default: the probe's tail is fitted with the atoms "
                    "and, when it holds 5%% or more of the intensity, as real probes and abTEM's do, taken off the tilt "
-                   "series before species, refits and confidence; the refinement record says what was fitted)")
+                   "series for the refit and confidence; the refinement record says what was fitted)")
     p.add_argument("--species", nargs="+", default=[], metavar="NAME",
                    help="the atoms' species, lightest first (e.g. --species Ni Pt): light atoms hidden by heavy "
                    "neighbours are found in the residual and every atom's species is decided from the projections, "
@@ -997,7 +997,7 @@ def _add_trace_command(sub) -> None:
     p.add_argument("--no-probe-tail", action="store_true",
                    help="fit Gaussian atoms alone, with no probe tail (default: the probe's tail is fitted with the atoms "
                    "and, when it holds 5%% or more of the intensity, as real probes and abTEM's do, taken off the tilt "
-                   "series before species, refits and confidence; the refinement record says what was fitted)")
+                   "series for the refit and confidence; the refinement record says what was fitted)")
     _add_run_options(p, "ATOMS.csv", "atoms table")
     p.set_defaults(func=cmd_trace)
 

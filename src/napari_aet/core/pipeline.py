@@ -59,10 +59,10 @@ def trace_volume(vol, tilts_ts=None, alignment=None, min_distance=2.0, n_classes
     extended_object : bool
         The sample extends beyond the box (completion proposes nothing at its x/y faces).
     probe_tail : bool
-        Fit the probe's tail with the atoms (:mod:`~napari_aet.core.probe_tail`); when it
-        holds at least ``MIN_TAIL_FRACTION`` of the intensity it is taken off the tilt series
-        for every later step (species, completion, refit, confidence). R-factors stay those of
-        the measured projections.
+        Once the atom model is complete (after species and completion), fit the probe's tail
+        with the atoms (:mod:`~napari_aet.core.probe_tail`); when it holds at least
+        ``MIN_TAIL_FRACTION`` of the intensity it is taken off the tilt series for the refit on
+        every projection and the confidence. R-factors stay those of the measured projections.
 
     Returns
     -------
