@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import mrcfile
 import numpy as np
@@ -32,8 +33,10 @@ from napari_aet.core.species import implied_heights, lattice_site_candidates, li
 from napari_aet.core.trace import trace_atoms  # noqa: E402
 
 
-def main():
-    case, run = Path(sys.argv[1]), Path(sys.argv[2])
+def chain_state(case: Path, run: Path) -> SimpleNamespace:
+    """The species step's start on a case: the run's U-Net tomogram traced (two classes, first
+    species guess), refined on the working projections (one B), its model projections, the
+    residual peaks and the empty f.c.c. sites next to the heavy atoms."""
     ts, truth, kind = load_case(case)
     free = split_free_projections(ts.angles, 0.1)
     data, angles = ts.data[~free], np.asarray(ts.angles)[~free]
@@ -45,11 +48,20 @@ def main():
     ref = refine_positions(table[["x", "y", "z"]].to_numpy(), cls, data, angles, ts.pixel_size, iterations=150,
                            share_b_factor=True)
     pos, h, b = ref.positions, ref.heights, ref.b_factors
-    print("refined heights", h, "B", b)
+    print("refined heights", h, "B", b, flush=True)
     model = atom_model_projections(pos, cls, h, b, angles, data.shape[1:], ts.pixel_size, "cpu")
     residual = light_atom_candidates(pos, cls, h, b, data, angles, ts.pixel_size, vol.shape, model=model)
     sites = lattice_site_candidates(pos, cls == 1)
     sites = sites[cKDTree(pos).query(sites)[0] > 1.0]
+    return SimpleNamespace(ts=ts, truth=truth, kind=kind, data=data, angles=angles, cls=cls, pos=pos, h=h, b=b,
+                           model=model, residual=residual, sites=sites)
+
+
+def main():
+    st = chain_state(Path(sys.argv[1]), Path(sys.argv[2]))
+    ts, truth, kind, data, angles, cls, pos, h, b = st.ts, st.truth, st.kind, st.data, st.angles, st.cls, st.pos, \
+        st.h, st.b
+    model, residual, sites = st.model, st.residual, st.sites
     every = np.concatenate([pos, residual, sites])
     every_cls = np.r_[cls, np.zeros(len(residual) + len(sites), int)]
     height, err = implied_heights(every, every_cls, h, b, data, angles, ts.pixel_size,

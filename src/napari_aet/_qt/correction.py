@@ -79,16 +79,19 @@ def _plane_click(widget_ref, layer, event):
 NO_TILT_SERIES = "none (tomogram snap only)"
 
 
-def _refine_task(positions, classes, edited, tilts, angles, pixel_size, model, free, device, progress=None,
-                 cancel=None):
-    """Local re-refinement (:func:`napari_aet.core.correct.refine_near`) in a worker thread;
-    without a refinement record (``model`` None) the per-class heights and B-factors are fitted
-    first, positions held. Returns (LocalRefinement, whether the heights were fitted here)."""
-    from ..core.correct import refine_near
+def _refine_task(positions, classes, edited, tilts, angles, pixel_size, model, free, device, atoms_meta=None,
+                 progress=None, cancel=None):
+    """Local re-refinement (:func:`napari_aet.core.correct.refine_near`) in a worker thread,
+    against the series the model was fitted to (:func:`~napari_aet.core.correct.fitted_tilts`
+    of ``atoms_meta``); without a refinement record (``model`` None) the per-class heights and
+    B-factors are fitted first, positions held. Returns (LocalRefinement, whether the heights
+    were fitted here)."""
+    from ..core.correct import fitted_tilts, refine_near
     from ..core.projector import resolve_device
     from ..core.refine import refine_positions
 
     device = resolve_device(device)
+    tilts = fitted_tilts(atoms_meta, tilts, pixel_size)
     fitted = model is None
     if fitted:
         ref = refine_positions(positions, classes, tilts, angles, pixel_size, iterations=0, device=device)
@@ -98,15 +101,18 @@ def _refine_task(positions, classes, edited, tilts, angles, pixel_size, model, f
     return result, fitted
 
 
-def _residual_task(positions, classes, tilts, angles, pixel_size, model, volume_shape, device, progress=None,
-                   cancel=None):
-    """:func:`napari_aet.core.confidence.residual_tomogram` in a worker thread (heights and
-    B-factors fitted first when the atoms carry no refinement record)."""
+def _residual_task(positions, classes, tilts, angles, pixel_size, model, volume_shape, device, atoms_meta=None,
+                   progress=None, cancel=None):
+    """:func:`napari_aet.core.confidence.residual_tomogram` in a worker thread, of the series the
+    model was fitted to (as :func:`_refine_task`; heights and B-factors fitted first when the
+    atoms carry no refinement record)."""
     from ..core.confidence import residual_tomogram
+    from ..core.correct import fitted_tilts
     from ..core.projector import resolve_device
     from ..core.refine import refine_positions
 
     device = resolve_device(device)
+    tilts = fitted_tilts(atoms_meta, tilts, pixel_size)
     if model is None:
         ref = refine_positions(positions, classes, tilts, angles, pixel_size, iterations=0, device=device)
         model = (ref.heights, ref.b_factors)
@@ -390,7 +396,7 @@ class CorrectionWidget(WorkerWidget):
         self._pending = (table, rows, self.tilts_box.value)
         self.status.setText(f"refitting {len(edited)} edited atoms and their neighbours against the tilt series...")
         self._run("Refine edited atoms", self._on_refined, _refine_task, table[["x", "y", "z"]].to_numpy(float)[rows],
-                  classes, edited, *tilts, model, free, "auto")
+                  classes, edited, *tilts, model, free, "auto", aet_meta(layer).get("atoms_metadata"))
 
     def _snap(self, idx, tomo) -> None:
         """The atoms ``idx`` onto the tomogram's local intensity maxima (one undo step)."""
@@ -438,12 +444,7 @@ class CorrectionWidget(WorkerWidget):
         meta = aet_meta(layer)
         if not meta.get("angles") or not meta.get("pixel_size"):
             raise AETInputError(f"{name} has no tilt angles or pixel size: load it with its angles and pixel size")
-        from ..core.correct import fitted_tilts
-
-        atoms_meta = aet_meta(self._layer).get("atoms_metadata") if self._layer is not None else None
-        pixel_size = float(meta["pixel_size"])
-        return (fitted_tilts(atoms_meta, np.asarray(layer.data, np.float32), pixel_size),
-                np.asarray(meta["angles"], float), pixel_size)
+        return np.asarray(layer.data, np.float32), np.asarray(meta["angles"], float), float(meta["pixel_size"])
 
     def _model(self, table, n_projections: int) -> tuple:
         """The atom model of a table: its rows (``atom`` 1), classes as the refinement numbered
@@ -523,7 +524,8 @@ class CorrectionWidget(WorkerWidget):
         self._pending = (layer.name, tilts[2])
         self.status.setText("reconstructing the residual...")
         self._run("Residual", self._on_residual, _residual_task, table[["x", "y", "z"]].to_numpy(float)[rows],
-                  classes, *tilts, model, self._volume_shape(tilts), "auto")
+                  classes, *tilts, model, self._volume_shape(tilts), "auto",
+                  aet_meta(layer).get("atoms_metadata"))
 
     def _volume_shape(self, tilts) -> tuple:
         """The tomogram's shape when it is the tilt series' (same voxel size and detector), else

@@ -63,15 +63,15 @@ def _pad(sigma: float, pixel_size: float) -> int:
     return int(math.ceil(4 * sigma / pixel_size)) + 1
 
 
-def _transfer(xp, shape, pixel_size: float, fraction, sigma, like=None):
-    """``(1 - f) + f exp(-2 π² σ² k²)`` on the rfft2 grid of ``shape`` (xp: numpy or torch)."""
+def _k2(shape, pixel_size: float) -> np.ndarray:
+    """Squared spatial frequency (Å⁻²) on the rfft2 grid of ``shape``."""
     nv, nu = shape
-    if xp is np:
-        kv, ku = np.fft.fftfreq(nv, d=pixel_size)[:, None], np.fft.rfftfreq(nu, d=pixel_size)[None, :]
-        return (1 - fraction) + fraction * np.exp(-2 * math.pi**2 * sigma**2 * (kv**2 + ku**2))
-    kv = xp.fft.fftfreq(nv, d=pixel_size, device=like.device)[:, None]
-    ku = xp.fft.rfftfreq(nu, d=pixel_size, device=like.device)[None, :]
-    return (1 - fraction) + fraction * xp.exp(-2 * math.pi**2 * sigma**2 * (kv**2 + ku**2))
+    return np.fft.fftfreq(nv, d=pixel_size)[:, None] ** 2 + np.fft.rfftfreq(nu, d=pixel_size)[None, :] ** 2
+
+
+def _transfer(k2, fraction, sigma, exp):
+    """``(1 - f) + f exp(-2 π² σ² k²)``; ``exp`` is numpy's or torch's."""
+    return (1 - fraction) + fraction * exp(-2 * math.pi**2 * sigma**2 * k2)
 
 
 def apply_probe_tail(images, fraction, sigma, pixel_size: float):
@@ -98,7 +98,8 @@ def apply_probe_tail(images, fraction, sigma, pixel_size: float):
     pad = _pad(float(sigma.detach()) if torch.is_tensor(sigma) else float(sigma), pixel_size)
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     shape = padded.shape[-2:]
-    t = _transfer(torch, shape, pixel_size, fraction, sigma, like=images)
+    k2 = torch.as_tensor(_k2(shape, pixel_size), dtype=images.dtype, device=images.device)
+    t = _transfer(k2, fraction, sigma, torch.exp)
     out = torch.fft.irfft2(torch.fft.rfft2(padded) * t, s=shape)
     return out[..., pad:pad + images.shape[-2], pad:pad + images.shape[-1]]
 
@@ -128,6 +129,6 @@ def remove_probe_tail(tilts, tail: ProbeTail, pixel_size: float) -> np.ndarray:
         return data.copy()
     pad = min(_pad(tail.sigma, pixel_size), min(data.shape[1:]) - 1)
     padded = np.pad(data, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-    t = _transfer(np, padded.shape[1:], pixel_size, tail.fraction, tail.sigma)
+    t = _transfer(_k2(padded.shape[1:], pixel_size), tail.fraction, tail.sigma, np.exp)
     out = np.fft.irfft2(np.fft.rfft2(padded) / t, s=padded.shape[1:])
     return out[:, pad:pad + data.shape[1], pad:pad + data.shape[2]].astype(np.float32)

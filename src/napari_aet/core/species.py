@@ -468,18 +468,17 @@ def resolve_species(positions, classes, heights: dict, b_factors: dict, tilts, a
     for rnd in range(int(rounds)):
         centres = _class_centres(heights, names, contrast)
         h_all = {j: float(centres[j]) for j in range(len(names))}
-        b_all = {j: shared_b for j in range(len(names))}
-        model = atom_model_projections(pos, cls, h_all, b_all, angles, data.shape[1:], pixel_size, device)
-        if rnd == 0:
-            r_after = float(np.abs(model - data).sum() / np.abs(data).sum())
-        before = (pos, cls, conf, origin, heights, r_after)
         # the first round proposes light atoms; later ones, with them in the model, only decide again
         cand, sites = np.zeros((0, 3)), np.zeros((0, 3))
         if rnd == 0:
+            b_all = {j: shared_b for j in range(len(names))}
+            model = atom_model_projections(pos, cls, h_all, b_all, angles, data.shape[1:], pixel_size, device)
+            r_after = float(np.abs(model - data).sum() / np.abs(data).sum())
             cand = light_atom_candidates(pos, cls, h_all, b_all, data, angles, pixel_size, volume_shape,
                                          min_distance=min_distance, significance=significance, device=device,
                                          model=model, cancel=cancel)
             sites = lattice_site_candidates(pos, cls == len(names) - 1)
+        before = (pos, cls, conf, origin, heights, r_after)
         if len(sites):
             from scipy.spatial import cKDTree
 
